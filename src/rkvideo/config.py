@@ -1,0 +1,218 @@
+"""Settings: one TOML file read into typed dataclasses.
+
+Why dataclasses and a hand-written checker instead of a schema library: the
+core install must stay light (the board is a small ARM computer) and the error
+a user sees for a typo must name the key and the file, which generic TOML
+loaders do not do. Every setting has a default, so an empty file is valid and
+`rkvideo describe --dry-run` works with no config at all.
+
+Lookup order (first hit wins): ``--config PATH``, ``$RKVIDEO_CONFIG``,
+``./config.toml``, ``~/.config/rkvideo/config.toml``, ``/etc/rkvideo/config.toml``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A setting is missing, misspelled or of the wrong type."""
+
+
+@dataclass
+class ModelConfig:
+    # Profile name from `rkvideo models` (family and size, e.g. "qwen2-vl-2b").
+    profile: str = "qwen2-vl-2b"
+    # Vision encoder: .rknn (NPU) or .onnx (any PC). The runtime follows the suffix.
+    vision: str = ""
+    # LLM: .rkllm (NPU) or .gguf (any PC). The runtime follows the suffix.
+    llm: str = ""
+    # Overrides for profile facts; 0 / "" means "use the profile's value".
+    # Facts marked UNVERIFIED in `rkvideo models` are the ones to check here.
+    input_size: int = 0
+    tokens_per_image: int = 0
+    embed_width: int = 0
+    encoder_outputs: int = 0
+    img_start: str = ""
+    img_end: str = ""
+    img_content: str = ""
+    # "encoder" = mean/std baked into the encoder (stock .rknn), "host" = normalise here.
+    normalize: str = ""
+    max_context: int = 0
+
+
+@dataclass
+class VisionConfig:
+    # Parallel encoder instances: one per NPU core on RK3588 (3), threads on a PC.
+    workers: int = 3
+    # Frames decoded ahead of the encoders (bounded queue size).
+    queue_size: int = 4
+
+
+@dataclass
+class LLMConfig:
+    # librkllmrt.so struct layout: "auto" (read from the library), "1.2" or "1.3".
+    runtime: str = "auto"
+    # Path to librkllmrt.so; empty = search /usr/lib, /usr/local/lib, $LD_LIBRARY_PATH.
+    library: str = ""
+    max_new_tokens: int = 512
+    # Tokens kept free for chat template and tags the estimate cannot see.
+    reserve: int = 64
+    # Sampling; the defaults are those of Rockchip's demos (top_k 1 = greedy).
+    top_k: int = 1
+    top_p: float = 0.9
+    temperature: float = 0.8
+    repeat_penalty: float = 1.1
+    # llama.cpp only: CPU threads (0 = all cores) and RNG seed.
+    threads: int = 0
+    seed: int = 0
+
+
+@dataclass
+class DescribeConfig:
+    frames: int = 8
+    prompt: str = "Describe what happens in this video."
+    image_prompt: str = "Describe these images."
+    # "fast" (keyframes when close enough) or "exact" (first frame at or after each target).
+    seek: str = "fast"
+
+
+@dataclass
+class WatchConfig:
+    patterns: list = field(default_factory=lambda: ["*.mp4", "*.avi", "*.mov", "*.mkv"])
+    recursive: bool = True
+    settle_seconds: float = 5.0
+    max_attempts: int = 3
+    # Seconds before the first retry; doubles with every further attempt.
+    retry_backoff: float = 30.0
+    db: str = "~/.local/share/rkvideo/rkvideo.db"
+
+
+@dataclass
+class OutputConfig:
+    # Any of "txt", "json", "vtt"; written next to each recording (or under `dir`).
+    sidecars: list = field(default_factory=list)
+    dir: str = ""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    # Where the settings came from (None = built-in defaults). Not a TOML key.
+    source: Path | None = field(default=None, compare=False)
+
+    def resolve_path(self, value: str) -> Path:
+        """Paths in a config file are relative to that file, not to the CWD."""
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
+
+
+CHOICES = {
+    ("model", "normalize"): ("", "encoder", "host"),
+    ("llm", "runtime"): ("auto", "1.2", "1.3"),
+    ("describe", "seek"): ("fast", "exact"),
+}
+POSITIVE = {("vision", "workers"), ("vision", "queue_size"), ("llm", "max_new_tokens"),
+            ("describe", "frames"), ("watch", "max_attempts")}
+SIDECARS = ("txt", "json", "vtt")
+
+
+def candidates(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """The files tried, in order."""
+    if explicit:
+        return [Path(explicit).expanduser()]
+    paths = []
+    if os.environ.get("RKVIDEO_CONFIG"):
+        return [Path(os.environ["RKVIDEO_CONFIG"]).expanduser()]
+    paths.append(Path("config.toml"))
+    paths.append(Path("~/.config/rkvideo/config.toml").expanduser())
+    paths.append(Path("/etc/rkvideo/config.toml"))
+    return paths
+
+
+def load(explicit: str | os.PathLike | None = None) -> Config:
+    """Find and read the config; defaults when no file exists.
+
+    An explicitly named file (flag or environment) must exist.
+    """
+    paths = candidates(explicit)
+    must_exist = bool(explicit) or bool(os.environ.get("RKVIDEO_CONFIG"))
+    for path in paths:
+        if path.is_file():
+            return read(path)
+    if must_exist:
+        raise ConfigError(f"{paths[0]}: config file not found")
+    return Config()
+
+
+def read(path: str | os.PathLike) -> Config:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: dict, path: Path | None = None) -> Config:
+    where = str(path) if path else "<config>"
+    config = Config(source=path.resolve() if path else None)
+    sections = {f.name for f in dataclasses.fields(Config) if f.name != "source"}
+    for name, table in data.items():
+        if name not in sections:
+            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(sorted(sections))})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        _fill(getattr(config, name), name, table, where)
+    return config
+
+
+def _fill(target, section: str, table: dict, where: str) -> None:
+    hints = typing.get_type_hints(type(target))
+    known = {f.name for f in dataclasses.fields(target)}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {section}.{key} (known: {', '.join(sorted(known))})")
+        setattr(target, key, _check(section, key, value, hints[key], where))
+
+
+def _check(section: str, key: str, value, hint, where: str):
+    name = f"{section}.{key}"
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}[hint]
+    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{where}: {name} must be {expected}, got {value!r}")
+    if (section, key) in CHOICES and value not in CHOICES[(section, key)]:
+        allowed = ", ".join(repr(c) for c in CHOICES[(section, key)] if c)
+        raise ConfigError(f"{where}: {name} must be one of {allowed}, got {value!r}")
+    if (section, key) in POSITIVE and value < 1:
+        raise ConfigError(f"{where}: {name} must be at least 1, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"{where}: {name} must not be negative, got {value!r}")
+    if hint is list and not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}: {name} must be a list of strings")
+    if (section, key) == ("output", "sidecars"):
+        bad = [s for s in value if s not in SIDECARS]
+        if bad:
+            raise ConfigError(f"{where}: output.sidecars: unknown kind {bad[0]!r} (known: {', '.join(SIDECARS)})")
+    return value
