@@ -1,0 +1,190 @@
+"""The one path every description takes: media → frames → vision → request → text.
+
+The CLI and the daemon both go through ``Describer``: it loads the runtimes
+once (the LLM first, then the encoders, as Rockchip's demos do so that the two
+NPU memory domains are laid out predictably), plans the frame count against
+the context budget, and runs one request at a time. It never knows which
+runtime it drives: the runtimes are chosen from the model files' suffixes in
+``vision.open_pool`` and ``llm.open_llm``, and tests pass their own in.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import assemble, budget, models, preprocess, video
+from .config import Config
+
+
+class SetupError(ValueError):
+    """The configuration cannot work (missing model file, mismatched widths)."""
+
+
+@dataclass
+class Result:
+    inputs: list
+    kind: str                       # "video" or "images"
+    frames: list                    # [{index, pts, seconds}]
+    prompt: str
+    model: dict
+    tokens: dict                    # prompt, vision, new
+    frames_capped_by_budget: bool
+    timings: dict                   # seconds per stage
+    text: str | None
+    notes: list = field(default_factory=list)
+    plan: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"inputs": self.inputs, "kind": self.kind, "frames": self.frames, "prompt": self.prompt,
+                "model": self.model, "tokens": self.tokens,
+                "frames_capped_by_budget": self.frames_capped_by_budget, "timings": self.timings,
+                "text": self.text, "notes": self.notes, "plan": self.plan}
+
+
+def model_file(config: Config, key: str) -> Path:
+    """The configured model file for ``model.<key>``; an error names the key when it is unusable."""
+    value = getattr(config.model, key)
+    where = f" in {config.source}" if config.source else ""
+    if not value:
+        raise SetupError(f"model.{key} is not set{where} (set it to the {_KINDS[key]} file, "
+                         f"or use --dry-run to plan without models)")
+    path = config.resolve_path(value)
+    if not path.is_file():
+        raise SetupError(f"{path}: model file not found (model.{key}{where})")
+    return path
+
+
+_KINDS = {"vision": "vision encoder (.rknn or .onnx)", "llm": "LLM (.rkllm or .gguf)"}
+
+
+class Describer:
+    def __init__(self, config: Config, *, dry_run: bool = False, vision=None, llm=None):
+        self.config = config
+        self.profile = models.resolve(config.model)
+        self.dry_run = dry_run
+        self.vision, self.llm = vision, llm
+        self.load_seconds = 0.0
+        if not dry_run and (vision is None or llm is None):
+            self._load()
+        if not dry_run:
+            self._check_widths()
+
+    def _load(self) -> None:
+        from . import llm as llm_mod, vision as vision_mod
+        start = time.perf_counter()
+        vision_path, llm_path = model_file(self.config, "vision"), model_file(self.config, "llm")
+        npu = vision_path.suffix.lower() == ".rknn"
+        if self.llm is None:
+            self.llm = llm_mod.open_llm(str(llm_path), self.config, self.profile, npu_vision=npu)
+        if self.vision is None:
+            self.vision = vision_mod.open_pool(str(vision_path), self.profile, self.config.vision.workers,
+                                               self.config.vision.queue_size)
+        self.load_seconds = time.perf_counter() - start
+
+    def _check_widths(self) -> None:
+        want = self.profile.encoder_width
+        got_vision, got_llm = self.vision.output_width, self.llm.input_width
+        if got_vision != want or got_llm != want:
+            raise SetupError(
+                f"embedding width mismatch: vision encoder {self.config.model.vision or '<encoder>'} gives "
+                f"{got_vision} floats per token, LLM {self.config.model.llm or '<llm>'} takes {got_llm}, "
+                f"profile {self.profile.name} says {want} (use the encoder and LLM from the same model "
+                f"release, or fix model.embed_width / model.encoder_outputs)")
+
+    @property
+    def rule(self) -> str:
+        return getattr(self.llm, "placeholder_rule", assemble.PER_IMAGE)
+
+    def plan(self, prompt: str, frames: int, max_new_tokens: int, kind: str) -> budget.Plan:
+        chat = self.profile.chat
+        prompt_tokens = budget.estimate_tokens(chat.system, chat.prefix, chat.postfix, prompt)
+        # Worst case per frame: its stamp text (long timestamps) and the line break.
+        stamp = self.profile.stamp(999, 99999.9) if kind == "video" else "Image 999: "
+        frame_tokens = self.profile.frame_tokens() + budget.estimate_tokens(stamp, "\n")
+        return budget.plan(frames, max_context=self.profile.max_context, prompt_tokens=prompt_tokens,
+                           frame_tokens=frame_tokens, max_new_tokens=max_new_tokens,
+                           reserve=self.config.llm.reserve)
+
+    def describe(self, inputs: list, *, kind: str, frames: int | None = None, prompt: str | None = None,
+                 max_new_tokens: int | None = None, seek: str | None = None,
+                 on_text: Callable[[str], None] | None = None,
+                 on_frame: Callable[[video.Frame], None] | None = None) -> Result:
+        """Describe one video (``kind="video"``, one input) or a set of images as one request."""
+        cfg = self.config
+        prompt = prompt or (cfg.describe.prompt if kind == "video" else cfg.describe.image_prompt)
+        max_new = max_new_tokens or cfg.llm.max_new_tokens
+        wanted = frames or cfg.describe.frames if kind == "video" else len(inputs)
+        plan = self.plan(prompt, wanted, max_new, kind)
+        notes: list = []
+        if kind == "video":
+            stream = video.sample(str(inputs[0]), plan.frames, seek or cfg.describe.seek, notes)
+        else:
+            stream = video.load_images([str(p) for p in inputs[:plan.frames]])
+        if plan.capped:
+            notes.append(f"{plan.requested} frames requested, {plan.frames} fit the "
+                         f"{plan.max_context}-token context")
+        if self.dry_run:
+            picked, timings = self._dry(stream, on_frame)
+            text, tokens = None, {"prompt": plan.prompt_tokens, "vision": len(picked) * plan.frame_tokens,
+                                  "new": 0}
+        else:
+            picked, text, tokens, timings = self._run(stream, prompt, plan, kind, on_text, on_frame)
+        if kind == "video" and not picked:
+            raise video.MediaError(f"{inputs[0]}: no frame could be decoded (check the file plays)")
+        return Result(inputs=[str(p) for p in inputs], kind=kind, frames=[_frame_info(f) for f in picked],
+                      prompt=prompt, model=self._model_info(), tokens=tokens,
+                      frames_capped_by_budget=plan.capped, timings=timings, text=text, notes=notes,
+                      plan=plan.as_dict())
+
+    def _dry(self, stream, on_frame) -> tuple[list, dict]:
+        """Everything up to the encoder: decode and preprocess, keep nothing heavy."""
+        picked, prep = [], 0.0
+        start = time.perf_counter()
+        for frame in stream:
+            t0 = time.perf_counter()
+            preprocess.for_profile(frame.image, self.profile)
+            prep += time.perf_counter() - t0
+            picked.append(frame)
+            if on_frame:
+                on_frame(frame)
+        total = time.perf_counter() - start
+        return picked, {"decode": round(total - prep, 4), "preprocess": round(prep, 4)}
+
+    def _run(self, stream, prompt, plan, kind, on_text, on_frame):
+        encoded = self.vision.encode(stream, on_frame)
+        stamps = [f.seconds for f in encoded.frames] if kind == "video" else None
+        request = assemble.build(self.profile, prompt, encoded.embeddings, stamps, rule=self.rule,
+                                 max_new_tokens=plan.max_new_tokens, max_context=plan.max_context,
+                                 reserve=plan.reserve)
+        generation = self.llm.generate(request, on_text)
+        timings = {**encoded.timings, **generation.timings}
+        tokens = {"prompt": generation.prompt_tokens, "vision": request.vision_tokens,
+                  "new": generation.new_tokens}
+        return encoded.frames, generation.text, tokens, {k: round(v, 4) for k, v in timings.items()}
+
+    def _model_info(self) -> dict:
+        return {"profile": self.profile.name, "vision": self.config.model.vision or None,
+                "llm": self.config.model.llm or None}
+
+    def abort(self) -> None:
+        if self.llm is not None and hasattr(self.llm, "abort"):
+            self.llm.abort()
+
+    def close(self) -> None:
+        # Encoders before the LLM: the reverse of loading.
+        for part in (self.vision, self.llm):
+            if part is not None:
+                part.close()
+        self.vision = self.llm = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _frame_info(frame: video.Frame) -> dict:
+    return {"index": frame.index, "pts": frame.pts, "seconds": round(frame.seconds, 3), "source": frame.source}
