@@ -1,10 +1,17 @@
-"""Assembled request to text.
+"""Assembled request to text: the protocol every LLM runtime implements.
 
-INTERFACE (implementation in progress). The pipeline relies only on these names.
+Why a protocol and a dispatcher on the file suffix: the board runs ``.rkllm``
+files through Rockchip's C runtime, a PC runs ``.gguf`` files through
+llama.cpp, and the pipeline must not care which. Each runtime renders the
+runtime-neutral ``assemble.Request`` its own way (RKLLM expands ``<image>``
+placeholders itself, llama.cpp is fed token ids and embedding rows) and
+reports the same ``Generation``. The runtime modules are imported only when
+their file type is opened, so the core install never needs their packages.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 
@@ -43,4 +50,12 @@ class LLM(Protocol):
 
 def open_llm(path: str, config, profile, npu_vision: bool = False) -> LLM:
     """Load the LLM at ``path``; the runtime follows the suffix (.gguf, .rkllm)."""
-    raise NotImplementedError
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gguf":
+        from .llamacpp import open_llamacpp
+        return open_llamacpp(str(path), config, profile)
+    if suffix == ".rkllm":
+        from .rkllm import open_rkllm
+        return open_rkllm(str(path), config, profile, npu_vision)
+    raise LLMError(f"{path}: unknown LLM file type {suffix or '(no suffix)'!r} "
+                   f"(model.llm must be a .rkllm file for the NPU or a .gguf file for any PC)")
