@@ -1,0 +1,1 @@
+"""Test doubles for the board runtimes (RKLLM, RKNNLite). Tests only: never importable by rkvideo."""
