@@ -1,0 +1,123 @@
+"""Text files next to each recording: ``.txt``, ``.json`` and ``.vtt``.
+
+Why sidecars at all: NVR web UIs, file managers and video players find a file
+called like the recording; they cannot read a database. The names follow the
+players' rule (``door.mp4`` → ``door.vtt``, which VLC and mpv load by
+themselves), and ``door.txt``/``door.json`` beside it.
+
+Every file is written to a temporary name in the same folder, flushed to disk
+and renamed over the target, so a crash or power cut leaves either the old
+file or the new one, never half of one. Temporary names start with a dot and
+end in ``.tmp`` so the watcher's patterns never match them.
+
+The WebVTT file has one cue per sampled frame: the clip is cut at the
+midpoints between neighbouring frames, so each cue covers the stretch of the
+recording its frame stands for. The description is one text for the whole
+clip; its sentences are spread over the cues in order, because a description
+built from time-stamped frames narrates in time order.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+KINDS = ("txt", "json", "vtt")
+
+
+def targets(recording: str | os.PathLike, kinds, out_dir: str | os.PathLike | None = None,
+            root: str | os.PathLike | None = None) -> dict:
+    """Sidecar path per kind: beside the recording, or under ``out_dir`` mirroring its place below ``root``."""
+    recording = Path(recording)
+    folder = recording.parent
+    if out_dir:
+        relative = Path()
+        if root is not None:
+            try:
+                relative = recording.parent.relative_to(root)
+            except ValueError:
+                pass
+        folder = Path(out_dir) / relative
+    return {kind: folder / f"{recording.stem}.{kind}" for kind in kinds}
+
+
+def write_all(recording: str | os.PathLike, result: dict, duration: float | None, kinds,
+              out_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> list:
+    """Write the chosen sidecars for one result (``Result.as_json()``); returns the paths written."""
+    written = []
+    for kind, path in targets(recording, kinds, out_dir, root).items():
+        if kind == "txt":
+            body = (result.get("text") or "").strip() + "\n"
+        elif kind == "json":
+            body = json.dumps({"recording": str(recording), **result}, ensure_ascii=False, indent=2) + "\n"
+        else:
+            body = vtt(result.get("frames") or [], duration, result.get("text") or "")
+        write_atomic(path, body)
+        written.append(path)
+    return written
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the folder is synced.
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def segments(stamps: list, duration: float | None) -> list:
+    """(start, end) per frame: cut at midpoints between frames, from 0 to the clip's end."""
+    if not stamps:
+        return []
+    end = max(duration or 0.0, stamps[-1])
+    if end <= stamps[-1]:
+        # No duration known: give the last frame as long as the one before.
+        end = stamps[-1] + (stamps[-1] - stamps[-2] if len(stamps) > 1 else 1.0)
+    cuts = [(a + b) / 2 for a, b in zip(stamps, stamps[1:])]
+    return list(zip([0.0] + cuts, cuts + [end]))
+
+
+def sentences(text: str) -> list:
+    parts = re.split(r"(?<=[.!?。！？])\s+|\n+", text.strip())
+    return [p.strip() for p in parts if p.strip()]
+
+
+def vtt(frames: list, duration: float | None, text: str) -> str:
+    stamps = [float(f["seconds"]) for f in frames]
+    spans = segments(stamps, duration)
+    lines = sentences(text) or [""]
+    out = ["WEBVTT", ""]
+    for i, (start, end) in enumerate(spans):
+        # Sentences [i·S/N, (i+1)·S/N) belong to cue i; with fewer sentences than
+        # cues a sentence stays on screen over several cues.
+        first, last = i * len(lines) // len(spans), (i + 1) * len(lines) // len(spans)
+        cue = " ".join(lines[first:max(last, first + 1)])
+        out += [str(i + 1), f"{_clock(start)} --> {_clock(end)}", _escape(cue) or "…", ""]
+    return "\n".join(out)
+
+
+def _clock(seconds: float) -> str:
+    millis = round(max(seconds, 0.0) * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
+
+
+def _escape(text: str) -> str:
+    # Cue text is markup: escape it, and keep "-->" from ending the cue early.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(text.split())
