@@ -1,1 +1,1 @@
-"""Test doubles for the board runtimes (RKLLM, RKNNLite). Tests only: never importable by rkvideo."""
+"""Test doubles (runtimes, encoders, a librkllmrt.so stub). Tests only: never importable by rkvideo."""

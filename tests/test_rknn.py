@@ -1,0 +1,233 @@
+"""RKNN encoders through FakeRKNNLite: one instance per NPU core, return codes, fallback, shapes, release."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
+from rkvideo import models, preprocess, rknn, vision
+from rkvideo.video import Frame
+
+pytest.importorskip("onnxruntime", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
+pytest.importorskip("onnx", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
+
+SIZE, PATCH, WIDTH = 56, 14, 32
+PROFILE = dataclasses.replace(models.get("qwen2-vl-2b"), input_size=SIZE, tokens_per_image=16, embed_width=WIDTH)
+MB = 1 << 20
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    FakeRKNNLite.reset()
+    monkeypatch.setattr(rknn, "_load_class", lambda: FakeRKNNLite)
+    yield FakeRKNNLite
+    FakeRKNNLite.reset()
+
+
+def make_encoder(directory, outputs=1, baked=True, npu_bytes=64 * MB, name="enc"):
+    """A real ONNX patch encoder (float NCHW in) and its stand-in .rknn with CLIP mean/std baked in."""
+    from rkvideo import selftest
+    onnx_path = selftest.build_encoder(directory / f"{name}.onnx", size=SIZE, patch=PATCH, width=WIDTH,
+                                       outputs=outputs)
+    mean, std = (models.CLIP_MEAN, models.CLIP_STD) if baked else (None, None)
+    return write_rknn(directory / f"{name}.rknn", mean=mean, std=std, npu_bytes=npu_bytes), onnx_path
+
+
+def reference(onnx_path, image, profile=PROFILE):
+    """What the model gives on the host-normalised frame (the board's contract, computed the long way)."""
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tensor = preprocess.for_profile(image, profile, "host")
+    return session.run(None, {session.get_inputs()[0].name: tensor})
+
+
+def frames(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Frame(image=rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), index=k, pts=k, seconds=float(k),
+                  source="clip.mp4") for k in range(n)]
+
+
+def test_one_instance_per_core_with_masks_1_2_4(fake, tmp_path):
+    path, onnx_path = make_encoder(tmp_path)
+    encoders = rknn.open_encoders(str(path), PROFILE, 3)
+    try:
+        assert [e.core for e in encoders] == [0, 1, 2]
+        assert [i.core_mask for i in fake.instances] == [1, 2, 4]
+        assert all(e.input_size == SIZE and e.output_shapes == [[1, 16, WIDTH]] for e in encoders)
+        assert all(e.path == str(path) and e.normalize == "encoder" for e in encoders)
+        image = frames(1)[0].image
+        tensor = preprocess.for_profile(image, PROFILE)
+        assert tensor.dtype == np.uint8 and tensor.shape == (1, SIZE, SIZE, 3)
+        got = encoders[1].run(tensor)
+        want = reference(onnx_path, image)
+        assert len(got) == 1 and got[0].dtype == np.float32
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
+    finally:
+        for e in encoders:
+            e.close()
+    assert all(i.released and i.release_calls == 1 for i in fake.instances)
+
+
+def test_pool_over_three_cores_encodes_in_order(fake, tmp_path):
+    path, onnx_path = make_encoder(tmp_path)
+    batch = frames(9)
+    with vision.open_pool(str(path), PROFILE, workers=3, queue_size=2) as pool:
+        assert pool.workers == 3 and pool.output_width == WIDTH
+        encoded = pool.encode(iter(batch))
+    assert encoded.embeddings.shape == (9, 16, WIDTH)
+    for k in (0, 4, 8):
+        want = reference(onnx_path, batch[k].image)[0].reshape(16, WIDTH)
+        np.testing.assert_allclose(encoded.embeddings[k], want, rtol=1e-4, atol=1e-4)
+    assert sum(i.calls for i in fake.instances) == 9 + 3          # frames + one warm-up each
+    assert fake.violations == []
+    assert all(i.released for i in fake.instances)
+
+
+def test_deepstack_outputs_are_read_and_interleaved(fake, tmp_path):
+    profile = dataclasses.replace(models.get("qwen3-vl-2b"), input_size=SIZE, tokens_per_image=16,
+                                  embed_width=WIDTH, normalize="encoder")
+    path, _ = make_encoder(tmp_path, outputs=4)
+    # The Qwen3-VL profile bakes 0.5/0.5 while this .rknn bakes CLIP: the fake honours the file.
+    with vision.open_pool(str(path), profile, workers=2) as pool:
+        assert [len(e.output_shapes) for e in pool.encoders] == [4, 4]
+        assert pool.output_width == 4 * WIDTH
+        row = pool.encode(iter(frames(1))).embeddings[0]
+    for k in range(4):   # output k is (k + 1) × output 0, token by token
+        np.testing.assert_allclose(row[:, k * WIDTH:(k + 1) * WIDTH], (k + 1) * row[:, :WIDTH], rtol=1e-5)
+
+
+def test_falls_back_to_fewer_workers_when_npu_memory_runs_out(fake, tmp_path, caplog):
+    path, _ = make_encoder(tmp_path, npu_bytes=1500 * MB)
+    with caplog.at_level(logging.WARNING, logger="rkvideo.rknn"):
+        encoders = rknn.open_encoders(str(path), PROFILE, 3)
+    try:
+        assert len(encoders) == 2 and [i.core_mask for i in fake.instances if i.session] == [1, 2]
+        assert "init_runtime on NPU core 2 failed" in caplog.text and "continuing with 2" in caplog.text
+        assert fake.instances[2].released and fake.instances[2].held == 0
+    finally:
+        for e in encoders:
+            e.close()
+    assert fake._allocated == 0
+
+
+def test_no_core_at_all_is_an_error_and_releases_everything(fake, tmp_path):
+    path, _ = make_encoder(tmp_path, npu_bytes=5 << 30)
+    with pytest.raises(vision.VisionError, match=r"enc.rknn: RKNNLite.init_runtime on NPU core 0 failed "
+                                                 r"\(return code -1.*rkvideo doctor"):
+        rknn.open_encoders(str(path), PROFILE, 3)
+    assert len(fake.instances) == 1 and fake.instances[0].released
+
+
+def test_pool_is_sized_from_the_file_before_trying(fake, tmp_path, monkeypatch, caplog):
+    path, _ = make_encoder(tmp_path)
+    monkeypatch.setattr(rknn, "DOMAIN_BYTES", int(path.stat().st_size * rknn.OVERHEAD * 2.5))
+    with caplog.at_level(logging.WARNING, logger="rkvideo.rknn"):
+        encoders = rknn.open_encoders(str(path), PROFILE, 3)
+    for e in encoders:
+        e.close()
+    assert len(encoders) == 2 and len(fake.instances) == 2
+    assert "do not fit the 4 GiB NPU memory domain; using 2 (set vision.workers = 2)" in caplog.text
+
+
+def test_more_workers_than_cores_are_capped(fake, tmp_path, caplog):
+    path, _ = make_encoder(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="rkvideo.rknn"):
+        encoders = rknn.open_encoders(str(path), PROFILE, 5)
+    for e in encoders:
+        e.close()
+    assert len(encoders) == 3 and "has 3 cores" in caplog.text
+
+
+def test_bad_files(fake, tmp_path):
+    with pytest.raises(vision.VisionError, match="nope.rknn: vision model file not found"):
+        rknn.open_encoders(str(tmp_path / "nope.rknn"), PROFILE, 1)
+    (tmp_path / "junk.rknn").write_bytes(b"\x00not a model")
+    with pytest.raises(vision.VisionError, match=r"junk.rknn: RKNNLite.load_rknn failed \(return code -1\)"):
+        rknn.open_encoders(str(tmp_path / "junk.rknn"), PROFILE, 1)
+    assert all(i.released for i in fake.instances)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"tokens_per_image": 25}, "16 tokens per image, profile qwen2-vl-2b says 25 .*model.tokens_per_image = 16"),
+    ({"embed_width": 64}, "32 floats per token per output, profile qwen2-vl-2b says 64"),
+    ({"encoder_outputs": 4}, "1 outputs, profile qwen2-vl-2b says 4"),
+    ({"input_size": 64}, r"warm-up inference on a grey 64×64 uint8 NHWC frame failed on every NPU core"),
+])
+def test_shapes_are_checked_against_the_profile_before_any_frame(fake, tmp_path, change, message):
+    path, _ = make_encoder(tmp_path)
+    with pytest.raises(vision.VisionError, match=message):
+        rknn.open_encoders(str(path), dataclasses.replace(PROFILE, **change), 3)
+    assert len(fake.instances) == 3 and all(i.released for i in fake.instances)
+    assert all(i.calls == 1 for i in fake.instances)   # the warm-up only
+
+
+def test_inference_none_fails_the_request_with_the_frame_index(fake, tmp_path):
+    path, _ = make_encoder(tmp_path)
+    batch = [Frame(image=np.full((40, 40, 3), 10 * k, np.uint8), index=k, pts=k, seconds=k / 2,
+                   source="clip.mp4") for k in range(6)]
+    poison = preprocess.for_profile(batch[4].image, PROFILE)
+    with vision.open_pool(str(path), PROFILE, workers=3) as pool:
+        fake.fail_when = lambda instance, array: np.array_equal(array, poison)
+        with pytest.raises(vision.VisionError, match=r"frame 4 \(clip.mp4 at 2.00s\): .*enc.rknn: "
+                                                     r"RKNNLite.inference failed on NPU core \d \(it returned None"):
+            pool.encode(iter(batch))
+        assert not [t for t in threading.enumerate() if t.name.startswith(vision.THREAD_PREFIX)]
+    assert all(i.released for i in fake.instances)
+
+
+def test_host_normalised_rknn_gets_float_nchw(fake, tmp_path):
+    profile = dataclasses.replace(PROFILE, normalize="host")
+    path, onnx_path = make_encoder(tmp_path, baked=False)
+    encoders = rknn.open_encoders(str(path), profile, 1)
+    image = frames(1)[0].image
+    got = encoders[0].run(preprocess.for_profile(image, profile))
+    encoders[0].close()
+    encoders[0].close()
+    np.testing.assert_allclose(got[0], reference(onnx_path, image)[0], rtol=1e-5, atol=1e-5)
+    assert fake.instances[0].release_calls == 1
+
+
+def test_missing_toolkit_names_the_extra(monkeypatch, tmp_path):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_rknnlite(name, *args, **kwargs):
+        if name.startswith("rknnlite"):
+            raise ImportError("No module named 'rknnlite'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_rknnlite)
+    with pytest.raises(vision.VisionError, match=r"install the \[rk\] extra on the board: pip install 'rkvideo\[rk\]'"):
+        rknn.open_encoders(str(tmp_path / "x.rknn"), PROFILE, 1)
+
+
+def test_the_double_catches_two_threads_on_one_instance(fake, tmp_path):
+    """FakeRKNNLite itself: concurrent use of one instance is recorded."""
+    path, _ = make_encoder(tmp_path)
+    encoder = rknn.open_encoders(str(path), PROFILE, 1)[0]
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(instance, array):
+        if not inside.is_set():
+            inside.set()
+            release.wait(10)
+        return False
+
+    fake.fail_when = hold
+    tensor = preprocess.for_profile(frames(1)[0].image, PROFILE)
+    first = threading.Thread(target=encoder.run, args=(tensor,))
+    first.start()
+    inside.wait(10)
+    second = threading.Thread(target=encoder.run, args=(tensor,))
+    second.start()
+    while not fake.violations and second.is_alive():
+        second.join(0.01)
+    release.set()
+    first.join()
+    second.join()
+    encoder.close()
+    assert len(fake.violations) == 1
