@@ -6,3 +6,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+CPU_EXTRA = "needs the [cpu] extra: pip install -e '.[cpu]'"
+
+
+def need_cpu_extra(*modules: str) -> None:
+    """Skip with one reason when a module of the [cpu] extra is missing."""
+    for module in modules:
+        pytest.importorskip(module, reason=CPU_EXTRA)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """The self-test's workdir, built once: tiny ONNX encoder + GGUF LLM, config.toml, a clip, two images."""
+    need_cpu_extra("onnx", "gguf", "tokenizers", "onnxruntime", "llama_cpp")
+    from rkvideo import selftest
+    return selftest.build_workdir(tmp_path_factory.mktemp("tiny-models"))

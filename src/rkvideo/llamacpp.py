@@ -44,8 +44,9 @@ from .llm import Generation, Interrupted, LLMError
 
 EXTRA_HINT = "install the [cpu] extra: pip install 'rkvideo[cpu]'"
 
-# llama.cpp log levels (ggml_log_level) we keep: errors, to explain a failure.
-_LOG_ERROR = 3
+# The ggml_log_level we keep (GGML_LOG_LEVEL_ERROR; llama-cpp-python's own comment
+# still lists the old numbering): errors, to explain a failed call.
+_LOG_ERROR = 4
 _errors: deque = deque(maxlen=8)
 _log_callback = None
 _backend_ready = False
@@ -78,7 +79,10 @@ def _setup(L) -> None:
 
 
 def _last_error() -> str:
-    return f" ({_errors[-1]})" if _errors else ""
+    """The first error llama.cpp logged since the call began: the root cause, usually."""
+    if not _errors:
+        return ""
+    return f" ({_errors[0].splitlines()[0]})"
 
 
 class Utf8Stream:
@@ -108,6 +112,20 @@ def grid(tokens: int) -> tuple[int, int]:
     return rows, tokens // rows
 
 
+def image_positions(pos: int, count: int, mrope: bool) -> tuple[np.ndarray, int]:
+    """Positions of ``count`` image rows starting at ``pos``, and where the text after them starts.
+
+    M-RoPE: 4 sections (t, row, col, unused) over the token grid, text resumes
+    at ``pos + max(rows, cols)``. Otherwise one position per row.
+    """
+    if not mrope:
+        return (pos + np.arange(count))[None], pos + count
+    grid_h, grid_w = grid(count)
+    row, col = np.divmod(np.arange(count), grid_w)
+    sections = np.stack([np.full(count, pos), pos + row, pos + col, np.zeros(count, int)])
+    return sections, pos + max(grid_h, grid_w)
+
+
 class LlamaCpp:
     placeholder_rule = assemble.PER_IMAGE
 
@@ -118,6 +136,7 @@ class LlamaCpp:
         self.profile = profile
         self.settings = config.llm
         self.model = self.ctx = None
+        self._stop = False
         params = L.llama_model_default_params()
         _errors.clear()
         self.model = L.llama_model_load_from_file(self.path.encode(), params)
@@ -130,7 +149,6 @@ class LlamaCpp:
         except BaseException:
             self.close()
             raise
-        self._stop = False
 
     def _open_context(self) -> None:
         L = self.L
@@ -252,14 +270,7 @@ class LlamaCpp:
     def _feed_image(self, rows: np.ndarray, pos: int, last: bool) -> int:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         count, width = rows.shape
-        if self.mrope:
-            grid_h, grid_w = grid(count)
-            r, c = np.divmod(np.arange(count), grid_w)
-            sections = np.stack([np.full(count, pos), pos + r, pos + c, np.zeros(count, int)])
-            after = pos + max(grid_h, grid_w)
-        else:
-            sections = (pos + np.arange(count))[None]
-            after = pos + count
+        sections, after = image_positions(pos, count, self.mrope)
         for at in range(0, count, self.n_batch):
             self._check_abort()
             chunk = rows[at:at + self.n_batch]
@@ -303,13 +314,20 @@ class LlamaCpp:
     # ---------------------------------------------------------- interface
 
     def generate(self, request, on_text: Callable[[str], None] | None = None) -> Generation:
+        _errors.clear()
+        try:
+            return self._generate(request, on_text)
+        finally:
+            # An abort applies to the generation running (or about to run) when it was asked.
+            self._stop = False
+
+    def _generate(self, request, on_text) -> Generation:
         if self.ctx is None:
             raise LLMError(f"{self.path}: the model is closed")
         if request.width != self.input_width:
-            raise LLMError(f"{self.path}: embeddings are {request.width} wide, the model takes "
+            raise LLMError(f"{self.path}: embeddings are {request.width} floats wide, the model takes "
                            f"{self.input_width} (model.embed_width / model.encoder_outputs)")
-        self._stop = False
-        _errors.clear()
+        self._check_abort()
         segments = self.segments(request)
         n_prompt = sum(len(v) for _, v in segments)
         if n_prompt + request.max_new_tokens > self.n_ctx:
@@ -382,7 +400,10 @@ class LlamaCpp:
         return partial(stop)
 
     def abort(self) -> None:
-        # A plain attribute, not an Event: safe to set from a signal handler.
+        """Stop the running generation, or the next one if none runs; it raises Interrupted.
+
+        A plain attribute, not an Event: safe to set from a signal handler.
+        """
         self._stop = True
 
     def close(self) -> None:

@@ -1,0 +1,248 @@
+"""The llama.cpp runtime on the self-test's tiny qwen2vl GGUF: prompt layout, positions,
+stops, determinism, state reset, abort and errors. Never asserts on words (random weights)."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from rkvideo import assemble, config as config_mod, llm as llm_mod, models
+from rkvideo.llamacpp import Utf8Stream, grid, image_positions
+
+# ------------------------------------------------------------ pure helpers (no extra needed)
+
+
+def test_utf8_pieces_split_inside_a_character_are_joined():
+    stream = Utf8Stream()
+    data = "café 日本".encode()
+    pieces = [data[:4], data[4:5], data[5:8], data[8:]]  # "caf", half of "é", …
+    out = [stream.feed(p) for p in pieces] + [stream.flush()]
+    assert out[0] == "caf" and "".join(out) == "café 日本"
+
+
+def test_invalid_utf8_becomes_a_replacement_character():
+    stream = Utf8Stream()
+    assert stream.feed(b"a\xff") == "a\ufffd"
+    assert stream.feed(b"\xe6\x97") == "" and stream.flush() == "\ufffd"
+
+
+@pytest.mark.parametrize("tokens, expected", [(16, (4, 4)), (196, (14, 14)), (12, (3, 4)), (7, (1, 7))])
+def test_token_grid(tokens, expected):
+    assert grid(tokens) == expected
+
+
+def test_mrope_positions_are_section_major_over_the_token_grid():
+    sections, after = image_positions(10, 6, mrope=True)  # a 2×3 grid
+    assert sections.tolist() == [
+        [10, 10, 10, 10, 10, 10],   # t: the same for every row of the image
+        [10, 10, 10, 11, 11, 11],   # row
+        [10, 11, 12, 10, 11, 12],   # column
+        [0, 0, 0, 0, 0, 0],         # unused fourth section
+    ]
+    assert after == 13  # text resumes at pos + max(rows, cols)
+
+
+def test_plain_positions_are_one_per_row():
+    sections, after = image_positions(5, 4, mrope=False)
+    assert sections.tolist() == [[5, 6, 7, 8]] and after == 9
+
+
+# ------------------------------------------------------------ the tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_models):
+    cfg = config_mod.load(tiny_models.config)
+    return cfg, models.resolve(cfg.model)
+
+
+@pytest.fixture(scope="module")
+def llm(tiny, tiny_models):
+    from rkvideo.llamacpp import LlamaCpp
+    cfg, profile = tiny
+    model = LlamaCpp(str(tiny_models.llm), cfg, profile)
+    yield model
+    model.close()
+
+
+def embeddings(n, seed=0, profile=None):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 16, 64)).astype(np.float32)
+
+
+def request_for(profile, emb, stamps="auto", max_new_tokens=8, prompt="Describe what happens in this video."):
+    if stamps == "auto":
+        stamps = [0.5 + k for k in range(len(emb))]
+    return assemble.build(profile, prompt, emb, stamps, max_new_tokens=max_new_tokens,
+                          max_context=profile.max_context)
+
+
+def test_model_facts_come_from_the_gguf(llm):
+    assert llm.input_width == 64
+    assert llm.arch == "qwen2vl" and llm.mrope
+    assert llm.placeholder_rule == assemble.PER_IMAGE
+    assert [len(t) for t in llm.tags] == [1, 1]
+
+
+def test_prompt_is_the_expanded_chat_with_rows_where_the_image_pads_would_be(llm, tiny):
+    _, profile = tiny
+    request = request_for(profile, embeddings(2))
+    segments = llm.segments(request)
+    content = llm.tokenize(profile.img_content)
+    assert len(content) == 1
+    # The same prompt written out the way the HF processor expands it: content token × T per image.
+    expanded = profile.chat.wrap(request.user_text(profile.img_start + profile.img_content * 16 + profile.img_end))
+    want = llm.tokenize(expanded, first=True)
+    flat, images = [], []
+    for kind, value in segments:
+        if kind == "tokens":
+            flat += value
+        else:
+            images.append(value)
+            flat += content * len(value)
+    assert flat == want
+    assert len(images) == 2
+    assert np.array_equal(images[0], request.embeddings[0]) and np.array_equal(images[1], request.embeddings[1])
+
+
+def test_generation_runs_to_the_limit_and_streams_what_it_returns(llm, tiny):
+    _, profile = tiny
+    request = request_for(profile, embeddings(3), max_new_tokens=10)
+    pieces = []
+    gen = llm.generate(request, pieces.append)
+    assert gen.stop == "length" and gen.new_tokens == 10
+    assert "".join(pieces) == gen.text and gen.text
+    expanded = profile.chat.wrap(request.user_text(profile.img_start + profile.img_content * 16 + profile.img_end))
+    assert gen.prompt_tokens == len(llm.tokenize(expanded, first=True))
+    assert set(gen.timings) == {"prefill", "generate"} and all(v >= 0 for v in gen.timings.values())
+
+
+def test_a_second_request_gets_the_same_text_as_a_fresh_model(llm, tiny, tiny_models):
+    from rkvideo.llamacpp import LlamaCpp
+    cfg, profile = tiny
+    clip_a = request_for(profile, embeddings(3, seed=1))
+    clip_b = request_for(profile, embeddings(2, seed=2))
+    first = llm.generate(clip_a).text
+    llm.generate(clip_b)
+    again = llm.generate(clip_a).text
+    fresh = LlamaCpp(str(tiny_models.llm), cfg, profile)
+    try:
+        assert fresh.generate(clip_a).text == again == first
+    finally:
+        fresh.close()
+
+
+def test_the_embeddings_reach_the_model(llm, tiny):
+    _, profile = tiny
+    emb = embeddings(2, seed=3)
+    changed = emb.copy()
+    changed[1] = -changed[1]
+    texts = {llm.generate(request_for(profile, e, max_new_tokens=16)).text for e in (emb, changed)}
+    assert len(texts) == 2
+
+
+def test_seeded_sampling_is_deterministic(tiny, tiny_models):
+    from rkvideo.llamacpp import LlamaCpp
+    cfg, profile = tiny
+    sampled = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, top_k=40, top_p=0.95, temperature=1.0,
+                                                               seed=7))
+    model = LlamaCpp(str(tiny_models.llm), sampled, profile)
+    try:
+        request = request_for(profile, embeddings(1), max_new_tokens=12)
+        assert model.generate(request).text == model.generate(request).text
+    finally:
+        model.close()
+
+
+def test_an_end_of_generation_token_stops_at_once(tiny, tmp_path):
+    from rkvideo import selftest
+    from rkvideo.llamacpp import LlamaCpp
+    cfg, profile = tiny
+    model = LlamaCpp(str(selftest.build_gguf(tmp_path / "eos.gguf", eos_first=True)), cfg, profile)
+    try:
+        gen = model.generate(request_for(profile, embeddings(1)))
+    finally:
+        model.close()
+    assert (gen.stop, gen.new_tokens, gen.text) == ("eos", 0, "")
+
+
+def test_abort_stops_generation_and_the_next_request_is_clean(llm, tiny):
+    _, profile = tiny
+    request = request_for(profile, embeddings(2), max_new_tokens=50)
+    full = llm.generate(request).text
+    with pytest.raises(llm_mod.Interrupted) as err:
+        llm.generate(request, lambda piece: llm.abort())
+    partial = err.value.generation
+    assert partial.stop == "abort" and partial.new_tokens == 1 and full.startswith(partial.text)
+    assert llm.generate(request).text == full
+
+
+def test_abort_before_generation_stops_the_next_one_only(llm, tiny):
+    _, profile = tiny
+    request = request_for(profile, embeddings(1))
+    llm.abort()
+    with pytest.raises(llm_mod.Interrupted):
+        llm.generate(request)
+    assert llm.generate(request).new_tokens == 8
+
+
+def test_a_prompt_longer_than_the_context_is_refused(llm, tiny):
+    _, profile = tiny
+    request = dataclasses.replace(request_for(profile, embeddings(1)), max_new_tokens=5000)
+    with pytest.raises(llm_mod.LLMError, match="exceeds the 1024-token context"):
+        llm.generate(request)
+
+
+def test_embeddings_of_the_wrong_width_are_refused(llm, tiny):
+    _, profile = tiny
+    narrow = dataclasses.replace(profile, embed_width=32)
+    request = assemble.build(narrow, "Q", np.zeros((1, 16, 32), np.float32), None, max_new_tokens=4)
+    with pytest.raises(llm_mod.LLMError, match="32 floats wide, the model takes 64"):
+        llm.generate(request)
+
+
+def test_tags_missing_from_the_vocabulary_are_refused_at_load(tiny, tiny_models):
+    from rkvideo.llamacpp import LlamaCpp
+    cfg, profile = tiny
+    with pytest.raises(llm_mod.LLMError, match=r"model\.img_start / model\.img_end"):
+        LlamaCpp(str(tiny_models.llm), cfg, dataclasses.replace(profile, img_start="[[picture]]"))
+
+
+def test_a_broken_gguf_names_the_file(tiny, tmp_path, tiny_models):
+    cfg, profile = tiny
+    bad = tmp_path / "half.gguf"
+    bad.write_bytes(tiny_models.llm.read_bytes()[:4000])
+    with pytest.raises(llm_mod.LLMError, match=r"half\.gguf: llama\.cpp cannot load this GGUF"):
+        llm_mod.open_llm(str(bad), cfg, profile)
+
+
+def test_a_closed_model_refuses_work(tiny, tiny_models):
+    cfg, profile = tiny
+    model = llm_mod.open_llm(str(tiny_models.llm), cfg, profile)
+    model.close()
+    model.close()
+    with pytest.raises(llm_mod.LLMError, match="closed"):
+        model.generate(request_for(profile, embeddings(1)))
+
+
+# ------------------------------------------------------------ dispatch and extras
+
+
+def test_open_llm_dispatches_on_the_suffix(monkeypatch):
+    calls = []
+    fake = types.SimpleNamespace(open_rkllm=lambda *a: calls.append(a) or "rkllm-runtime")
+    monkeypatch.setitem(sys.modules, "rkvideo.rkllm", fake)
+    assert llm_mod.open_llm("/m/qwen.rkllm", "cfg", "profile", npu_vision=True) == "rkllm-runtime"
+    assert calls == [("/m/qwen.rkllm", "cfg", "profile", True)]
+    with pytest.raises(llm_mod.LLMError, match=r"model\.llm must be a \.rkllm .* or a \.gguf"):
+        llm_mod.open_llm("/m/qwen.safetensors", "cfg", "profile")
+
+
+def test_missing_llama_cpp_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(llm_mod.LLMError) as err:
+        llm_mod.open_llm("/m/model.gguf", config_mod.Config(), models.get("qwen2-vl-2b"))
+    assert "pip install 'rkvideo[cpu]'" in str(err.value) and "\n" not in str(err.value)
