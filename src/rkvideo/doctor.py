@@ -1,0 +1,399 @@
+"""``rkvideo doctor``: one screen telling a board owner what is wrong and how to fix it.
+
+Why a checklist of files instead of just trying to load the models: on the
+board, most failures are installation facts that the runtimes report badly or
+not at all — a driver older than 0.9.8, ``librknnrt.so`` not in ``/usr/lib``
+(the only place RKNNLite looks), a ``librkllmrt.so`` whose struct layout
+cannot be told, models that do not fit the RAM or the NPU's 4 GiB memory
+domain, CPU/NPU clocks left on a power-saving governor. Each is one line,
+OK / WARN / FAIL, with the fix; only FAIL makes the exit code non-zero.
+
+Every path is read through ``Host`` (the filesystem root, library dirs,
+environment, dmesg), so the checks run against a fake tree in tests.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+MIN_DRIVER = (0, 9, 8)
+GIB = 1 << 30
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+
+def _dmesg() -> str | None:
+    try:
+        done = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass
+class Host:
+    """The machine being checked. Tests point ``root`` at a fake tree."""
+    root: Path = Path("/")
+    lib_dirs: tuple = ("/usr/lib", "/usr/local/lib")
+    env: dict = field(default_factory=lambda: dict(os.environ))
+    machine: str = field(default_factory=platform.machine)
+    kernel: str = field(default_factory=platform.release)
+    is_root: bool = field(default_factory=lambda: hasattr(os, "geteuid") and os.geteuid() == 0)
+    dmesg: Callable[[], str | None] = _dmesg
+    has_module: Callable[[str], bool] = _has_module
+
+    def path(self, absolute: str) -> Path:
+        return self.root / absolute.lstrip("/")
+
+    def read(self, absolute: str) -> str | None:
+        """File text; None if missing; PermissionError propagates (root needed)."""
+        try:
+            return self.path(absolute).read_text(errors="replace")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def glob(self, pattern: str) -> list[Path]:
+        return sorted(Path(p) for p in glob.glob(str(self.path(pattern))))
+
+
+def _version(text: str) -> tuple | None:
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def _dotted(version: tuple) -> str:
+    return ".".join(str(v) for v in version)
+
+
+# ------------------------------------------------------------------------------------------------
+# The checks
+
+NOT_A_BOARD_FIX = ("the NPU path (.rknn + .rkllm) runs only on an RK3588 board; on this machine use the "
+                   "portable path: an .onnx encoder and a .gguf LLM (pip install 'rkvideo[cpu]', then "
+                   "`rkvideo selftest`)")
+
+
+def check_soc(host: Host) -> list[Check]:
+    compatible = host.read("/proc/device-tree/compatible")
+    kernel = Check("kernel", OK, f"Linux {host.kernel} ({host.machine})")
+    kv = _version(host.kernel) or (0, 0, 0)
+    if compatible is not None and kv[:2] < (5, 10):
+        kernel = Check("kernel", WARN, f"Linux {host.kernel}: older than 5.10",
+                       "use a vendor image with kernel 5.10.209 or 6.1.84 (what Rockchip's RKLLM SDK recommends)")
+    names = [c for c in (compatible or "").split("\x00") if c]
+    chips = [c.split(",", 1)[1] for c in names if c.startswith("rockchip,rk")]
+    if any(c.startswith("rk3588") for c in chips):
+        soc = Check("soc", OK, f"{chips[0].upper()} ({', '.join(names)})")
+    elif chips:
+        soc = Check("soc", WARN, f"{chips[0].upper()}: a Rockchip SoC, but rkvideo targets RK3588",
+                    "RK3576 and others have other NPU core counts and model builds; expect to adjust "
+                    "vision.workers and convert the models for your SoC")
+    else:
+        where = "no /proc/device-tree/compatible" if compatible is None else f"device tree says {', '.join(names)}"
+        soc = Check("soc", FAIL, f"no NPU: this {host.machine} machine is not an RK3588 board ({where})",
+                    NOT_A_BOARD_FIX)
+    return [soc, kernel]
+
+
+def check_driver(host: Host, rockchip: bool) -> Check:
+    sources = []
+    denied = False
+    for path in ("/sys/module/rknpu/version", "/sys/kernel/debug/rknpu/version"):
+        try:
+            text = host.read(path)
+        except PermissionError:
+            denied = True
+            continue
+        if text is not None and _version(text):
+            sources.append((_version(text), path))
+    if not sources:
+        log = host.dmesg()
+        if log is None:
+            denied = True
+        else:
+            for line in log.splitlines():
+                if "rknpu" in line.lower() and _version(line):
+                    sources.append((_version(line), "dmesg"))
+                    break
+    if sources:
+        version, where = sources[0]
+        if version >= MIN_DRIVER:
+            return Check("npu driver", OK, f"rknpu {_dotted(version)} (from {where})")
+        return Check("npu driver", FAIL, f"rknpu {_dotted(version)} (from {where}) is older than 0.9.8",
+                     "install a board image whose kernel has rknpu 0.9.8 or newer (the source is in "
+                     "airockchip/rknn-llm rknpu-driver/); RKLLM warns and large models fail on older drivers")
+    present = any(host.path(p).exists() for p in ("/sys/module/rknpu", "/sys/kernel/debug/rknpu")) \
+        or bool(host.glob("/sys/class/devfreq/*npu*"))
+    if (present or (denied and rockchip)) and not host.is_root:
+        return Check("npu driver", WARN, "cannot read the NPU driver version without root",
+                     "run `sudo rkvideo doctor`, or `sudo cat /sys/kernel/debug/rknpu/version` (0.9.8 or newer "
+                     "is needed)")
+    return Check("npu driver", FAIL, "no NPU driver (no /sys/module/rknpu, /sys/kernel/debug/rknpu or rknpu "
+                 "line in dmesg)",
+                 "on an RK3588 board, use a vendor kernel with the rknpu driver 0.9.8 or newer; "
+                 "elsewhere there is no NPU to drive")
+
+
+def check_librknnrt(host: Host) -> Check:
+    wanted = host.path("/usr/lib/librknnrt.so")
+    fix = ("copy rknpu2/runtime/Linux/librknn_api/aarch64/librknnrt.so from airockchip/rknn-toolkit2 (the "
+           "release matching rknn-toolkit-lite2, 2.3.2 or newer) to /usr/lib/ — RKNNLite loads only that path")
+    if wanted.is_file():
+        return Check("librknnrt.so", OK, "/usr/lib/librknnrt.so")
+    elsewhere = [d for d in host.lib_dirs if host.path(d + "/librknnrt.so").is_file()]
+    if elsewhere:
+        return Check("librknnrt.so", FAIL, f"found in {elsewhere[0]} but RKNNLite loads only /usr/lib/librknnrt.so",
+                     f"sudo cp {elsewhere[0]}/librknnrt.so /usr/lib/")
+    return Check("librknnrt.so", FAIL, "/usr/lib/librknnrt.so not found", fix)
+
+
+def check_librkllmrt(host: Host, cfg) -> Check:
+    from . import rkllm
+    from .llm import LLMError
+    configured = str(cfg.resolve_path(cfg.llm.library)) if cfg is not None and cfg.llm.library else ""
+    dirs = tuple(str(host.path(d)) for d in host.lib_dirs)
+    found = next((p for p in rkllm.library_candidates(configured, host.env, dirs) if p.is_file()), None)
+    if found is None:
+        where = configured or ", ".join(host.lib_dirs) + " or $LD_LIBRARY_PATH"
+        return Check("librkllmrt.so", FAIL, f"librkllmrt.so not found ({where})",
+                     "copy rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so from airockchip/rknn-llm "
+                     "(release 1.2.1–1.2.3 or 1.3.0) to /usr/lib, or set llm.library")
+    info = rkllm.inspect_library(found)
+    if info["machine"] and info["machine"] != host.machine and host.machine:
+        return Check("librkllmrt.so", FAIL, f"{found} is built for {info['machine']}, this machine is {host.machine}",
+                     "use the aarch64 librkllmrt.so on the RK3588 board")
+    setting = cfg.llm.runtime if cfg is not None else "auto"
+    try:
+        layout, how = rkllm.choose_layout(setting, found)
+    except LLMError as exc:
+        return Check("librkllmrt.so", FAIL, str(exc), 'set llm.runtime = "1.2" or "1.3" to match the runtime '
+                     "version it prints at load time, or install a supported runtime")
+    return Check("librkllmrt.so", OK, f"{found}: struct layout {layout} ({how})")
+
+
+def check_toolkit(host: Host) -> Check:
+    if host.has_module("rknnlite"):
+        try:
+            version = importlib.metadata.version("rknn-toolkit-lite2")
+        except importlib.metadata.PackageNotFoundError:
+            version = "version unknown"
+        return Check("rknn-toolkit-lite2", OK, f"importable ({version})")
+    note = "" if host.machine == "aarch64" else f" (it has aarch64 wheels only; this machine is {host.machine})"
+    return Check("rknn-toolkit-lite2", FAIL, "not installed" + note, "pip install 'rkvideo[rk]' on the board")
+
+
+def _model(cfg, key: str, suffix: str, kind: str) -> tuple[Check, Path | None]:
+    name = f"model.{key}"
+    value = getattr(cfg.model, key)
+    if not value:
+        return Check(name, WARN, f"{name} is not set", f"set {name} to the {kind} ({suffix}) in config.toml"), None
+    path = cfg.resolve_path(value)
+    if not path.is_file():
+        return Check(name, FAIL, f"{path}: file not found", f"fix {name} in {cfg.source or 'config.toml'}"), None
+    size = path.stat().st_size
+    if path.suffix.lower() != suffix:
+        return Check(name, WARN, f"{path} ({size / 1e9:.2f} GB) is not a {suffix} file: it will not run on the NPU",
+                     f"for the board, set {name} to the {kind} ({suffix})"), path
+    return Check(name, OK, f"{path} ({size / 1e9:.2f} GB)"), path
+
+
+def _meminfo(host: Host) -> dict:
+    values = {}
+    for line in (host.read("/proc/meminfo") or "").splitlines():
+        m = re.match(r"(\w+):\s+(\d+)\s*kB", line)
+        if m:
+            values[m.group(1)] = int(m.group(2)) * 1024
+    return values
+
+
+def check_memory(host: Host, cfg, vision: Path | None, llm: Path | None) -> list[Check]:
+    from . import rknn
+    checks = []
+    workers = min(max(1, cfg.vision.workers), len(rknn.MASKS))
+    vision_size = vision.stat().st_size if vision else 0
+    need = (llm.stat().st_size if llm else 0) + workers * vision_size
+    mem = _meminfo(host)
+    if not need:
+        pass
+    elif "MemTotal" not in mem:
+        checks.append(Check("memory", WARN, "cannot read /proc/meminfo"))
+    else:
+        what = f"models need ≈{need / 1e9:.1f} GB (LLM + {workers} encoder copies)"
+        total, available = mem["MemTotal"], mem.get("MemAvailable", mem["MemTotal"])
+        if need > total:
+            checks.append(Check("memory", FAIL, f"{what}, the board has {total / 1e9:.1f} GB",
+                                "use a smaller model or lower vision.workers"))
+        elif need > available:
+            checks.append(Check("memory", WARN, f"{what}, {available / 1e9:.1f} GB of {total / 1e9:.1f} GB is free",
+                                "stop other programs, or lower vision.workers"))
+        else:
+            checks.append(Check("memory", OK, f"{what}; {available / 1e9:.1f} GB of {total / 1e9:.1f} GB free"))
+    if vision is not None and vision.suffix.lower() == ".rknn":
+        fit = rknn.fitting_instances(vision_size)
+        if fit < workers:
+            checks.append(Check("npu memory", WARN, f"{workers} copies of a {vision_size / 1e9:.2f} GB encoder do not "
+                                f"fit the NPU's 4 GiB domain; {fit} will be loaded", f"set vision.workers = {fit}"))
+        else:
+            checks.append(Check("npu memory", OK, f"{workers} encoder copies fit the NPU's 4 GiB domain"))
+    return checks
+
+
+def check_encoder(host: Host, cfg, profile, vision: Path | None, ready: bool) -> Check:
+    if vision is None or vision.suffix.lower() != ".rknn" or profile is None:
+        return Check("encoder shapes", WARN, "not checked (needs model.vision set to an .rknn file)")
+    if not ready:
+        return Check("encoder shapes", WARN, "not checked (needs the NPU, its driver, /usr/lib/librknnrt.so and "
+                     "rknn-toolkit-lite2)")
+    from . import rknn
+    from .vision import VisionError
+    try:
+        encoders = rknn.open_encoders(str(vision), profile, 1)
+    except VisionError as exc:
+        return Check("encoder shapes", FAIL, str(exc), "use the encoder that matches model.profile, or override "
+                     "the profile in [model]")
+    shapes = encoders[0].output_shapes
+    for encoder in encoders:
+        encoder.close()
+    return Check("encoder shapes", OK, f"outputs {shapes} match profile {profile.name} "
+                 f"(T={profile.tokens_per_image}, D={profile.embed_width}, {profile.encoder_outputs} output(s))")
+
+
+def check_governors(host: Host) -> list[Check]:
+    checks = []
+    cpus = {p.read_text().strip() for p in host.glob("/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")}
+    if not cpus:
+        checks.append(Check("cpu governor", WARN, "no cpufreq governors found"))
+    elif cpus == {"performance"}:
+        checks.append(Check("cpu governor", OK, "performance"))
+    else:
+        checks.append(Check("cpu governor", WARN, f"{', '.join(sorted(cpus))}: the LLM's CPU side runs slower",
+                            "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"))
+    npus = host.glob("/sys/class/devfreq/*npu*/governor")
+    if not npus:
+        checks.append(Check("npu governor", WARN, "no NPU devfreq node (/sys/class/devfreq/*npu*)"))
+    else:
+        value = npus[0].read_text().strip()
+        node = "/" + str(npus[0].relative_to(host.root))
+        if value == "performance":
+            checks.append(Check("npu governor", OK, f"performance ({node})"))
+        else:
+            checks.append(Check("npu governor", WARN, f"{value}: the NPU may not run at full clock",
+                                f"echo performance | sudo tee {node}"))
+    return checks
+
+
+def run_checks(cfg=None, host: Host | None = None, config_error: str | None = None) -> list[Check]:
+    from . import models
+    host = host or Host()
+    checks = check_soc(host)
+    checks.append(check_driver(host, rockchip=checks[0].status != FAIL))
+    checks.append(check_librknnrt(host))
+    checks.append(check_librkllmrt(host, cfg))
+    checks.append(check_toolkit(host))
+    if config_error is not None:
+        checks.append(Check("config", FAIL, config_error, "fix the config file"))
+        checks += check_governors(host)
+        return checks
+    profile = None
+    try:
+        profile = models.resolve(cfg.model)
+        where = cfg.source or "built-in defaults (no config file found)"
+        checks.append(Check("config", OK, f"{where}; profile {profile.name}"))
+    except models.UnknownProfile as exc:
+        checks.append(Check("config", FAIL, str(exc), "set model.profile to a name from `rkvideo models`"))
+    vision_check, vision = _model(cfg, "vision", ".rknn", "vision encoder")
+    llm_check, llm = _model(cfg, "llm", ".rkllm", "LLM")
+    checks += [vision_check, llm_check]
+    checks += check_memory(host, cfg, vision, llm)
+    board = {c.name: c.status for c in checks}
+    ready = all(board.get(n) != FAIL for n in ("soc", "npu driver", "librknnrt.so", "rknn-toolkit-lite2"))
+    checks.append(check_encoder(host, cfg, profile, vision, ready))
+    checks += check_governors(host)
+    return checks
+
+
+# ------------------------------------------------------------------------------------------------
+# The command
+
+def summary(checks: list[Check]) -> str:
+    fails = [c for c in checks if c.status == FAIL]
+    warns = [c for c in checks if c.status == WARN]
+    if not fails:
+        return f"ready: nothing failed ({len(warns)} warning(s))"
+    if any(c.name == "soc" and c.status == FAIL for c in checks):
+        return (f"{len(fails)} FAIL, {len(warns)} WARN: no NPU here, so the board path cannot run on this "
+                f"machine (see the soc line)")
+    return f"{len(fails)} FAIL, {len(warns)} WARN: fix the FAIL lines, then run `rkvideo doctor` again"
+
+
+def render(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = ["rkvideo doctor: RK3588 board check", ""]
+    for c in checks:
+        lines.append(f"{c.status:<4}  {c.name:<{width}}  {c.message}")
+        if c.fix and c.status != OK:
+            lines.append(f"{'':4}  {'':<{width}}  → {c.fix}")
+    lines += ["", summary(checks)]
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    import argparse
+    p = sub.add_parser(
+        "doctor", formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=30),
+        help="check the RK3588 board setup (NPU driver, runtimes, models)",
+        description="""Check what the NPU path needs, one line each (OK / WARN / FAIL, with the fix):
+SoC and kernel, the NPU driver version (0.9.8 or newer; reading it may need root),
+/usr/lib/librknnrt.so, librkllmrt.so and its struct layout, rknn-toolkit-lite2, the
+configured model files against free memory and the NPU memory domain, the encoder's
+output shapes against the profile, and the CPU/NPU governors.
+Exit code 0 only when nothing FAILs.""",
+        epilog="""examples:
+  rkvideo doctor
+  sudo rkvideo doctor --config /etc/rkvideo/config.toml     root can read the NPU driver version
+  rkvideo doctor --json | jq '.checks[] | select(.status != "OK")'""")
+    p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    p.add_argument("--config", metavar="PATH",
+                   help="config file (default: $RKVIDEO_CONFIG, ./config.toml, ~/.config/rkvideo/config.toml, "
+                        "/etc/rkvideo/config.toml)")
+    p.set_defaults(func=cmd_doctor)
+
+
+def cmd_doctor(args, host: Host | None = None) -> int:
+    from . import config as config_mod
+    cfg, error = None, None
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        error = str(exc)
+    checks = run_checks(cfg, host, error)
+    failed = any(c.status == FAIL for c in checks)
+    if args.json:
+        print(json.dumps({"ok": not failed, "summary": summary(checks), "checks": [asdict(c) for c in checks]},
+                         ensure_ascii=False))
+    else:
+        print(render(checks))
+    return 1 if failed else 0

@@ -1,0 +1,207 @@
+"""`rkvideo doctor`: on this machine (no NPU) and against fake board trees."""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import pytest
+
+from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
+from doubles.fixtures import stub_build  # noqa: F401 (fixture)
+from rkvideo import cli, config, doctor, rknn
+
+ON_A_BOARD = "rk3588" in (Path("/proc/device-tree/compatible").read_bytes().decode(errors="replace")
+                          if Path("/proc/device-tree/compatible").is_file() else "")
+
+
+@pytest.fixture
+def no_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RKVIDEO_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+
+@pytest.mark.skipif(ON_A_BOARD, reason="this test describes a machine without an NPU")
+def test_this_machine_reports_no_npu_and_fails(no_config, capsys):
+    code = cli.main(["doctor"])
+    out = capsys.readouterr().out
+    assert code == 1
+    first = next(line for line in out.splitlines() if line.startswith(("OK", "WARN", "FAIL")))
+    assert first.startswith("FAIL  soc") and f"no NPU: this {platform.machine()} machine is not an RK3588 board" in first
+    assert "→ the NPU path (.rknn + .rkllm) runs only on an RK3588 board" in out
+    assert "no NPU here, so the board path cannot run on this machine" in out.splitlines()[-1]
+    for name in ("npu driver", "librknnrt.so", "librkllmrt.so", "rknn-toolkit-lite2", "cpu governor", "npu governor"):
+        assert any(line.split("  ", 1)[-1].lstrip().startswith(name) for line in out.splitlines()), name
+
+
+@pytest.mark.skipif(ON_A_BOARD, reason="this test describes a machine without an NPU")
+def test_json_output(no_config, capsys):
+    code = cli.main(["doctor", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["ok"] is False
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert statuses["soc"] == "FAIL" and statuses["config"] == "OK"
+    assert all(set(c) == {"name", "status", "message", "fix"} for c in report["checks"])
+    assert all(c["fix"] for c in report["checks"] if c["status"] == "FAIL")
+
+
+def test_bad_config_is_a_fail_line(no_config, capsys, tmp_path):
+    (tmp_path / "bad.toml").write_text("[model]\nprofile = 3\n")
+    assert cli.main(["doctor", "--config", str(tmp_path / "bad.toml")]) == 1
+    assert "FAIL  config" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# A fake RK3588 root
+
+SIZE = 56
+
+
+@pytest.fixture
+def board(tmp_path, stub_build, monkeypatch):
+    """A healthy board tree + config; returns (host, config path). Tests break one thing each."""
+    pytest.importorskip("onnxruntime", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
+    pytest.importorskip("onnx", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
+    from rkvideo import models, selftest
+    root = tmp_path / "root"
+
+    def put(path, text):
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    put("/proc/device-tree/compatible", "radxa,rock-5b\0rockchip,rk3588\0")
+    put("/sys/module/rknpu/version", "0.9.8\n")
+    put("/usr/lib/librknnrt.so", "stand-in")
+    put("/proc/meminfo", "MemTotal:       16000000 kB\nMemFree:        9000000 kB\nMemAvailable:   12000000 kB\n")
+    for cpu in range(8):
+        put(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor", "performance\n")
+    put("/sys/class/devfreq/fdab0000.npu/governor", "performance\n")
+    shutil.copy(stub_build("1.3", "1.3.0"), root / "usr/lib/librkllmrt.so")
+    models_dir = tmp_path / "models"
+    selftest.build_encoder(models_dir / "vision.onnx", size=SIZE, patch=14, width=32)
+    write_rknn(models_dir / "vision.rknn", mean=models.CLIP_MEAN, std=models.CLIP_STD)
+    (models_dir / "llm.rkllm").write_text("embed_width=32\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"""[model]
+profile = "qwen2-vl-2b"
+vision = "models/vision.rknn"
+llm = "models/llm.rkllm"
+input_size = {SIZE}
+tokens_per_image = 16
+embed_width = 32
+""")
+    FakeRKNNLite.reset()
+    monkeypatch.setattr(rknn, "_load_class", lambda: FakeRKNNLite)
+    host = doctor.Host(root=root, env={}, machine=platform.machine(), kernel="6.1.84-rk3588", is_root=False,
+                       dmesg=lambda: None, has_module=lambda name: name == "rknnlite")
+    yield host, cfg
+    FakeRKNNLite.reset()
+
+
+def statuses(host, cfg_path):
+    checks = doctor.run_checks(config.read(cfg_path), host)
+    return {c.name: c for c in checks}
+
+
+def test_a_healthy_board_passes(board, capsys):
+    host, cfg = board
+    checks = statuses(host, cfg)
+    assert {n: c.status for n, c in checks.items() if c.status != "OK"} == {}
+    assert "RK3588" in checks["soc"].message and "rknpu 0.9.8" in checks["npu driver"].message
+    assert "struct layout 1.3 (version string 1.3.0 in the library)" in checks["librkllmrt.so"].message
+    assert "outputs [[1, 16, 32]] match profile qwen2-vl-2b" in checks["encoder shapes"].message
+    assert all(i.released for i in FakeRKNNLite.instances)
+
+    class Args:
+        json = False
+        config = str(cfg)
+    assert doctor.cmd_doctor(Args, host) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("ready: nothing failed")
+
+
+def test_old_driver_fails(board):
+    host, cfg = board
+    (host.root / "sys/module/rknpu/version").write_text("0.9.6\n")
+    check = statuses(host, cfg)["npu driver"]
+    assert check.status == "FAIL" and "0.9.6" in check.message and "0.9.8" in check.fix
+
+
+def test_driver_from_dmesg_and_root_hint(board):
+    host, cfg = board
+    shutil.rmtree(host.root / "sys/module/rknpu")
+    host.dmesg = lambda: "[    2.5] [drm] Initialized rknpu 0.9.8 20240828 for fdab0000.npu on minor 1\n"
+    assert statuses(host, cfg)["npu driver"].message == "rknpu 0.9.8 (from dmesg)"
+
+    class Guarded(doctor.Host):
+        def read(self, absolute):
+            if "debug" in absolute:
+                raise PermissionError(absolute)
+            return super().read(absolute)
+
+    guarded = Guarded(**{**host.__dict__, "dmesg": lambda: None})
+    (host.root / "sys/kernel/debug/rknpu").mkdir(parents=True)
+    check = statuses(guarded, cfg)["npu driver"]
+    assert check.status == "WARN" and "without root" in check.message and "sudo" in check.fix
+
+
+def test_librknnrt_must_be_in_usr_lib(board):
+    host, cfg = board
+    (host.root / "usr/local/lib").mkdir(parents=True)
+    (host.root / "usr/lib/librknnrt.so").rename(host.root / "usr/local/lib/librknnrt.so")
+    check = statuses(host, cfg)["librknnrt.so"]
+    assert check.status == "FAIL" and "only /usr/lib/librknnrt.so" in check.message
+    assert check.fix == "sudo cp /usr/local/lib/librknnrt.so /usr/lib/"
+    assert statuses(host, cfg)["encoder shapes"].status == "WARN"   # not tried without the runtime
+
+
+def test_librkllmrt_layout_unknown_then_configured(board, stub_build):
+    host, cfg = board
+    shutil.copy(stub_build("1.3", None), host.root / "usr/lib/librkllmrt.so")
+    check = statuses(host, cfg)["librkllmrt.so"]
+    assert check.status == "FAIL" and "cannot tell" in check.message and "llm.runtime" in check.fix
+    cfg.write_text(cfg.read_text() + '\n[llm]\nruntime = "1.3"\n')
+    assert statuses(host, cfg)["librkllmrt.so"].message.endswith("struct layout 1.3 (from llm.runtime)")
+
+
+def test_librkllmrt_from_ld_library_path_and_missing(board, tmp_path):
+    host, cfg = board
+    elsewhere = tmp_path / "opt"
+    elsewhere.mkdir()
+    (host.root / "usr/lib/librkllmrt.so").rename(elsewhere / "librkllmrt.so")
+    assert statuses(host, cfg)["librkllmrt.so"].status == "FAIL"
+    host.env = {"LD_LIBRARY_PATH": str(elsewhere)}
+    assert statuses(host, cfg)["librkllmrt.so"].message.startswith(f"{elsewhere}/librkllmrt.so: struct layout 1.3")
+
+
+def test_models_memory_and_governors(board, monkeypatch):
+    host, cfg = board
+    (host.root / "proc/meminfo").write_text("MemTotal: 8 kB\nMemAvailable: 4 kB\n")
+    with open(cfg.parent / "models/llm.rkllm", "a") as llm:   # 20 kB: more than the 8 kB board
+        llm.write("#" * 20000 + "\n")
+    (host.root / "sys/devices/system/cpu/cpu3/cpufreq/scaling_governor").write_text("schedutil\n")
+    (host.root / "sys/class/devfreq/fdab0000.npu/governor").write_text("rknpu_ondemand\n")
+    size = (cfg.parent / "models/vision.rknn").stat().st_size
+    monkeypatch.setattr(rknn, "DOMAIN_BYTES", int(size * rknn.OVERHEAD * 1.5))   # room for one copy
+    checks = statuses(host, cfg)
+    assert checks["memory"].status == "FAIL"
+    assert checks["npu memory"].status == "WARN" and checks["npu memory"].fix == "set vision.workers = 1"
+    assert checks["cpu governor"].status == "WARN" and "performance" in checks["cpu governor"].fix
+    assert checks["npu governor"].fix == "echo performance | sudo tee /sys/class/devfreq/fdab0000.npu/governor"
+
+
+def test_encoder_shape_mismatch_and_missing_model(board):
+    host, cfg = board
+    cfg.write_text(cfg.read_text().replace("tokens_per_image = 16", "tokens_per_image = 196"))
+    check = statuses(host, cfg)["encoder shapes"]
+    assert check.status == "FAIL" and "16 tokens per image, profile qwen2-vl-2b says 196" in check.message
+    (cfg.parent / "models/llm.rkllm").unlink()
+    assert statuses(host, cfg)["model.llm"].status == "FAIL"
+
+
+def test_other_rockchip_soc_warns(board):
+    host, cfg = board
+    (host.root / "proc/device-tree/compatible").write_text("rockchip,rk3576\0")
+    assert statuses(host, cfg)["soc"].status == "WARN"
