@@ -456,6 +456,7 @@ class RKLLM:
 
         worker = threading.Thread(target=run, name="rkvideo-rkllm", daemon=True)
         interrupted = launched = False
+        keyboard = None
         self._run_state = state
         self._running = True
         state.start = time.perf_counter()
@@ -480,8 +481,8 @@ class RKLLM:
                         self._lib.rkllm_abort(self._handle)
                     elif state.limit_hit:
                         self._lib.rkllm_abort(self._handle)
-                except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
-                    interrupted = True
+                except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one by the CLI
+                    interrupted, keyboard = True, exc
                     self.abort()
         finally:
             self._running = False
@@ -490,6 +491,10 @@ class RKLLM:
         if "exc" in result:
             raise LLMError(f"{self.path}: rkllm_run could not be called: {result['exc']}")
         generation = state.generation(request)
+        if keyboard is not None:
+            # The run is over and the handle intact: now the Ctrl-C goes on to the caller,
+            # as it does from the llama.cpp runtime (the CLI exits 130).
+            raise keyboard
         if interrupted or self._stop.is_set():
             generation.stop = "abort"
             raise Interrupted(generation)
