@@ -433,3 +433,22 @@ def test_ctrl_c_calls_rkllm_abort_then_reaches_the_caller(open_stub):
         _first_text_then(llm, llm.abort)
     llm.close()
     assert rkllm_stub.state(lib)["n_destroy"] == 1
+
+
+def test_abort_asked_before_the_request_applies_to_it_only(open_stub):
+    llm, lib = open_stub(reply="wait_abort")
+    llm.abort()
+    with pytest.raises(Interrupted):
+        llm.generate(request_for(llm))
+    assert rkllm_stub.state(lib)["n_abort"] >= 1
+    assert not llm._stop.is_set()
+
+
+def test_close_from_another_thread_aborts_then_destroys(open_stub):
+    llm, lib = open_stub(reply="wait_abort")
+    with pytest.raises(Interrupted):
+        _first_text_then(llm, llm.close)
+    state = rkllm_stub.state(lib)
+    assert state["n_abort"] >= 1 and state["n_destroy"] == 1 and state["running"] == 0
+    with pytest.raises(LLMError, match="closed"):
+        llm.generate(request_for(llm))

@@ -253,8 +253,7 @@ def inspect_library(path) -> dict:
     if data[:4] == b"\x7fELF" and len(data) > 20:
         code = int.from_bytes(data[18:20], "little" if data[5] == 1 else "big")
         machine = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0x03: "x86"}.get(code, hex(code))
-    return {"versions": versions, "symbols": symbols, "machine": machine,
-            "has_banner": b"rkllm-runtime version" in data}
+    return {"versions": versions, "symbols": symbols, "machine": machine}
 
 
 # Releases whose layout this binding was checked against (facts §1). Anything else is refused:
@@ -403,8 +402,11 @@ class RKLLM:
         if not self._handle.value:
             raise LLMError(f"{self.path}: the model is closed")
         with self._lock:
-            self._stop.clear()
-            return self._generate(request, on_text)
+            try:
+                return self._generate(request, on_text)
+            finally:
+                # An abort applies to the generation running (or about to run) when it was asked.
+                self._stop.clear()
 
     def _check(self, request, prompt: str) -> np.ndarray:
         emb = request.embeddings
@@ -568,7 +570,11 @@ class RKLLM:
             self._lib.rkllm_abort(self._handle)
 
     def close(self) -> None:
-        handle, self._handle = self._handle, c_void_p()
+        """Destroy the handle; a generate() running on another thread is aborted and waited for."""
+        if self._running:
+            self.abort()
+        with self._lock:
+            handle, self._handle = self._handle, c_void_p()
         if not handle.value:
             return
         rc = self._lib.rkllm_destroy(handle)
