@@ -261,7 +261,7 @@ def check_memory(host: Host, cfg, vision: Path | None, llm: Path | None) -> list
     return checks
 
 
-def check_encoder(host: Host, cfg, profile, vision: Path | None, ready: bool) -> Check:
+def check_encoder_shapes(host: Host, cfg, profile, vision: Path | None, ready: bool) -> Check:
     if vision is None or vision.suffix.lower() != ".rknn" or profile is None:
         return Check("encoder shapes", WARN, "not checked (needs model.vision set to an .rknn file)")
     if not ready:
@@ -330,7 +330,7 @@ def run_checks(cfg=None, host: Host | None = None, config_error: str | None = No
     checks += check_memory(host, cfg, vision, llm)
     board = {c.name: c.status for c in checks}
     ready = all(board.get(n) != FAIL for n in ("soc", "npu driver", "librknnrt.so", "rknn-toolkit-lite2"))
-    checks.append(check_encoder(host, cfg, profile, vision, ready))
+    checks.append(check_encoder_shapes(host, cfg, profile, vision, ready))
     checks += check_governors(host)
     return checks
 
