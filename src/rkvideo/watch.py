@@ -160,6 +160,12 @@ def _same(job: dict, st) -> bool:
     return job["size"] == st.st_size and job["mtime"] is not None and abs(job["mtime"] - st.st_mtime) < 1e-6
 
 
+def _reason(exc: Exception, path: str) -> str:
+    """An error without the file name in front: the job row and the log line name the file already."""
+    text = str(exc)
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
+
+
 def _timings(timings: dict) -> str:
     return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
 
@@ -473,7 +479,7 @@ class Daemon:
         try:
             info = video.probe(path)
         except video.MediaError as exc:
-            self._record(path, "failed", str(exc), st, digest=digest)
+            self._record(path, "failed", _reason(exc, path), st, digest=digest)
             return
         job_id = self.store.put(path, "queued", size=st.st_size, mtime=st.st_mtime, digest=digest,
                                 duration=info.duration)
@@ -582,7 +588,7 @@ class Worker(threading.Thread):
                 log.info("stopped while describing %s [job %d]; it stays queued", path, job_id)
                 return
             except (video.MediaError, budget.BudgetError, assemble.ShapeError) as exc:
-                self._failed(db, job, str(exc), permanent=True)
+                self._failed(db, job, _reason(exc, path), permanent=True)
                 return
             except Exception as exc:    # noqa: BLE001 - runtime errors are retried, whatever their type
                 self._failed(db, job, f"{type(exc).__name__}: {exc}", permanent=False)

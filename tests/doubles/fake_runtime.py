@@ -43,7 +43,9 @@ class Points:
             return
         self.seen += 1
         if self.seen == self.n:
-            Path(self.marker).write_text(f"{name} {detail}\n")
+            temp = Path(f"{self.marker}.tmp")
+            temp.write_text(f"{name} {detail}\n")
+            temp.rename(self.marker)            # the test sees the marker only once it is complete
             threading.Event().wait()        # until the test kills the process
 
 
@@ -152,9 +154,21 @@ def open_describer(config):
 
 
 def install() -> None:
-    """Swap the runtime and add the kill points around the store and sidecar writes."""
-    from rkvideo import sidecars, store, watch
+    """Swap the runtime (for `watch` and `describe`) and add the kill points around the store and
+    sidecar writes."""
+    from rkvideo import pipeline, sidecars, store, watch
     watch.open_describer = open_describer
+    real = pipeline.Describer
+
+    class DescriberWithDoubles(real):
+        def __init__(self, config, *, dry_run=False, vision=None, llm=None):
+            if not dry_run and vision is None and llm is None:
+                profile = models.resolve(config.model)
+                vision = FakeVision(profile)
+                llm = FakeLLM(profile, vision)
+            super().__init__(config, dry_run=dry_run, vision=vision, llm=llm)
+
+    pipeline.Describer = DescriberWithDoubles
 
     insert = store.Store._insert_description
 

@@ -1,0 +1,143 @@
+"""Helpers for the daemon tests: clips, a config, the daemon as a real subprocess, polling the database.
+
+Waiting is always "poll until a condition holds or a deadline passes", never
+a fixed sleep; a daemon that exits early fails the wait with its stderr.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import media
+
+LAUNCHER = Path(__file__).with_name("run_daemon.py")
+DEADLINE = 30.0
+
+CONFIG = """
+[model]
+tokens_per_image = 4
+embed_width = 8
+[describe]
+frames = 4
+[llm]
+max_new_tokens = 32
+[watch]
+settle_seconds = {settle}
+max_attempts = {max_attempts}
+retry_backoff = 0
+[output]
+sidecars = {sidecars}
+"""
+
+
+def write_config(folder: Path, settle: float = 0.2, max_attempts: int = 3, sidecars=("txt", "json", "vtt")) -> Path:
+    path = folder / "config.toml"
+    listed = "[" + ", ".join(f'"{s}"' for s in sidecars) + "]"
+    path.write_text(CONFIG.format(settle=settle, max_attempts=max_attempts, sidecars=listed))
+    return path
+
+
+def clip(path: Path, number: int) -> Path:
+    """A small real clip; different numbers give different content (different lengths)."""
+    source = media.clip(f"daemon{number}.mp4", seconds=1.0 + 0.1 * number, fps=10, size=(64, 48))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, path)
+    return path
+
+
+def clips(folder: Path, count: int, prefix: str = "clip", first: int = 0) -> list:
+    return [clip(folder / f"{prefix}{n:02d}.mp4", n) for n in range(first, first + count)]
+
+
+def command(*args) -> list:
+    return [sys.executable, str(LAUNCHER), *map(str, args)]
+
+
+def environment(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RKVIDEO_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def start(folder, db, config, *extra, env=None, **popen) -> subprocess.Popen:
+    folders = folder if isinstance(folder, (list, tuple)) else [folder]
+    return subprocess.Popen(command("watch", *folders, "--db", db, "--config", config, *extra),
+                            env=env or environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **popen)
+
+
+def once(folder, db, config, *extra, env=None, **popen) -> subprocess.CompletedProcess:
+    proc = start(folder, db, config, "--once", *extra, env=env, **popen)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def rkvideo(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), env=env or environment(), capture_output=True, text=True, timeout=60)
+
+
+def wait_for(condition, proc: subprocess.Popen | None = None, what: str = "condition", timeout: float = DEADLINE):
+    """Poll ``condition()`` until it returns something truthy; fail if ``proc`` exits or time runs out."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"daemon exited ({proc.returncode}) before {what}:\n{err}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> tuple:
+    """SIGTERM, then the exit code and stderr."""
+    if proc.poll() is None:
+        proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    return proc.returncode, err
+
+
+def kill(proc: subprocess.Popen) -> str:
+    proc.kill()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -9, err
+    return err
+
+
+def query(db: Path, sql: str, params=()) -> list:
+    if not Path(db).exists():
+        return []
+    conn = sqlite3.connect(str(db), timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+def jobs(db: Path) -> dict:
+    """path -> job row, with its number of descriptions."""
+    rows = query(db, "SELECT jobs.*, (SELECT count(*) FROM descriptions d WHERE d.job_id = jobs.id) AS n "
+                     "FROM jobs")
+    return {row["path"]: row for row in rows}
+
+
+def status(db: Path, path) -> str | None:
+    row = jobs(db).get(str(path))
+    return row["status"] if row else None
+
+
+def settled(db: Path, paths) -> bool:
+    """Every path has a job that is no longer queued or running."""
+    table = jobs(db)
+    return all(str(p) in table and table[str(p)]["status"] not in ("queued", "running") for p in paths)

@@ -1,0 +1,86 @@
+"""Exactly once through kill -9: the daemon is killed at chosen points and restarted.
+
+The test-double runtime blocks the daemon exactly at a named point (see
+tests/doubles/fake_runtime.py) and writes a marker; the test then kills the
+process with SIGKILL, so every kill lands where intended without timing luck.
+"""
+from pathlib import Path
+
+from doubles import daemon
+
+CLIPS = 20
+# (point, occurrence): between two jobs, mid-encode, mid-generate, sidecars written but not
+# committed, description inserted but not committed (the last one leaves a job running).
+KILLS = [("claim", 3), ("encode", 2), ("generate", 3), ("sidecar", 2), ("commit", 3)]
+
+
+def test_every_clip_described_exactly_once_through_kill_9(tmp_path):
+    folder = tmp_path / "cameras"
+    paths = daemon.clips(folder, CLIPS)
+    config = daemon.write_config(tmp_path, max_attempts=5)
+    db = tmp_path / "rkvideo.db"
+    marker = tmp_path / "marker"
+    done_before = 0
+    for point, n in KILLS:
+        marker.unlink(missing_ok=True)
+        env = daemon.environment(RKVIDEO_TEST_BLOCK_AT=f"{point}:{n}", RKVIDEO_TEST_MARKER=marker)
+        proc = daemon.start(folder, db, config, "--once", env=env)
+        daemon.wait_for(marker.exists, proc, f"the daemon to reach {point}:{n}")
+        daemon.kill(proc)
+
+        table = daemon.jobs(db)
+        running = [j for j in table.values() if j["status"] == "running"]
+        if point == "claim":
+            assert running == []            # between jobs: nothing in flight
+        else:
+            # Killed inside a job: that job is still marked running and has no description.
+            assert len(running) == 1 and running[0]["n"] == 0
+            assert running[0]["path"] in marker.read_text()
+        assert all(j["n"] == (1 if j["status"] == "done" else 0) for j in table.values())
+        done = sum(j["status"] == "done" for j in table.values())
+        assert done > done_before           # every run made progress before its kill
+        done_before = done
+
+    result = daemon.once(folder, db, config)
+    assert result.returncode == 0, result.stderr
+    assert "interrupted last time, queued again" in result.stderr
+
+    table = daemon.jobs(db)
+    assert sorted(table) == sorted(str(p) for p in paths)
+    assert {j["status"] for j in table.values()} == {"done"}
+    assert [j["n"] for j in table.values()] == [1] * CLIPS
+    per_path = daemon.query(db, "SELECT path, count(*) AS n FROM descriptions GROUP BY path")
+    assert {r["path"]: r["n"] for r in per_path} == {str(p): 1 for p in paths}
+    # The sidecars of a job killed after writing them were simply rewritten; no temp files remain.
+    for p in paths:
+        for kind in ("txt", "json", "vtt"):
+            assert p.with_suffix(f".{kind}").is_file()
+    assert not [f for f in folder.iterdir() if f.name.startswith(".")]
+    # The FTS index matches the table after the rollbacks.
+    fts = daemon.query(db, "SELECT count(*) AS n FROM descriptions_fts")
+    assert fts[0]["n"] == CLIPS
+
+
+def test_file_that_kills_the_daemon_fails_after_max_attempts(tmp_path):
+    """A recording that crashes the process every time must not crash-loop the service."""
+    folder = tmp_path / "cameras"
+    paths = daemon.clips(folder, 3)
+    config = daemon.write_config(tmp_path, max_attempts=2)
+    db = tmp_path / "rkvideo.db"
+    marker = tmp_path / "marker"
+    for _ in range(2):
+        marker.unlink(missing_ok=True)
+        env = daemon.environment(RKVIDEO_TEST_BLOCK_AT="encode:1", RKVIDEO_TEST_MARKER=marker)
+        proc = daemon.start(folder, db, config, "--once", env=env)
+        daemon.wait_for(marker.exists, proc, "the first encode")
+        daemon.kill(proc)
+        assert str(paths[0]) in marker.read_text()      # always the same, oldest job
+
+    result = daemon.once(folder, db, config)
+    assert result.returncode == 0, result.stderr
+    table = daemon.jobs(db)
+    first = table[str(paths[0])]
+    assert first["status"] == "failed" and first["attempts"] == 2
+    assert "stopped during each of 2 attempts" in first["error"]
+    assert [table[str(p)]["status"] for p in paths[1:]] == ["done", "done"]
+    assert Path(paths[0]).exists()      # the recording itself is never touched

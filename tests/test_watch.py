@@ -1,0 +1,435 @@
+"""The drop-folder daemon as a real process on real files and a real SQLite database.
+
+The vision encoder and LLM are the test doubles of tests/doubles/fake_runtime.py
+(they decode the real clips but compute nothing); everything else is the
+shipped code, run through tests/doubles/run_daemon.py.
+"""
+import ctypes
+import json
+import os
+import shutil
+import socket
+import time
+
+import pytest
+
+import media
+from doubles import daemon
+from rkvideo import cli
+
+
+def log_lines(path):
+    """The fake runtime's call log: [event, clip name, time] per line (clip names may hold spaces)."""
+    lines = []
+    for line in path.read_text().splitlines():
+        event, rest = line.split(" ", 1)
+        clip, stamp = rest.rsplit(" ", 1)
+        lines.append([event, clip, stamp])
+    return lines
+
+
+def runtime_calls(path, event):
+    return [words[1] for words in log_lines(path) if words[0] == event]
+
+
+def assert_one_request_at_a_time(path):
+    """Every runtime call ends before the next starts."""
+    open_call = None
+    for event, clip, _ in log_lines(path):
+        kind, _, phase = event.partition("-")
+        if phase == "start":
+            assert open_call is None, f"{kind} of {clip} started during {open_call}"
+            open_call = f"{kind} of {clip}"
+        elif phase in ("end", "fail", "abort"):
+            open_call = None
+
+
+# ------------------------------------------------------------------ bad files
+
+def test_bad_files_end_failed_or_skipped_with_a_reason_while_good_files_are_described(tmp_path):
+    folder = tmp_path / "cameras"
+    good = daemon.clips(folder, 2, prefix="good")
+    odd_name = daemon.clip(folder / "Einfahrt Tür 東門 1.mp4", 5)
+    nested = daemon.clip(folder / "day 2" / "late.MP4", 6)        # recursive, upper-case suffix
+    source = daemon.clip(tmp_path / "source.mp4", 7)
+    empty = media.write_bytes(folder / "empty.mp4", b"")
+    truncated = media.truncate(source, folder / "truncated.mp4", keep=0.4)
+    noise = media.write_bytes(folder / "noise.mp4", os.urandom(20000))
+    audio = media.make_clip(folder / "audio.mp4", seconds=1.0, audio_only=True)
+    directory = folder / "x.mp4"
+    directory.mkdir()
+    pipe = folder / "pipe.mp4"
+    os.mkfifo(pipe)
+    undecodable = os.path.join(os.fsencode(folder), b"caf\xe9.mp4")
+    shutil.copyfile(source, undecodable)
+    (folder / "notes.txt").write_text("not a video")
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+
+    result = daemon.once(folder, db, config)
+    assert result.returncode == 0, result.stderr
+    table = daemon.jobs(db)
+
+    for path in good + [odd_name, nested]:
+        assert table[str(path)]["status"] == "done", table[str(path)]
+        assert table[str(path)]["n"] == 1
+    expected = {empty: ("failed", "empty file"), truncated: ("failed", "video"), noise: ("failed", "video"),
+                audio: ("failed", "video stream"),
+                directory: ("skipped", "is a folder"), pipe: ("skipped", "not a regular file")}
+    for path, (status, reason) in expected.items():
+        job = table[str(path)]
+        assert (job["status"], job["n"]) == (status, 0), job
+        assert reason in job["error"], job
+        assert f"{status} {path}" in result.stderr       # one log line names the file and the reason
+    assert str(folder / "notes.txt") not in table
+    # A name SQLite cannot store as text is reported, not stored and not fatal.
+    assert "caf\\xe9.mp4: file name is not valid UTF-8" in result.stderr
+    assert len(table) == len(expected) + 4
+
+
+def _drop_dac_capabilities():
+    """Make root obey file permissions in the child (drop CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:      # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _can_drop_capabilities() -> bool:
+    """CAP_SETPCAP (bit 8) is needed to shrink the bounding set."""
+    with open("/proc/self/status") as f:
+        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return bool(effective & (1 << 8))
+
+
+def test_unreadable_file_fails_with_permission_denied(tmp_path):
+    popen = {}
+    if os.geteuid() == 0:
+        if not _can_drop_capabilities():
+            pytest.skip("running as root without CAP_SETPCAP: chmod 000 cannot stop root from reading")
+        popen["preexec_fn"] = _drop_dac_capabilities
+    folder = tmp_path / "cameras"
+    readable = daemon.clip(folder / "ok.mp4", 0)
+    locked = daemon.clip(folder / "locked.mp4", 1)
+    locked.chmod(0)
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    try:
+        result = daemon.once(folder, db, config, **popen)
+    finally:
+        locked.chmod(0o644)
+    assert result.returncode == 0, result.stderr
+    table = daemon.jobs(db)
+    assert table[str(readable)]["status"] == "done"
+    assert table[str(locked)]["status"] == "failed"
+    assert "Permission denied" in table[str(locked)]["error"]
+    assert "let the rkvideo user read it" in table[str(locked)]["error"]
+
+
+# ------------------------------------------------------------ growing files
+
+def test_slowly_written_file_is_described_once_after_it_stops_growing(tmp_path):
+    folder = tmp_path / "cameras"
+    folder.mkdir()
+    config = daemon.write_config(tmp_path, settle=1.0)
+    db = tmp_path / "rkvideo.db"
+    calls = tmp_path / "calls.log"
+    # Matroska is readable while it is written, so describing it early would "work" with fewer frames.
+    source = media.clip("slow.mkv", seconds=3.0, fps=10, size=(64, 48))
+    data = source.read_bytes()
+    proc = daemon.start(folder, db, config, env=daemon.environment(RKVIDEO_FAKE_LOG=calls))
+    try:
+        daemon.wait_for(lambda: db.exists() and daemon.query(db, "SELECT 1 FROM schema_version"), proc,
+                        "the database")
+        target = folder / "slow.mkv"
+        chunks = 12
+        with open(target, "wb") as f:
+            for k in range(chunks):
+                f.write(data[k * len(data) // chunks:(k + 1) * len(data) // chunks])
+                f.flush()
+                # The writer's pace is the scenario: pauses far shorter than settle_seconds, so
+                # the file never looks finished before it is.
+                time.sleep(0.1)
+        daemon.wait_for(lambda: daemon.status(db, target) == "done", proc, "slow.mkv to be described")
+        code, err = daemon.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+    job = daemon.jobs(db)[str(target)]
+    assert job["n"] == 1 and job["size"] == len(data) and job["attempts"] == 1
+    described = daemon.query(db, "SELECT frames FROM descriptions")
+    assert len(described) == 1
+    frames = json.loads(described[0]["frames"])
+    assert len(frames) == 4 and frames[-1]["seconds"] > 2.0      # the last quarter of the full 3 s
+    assert runtime_calls(calls, "encode-start") == ["slow.mkv"]
+
+
+# --------------------------------------------- renames, moves, duplicates, deletes
+
+def test_renames_moves_duplicates_and_deletes_while_the_worker_is_busy(tmp_path):
+    folder = tmp_path / "cameras"
+    a, b, c, d = (daemon.clip(folder / f"{name}.mp4", n) for n, name in enumerate("abcd"))
+    outside = daemon.clip(tmp_path / "outside" / "e.mp4", 4)
+    gate, calls = tmp_path / "gate", tmp_path / "calls.log"
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    env = daemon.environment(RKVIDEO_FAKE_GATE=gate, RKVIDEO_FAKE_LOG=calls)
+    proc = daemon.start(folder, db, config, env=env)
+    try:
+        # a is being described (held at the gate); b, c, d wait in the queue.
+        daemon.wait_for(lambda: calls.exists() and "generate-start" in calls.read_text(), proc, "a to start")
+        assert runtime_calls(calls, "generate-start") == ["a.mp4"]
+        daemon.wait_for(lambda: [daemon.status(db, p) for p in (b, c, d)] == ["queued"] * 3, proc, "the queue")
+        ids = {p: daemon.jobs(db)[str(p)]["id"] for p in (b, d)}
+
+        c.unlink()                                           # deleted while queued: dropped
+        daemon.wait_for(lambda: str(c) not in daemon.jobs(db), proc, "c to leave the queue")
+        d2 = folder / "d renamed.mp4"
+        d.rename(d2)                                         # renamed while queued: same job, new path
+        daemon.wait_for(lambda: daemon.jobs(db).get(str(d2), {}).get("id") == ids[d], proc, "the rename of d")
+        copy = folder / "b-copy.mp4"
+        shutil.copyfile(b, copy)                             # same content under another name: skipped
+        daemon.wait_for(lambda: daemon.status(db, copy) == "skipped", proc, "the duplicate")
+        e = folder / "e.mp4"
+        os.rename(outside, e)                                # moved in from outside the folder
+        daemon.wait_for(lambda: daemon.status(db, e) == "queued", proc, "the moved-in file")
+
+        gate.touch()
+        daemon.wait_for(lambda: daemon.settled(db, [a, b, d2, e]), proc, "the queue to drain")
+        (folder / "archive").mkdir()
+        a2 = folder / "archive" / "a.mp4"
+        a.rename(a2)                                         # a described file moves: the job follows
+        daemon.wait_for(lambda: str(a2) in daemon.jobs(db), proc, "the move of a")
+        code, err = daemon.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+
+    table = daemon.jobs(db)
+    assert {p: (j["status"], j["n"]) for p, j in table.items()} == {
+        str(a2): ("done", 1), str(b): ("done", 1), str(d2): ("done", 1), str(e): ("done", 1),
+        str(copy): ("skipped", 0)}
+    assert table[str(copy)]["duplicate_of"] == ids[b]
+    assert f"same content as {b}" in table[str(copy)]["error"]
+    assert sorted(runtime_calls(calls, "generate-start")) == ["a.mp4", "b.mp4", "d renamed.mp4", "e.mp4"]
+    assert_one_request_at_a_time(calls)
+    # Sidecars follow the name the recording had when it was described.
+    assert (folder / "d renamed.vtt").read_text().startswith("WEBVTT")
+
+
+# ------------------------------------------------------ SIGTERM and systemd
+
+def _notifications(sock):
+    messages = []
+    try:
+        while True:
+            messages += sock.recv(4096).decode().split("\n")
+    except BlockingIOError:
+        return messages
+
+
+def test_sigterm_mid_generation_stops_cleanly_and_talks_to_systemd(tmp_path):
+    folder = tmp_path / "cameras"
+    a, b = daemon.clip(folder / "a.mp4", 0), daemon.clip(folder / "b.mp4", 1)
+    gate, calls = tmp_path / "gate", tmp_path / "calls.log"
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    seen = []
+    env = daemon.environment(RKVIDEO_FAKE_GATE=gate, RKVIDEO_FAKE_LOG=calls, NOTIFY_SOCKET=tmp_path / "notify",
+                             WATCHDOG_USEC=2_000_000)
+    proc = daemon.start(folder, db, config, env=env)
+    try:
+        daemon.wait_for(lambda: seen.extend(_notifications(sock)) or "READY=1" in seen, proc, "READY=1")
+        daemon.wait_for(lambda: seen.extend(_notifications(sock)) or "WATCHDOG=1" in seen, proc, "a ping")
+        daemon.wait_for(lambda: calls.exists() and "generate-start" in calls.read_text(), proc, "generation")
+        daemon.wait_for(lambda: daemon.status(db, b) == "queued", proc, "b in the queue")
+
+        # A second daemon on the same database is refused while this one runs.
+        second = daemon.once(folder, db, config)
+        assert second.returncode == 1
+        assert "another `rkvideo watch` is using this database" in second.stderr
+
+        code, err = daemon.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    seen += _notifications(sock)
+    assert code == 0, err
+    assert "STOPPING=1" in seen
+    assert runtime_calls(calls, "generate-abort") == ["a.mp4"]
+    # The aborted job is back in the queue as if never tried; nothing half-written anywhere.
+    table = daemon.jobs(db)
+    assert (table[str(a)]["status"], table[str(a)]["attempts"], table[str(a)]["n"]) == ("queued", 0, 0)
+    assert daemon.query(db, "SELECT count(*) AS n FROM descriptions")[0]["n"] == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.mp4", "b.mp4"]
+
+    # While stopped: b is deleted (its queued job goes), a is renamed (its job follows).
+    b.unlink()
+    a2 = folder / "a-renamed.mp4"
+    a.rename(a2)
+    result = daemon.once(folder, db, config)
+    assert result.returncode == 0, result.stderr
+    table = daemon.jobs(db)
+    assert list(table) == [str(a2)] and table[str(a2)]["status"] == "done" and table[str(a2)]["n"] == 1
+    assert f"dropped {b} [job" in result.stderr
+
+
+def test_described_file_renamed_while_stopped_keeps_its_description(tmp_path):
+    folder = tmp_path / "cameras"
+    a = daemon.clip(folder / "a.mp4", 0)
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    assert daemon.once(folder, db, config).returncode == 0
+    job_id = daemon.jobs(db)[str(a)]["id"]
+    a2 = folder / "renamed" / "a.mp4"
+    a2.parent.mkdir()
+    a.rename(a2)
+    result = daemon.once(folder, db, config)
+    assert result.returncode == 0, result.stderr
+    table = daemon.jobs(db)
+    assert list(table) == [str(a2)]
+    assert (table[str(a2)]["id"], table[str(a2)]["n"]) == (job_id, 1)
+    assert "found by content" in result.stderr
+
+
+# ------------------------------------------------------------ retries
+
+def test_failures_retry_up_to_max_attempts_then_retry_command_requeues(tmp_path, capsys):
+    folder = tmp_path / "cameras"
+    paths = daemon.clips(folder, 3)
+    calls = tmp_path / "calls.log"
+    config = daemon.write_config(tmp_path, max_attempts=3)
+    db = tmp_path / "rkvideo.db"
+    env = daemon.environment(RKVIDEO_FAKE_FAIL="clip01", RKVIDEO_FAKE_LOG=calls)
+    result = daemon.once(folder, db, config, env=env)
+    assert result.returncode == 0, result.stderr
+    table = daemon.jobs(db)
+    bad = table[str(paths[1])]
+    assert (bad["status"], bad["attempts"], bad["n"]) == ("failed", 3, 0)
+    assert "fake failure for clip01.mp4" in bad["error"]
+    assert runtime_calls(calls, "generate-fail") == ["clip01.mp4"] * 3
+    assert [table[str(p)]["status"] for p in (paths[0], paths[2])] == ["done", "done"]
+
+    assert cli.main(["retry", "--db", str(db)]) == 0
+    assert "1 job queued again" in capsys.readouterr().out
+    bad = daemon.jobs(db)[str(paths[1])]
+    assert (bad["status"], bad["attempts"], bad["error"]) == ("queued", 0, None)
+    result = daemon.once(folder, db, config)
+    assert result.returncode == 0, result.stderr
+    assert daemon.jobs(db)[str(paths[1])]["n"] == 1
+
+
+def test_backoff_keeps_a_failing_job_from_blocking_the_queue(tmp_path):
+    folder = tmp_path / "cameras"
+    paths = daemon.clips(folder, 3)
+    config = daemon.write_config(tmp_path)
+    config.write_text(config.read_text().replace("retry_backoff = 0", "retry_backoff = 600"))
+    db = tmp_path / "rkvideo.db"
+    result = daemon.once(folder, db, config, env=daemon.environment(RKVIDEO_FAKE_FAIL="clip00"))
+    assert result.returncode == 0, result.stderr
+    table = daemon.jobs(db)
+    first = table[str(paths[0])]
+    assert (first["status"], first["attempts"]) == ("queued", 1)
+    assert first["not_before"] > first["updated_at"]        # waits ~600 s before the next attempt
+    assert "retry " in result.stderr and "in 600s" in result.stderr
+    assert [table[str(p)]["status"] for p in paths[1:]] == ["done", "done"]
+
+
+# --------------------------------------------------- list, show, search
+
+def test_list_show_and_search_agree_with_the_database(tmp_path, capsys):
+    folder = tmp_path / "cameras"
+    paths = daemon.clips(folder, 3, prefix="cam")
+    media.write_bytes(folder / "broken.mp4", b"\x00" * 1000)
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    assert daemon.once(folder, db, config).returncode == 0
+    rows = daemon.query(db, "SELECT * FROM jobs ORDER BY id")
+
+    assert cli.main(["list", "--db", str(db), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [{k: v for k, v in j.items() if k != "descriptions"} for j in listed] == rows
+    assert cli.main(["list", "--db", str(db), "--status", "failed"]) == 0
+    out = capsys.readouterr().out
+    assert str(folder / "broken.mp4") in out and str(paths[0]) not in out
+
+    assert cli.main(["show", str(paths[1]), "--db", str(db), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    stored = daemon.query(db, "SELECT * FROM descriptions WHERE path = ?", [str(paths[1])])
+    assert shown["id"] == daemon.jobs(db)[str(paths[1])]["id"]
+    assert [d["text"] for d in shown["descriptions"]] == [d["text"] for d in stored]
+    assert shown["descriptions"][0]["frames"] == json.loads(stored[0]["frames"])
+    assert cli.main(["show", str(shown["id"]), "--db", str(db)]) == 0
+    assert stored[0]["text"] in capsys.readouterr().out
+
+    assert cli.main(["search", "cam01", "--db", str(db), "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["path"] for h in hits] == [str(paths[1])]
+    assert "[cam01]" in hits[0]["snippet"]
+    assert cli.main(["search", "recording", "--db", str(db), "--json"]) == 0
+    assert sorted(h["path"] for h in json.loads(capsys.readouterr().out)) == sorted(map(str, paths))
+    assert cli.main(["search", 'cam02"', "--db", str(db)]) == 0         # a stray quote is harmless
+    assert str(paths[2]) in capsys.readouterr().out
+    assert cli.main(["search", "giraffe", "--db", str(db)]) == 1
+
+    assert cli.main(["show", str(tmp_path / "nowhere.mp4"), "--db", str(db)]) == 2
+    assert "not in the database" in capsys.readouterr().err
+
+
+def test_describe_db_stores_results_and_keeps_each_prompt(tmp_path, capsys):
+    clip = daemon.clip(tmp_path / "door.mp4", 3)
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    first = daemon.rkvideo("describe", clip, "--db", db, "--config", config, "--json")
+    assert first.returncode == 0, first.stderr
+    second = daemon.rkvideo("describe", clip, "--db", db, "--config", config, "--prompt", "Who is at the door?")
+    assert second.returncode == 0, second.stderr
+    dry = daemon.rkvideo("describe", clip, "--db", db, "--config", config, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+
+    assert cli.main(["show", str(clip), "--db", str(db), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "done"
+    assert [d["prompt"] for d in shown["descriptions"]] == ["Describe what happens in this video.",
+                                                            "Who is at the door?"]
+    assert [d["source"] for d in shown["descriptions"]] == ["describe", "describe"]
+    assert shown["descriptions"][0]["text"] == json.loads(first.stdout)["text"]
+
+
+# ------------------------------------------------------ in-process units
+
+def test_watchdog_pings_stop_while_the_runtime_makes_no_progress(tmp_path, monkeypatch):
+    from rkvideo import config as config_mod, watch
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "10000000")
+    owner = watch.Daemon(config_mod.Config(), [tmp_path], tmp_path / "rkvideo.db")
+
+    class Busy:
+        current = {"path": "x.mp4"}
+        progress = time.monotonic() - 60                # last frame or token a minute ago
+
+    try:
+        owner.worker = Busy()
+        owner._report()
+        assert "WATCHDOG=1" not in _notifications(sock)
+        Busy.progress = time.monotonic()
+        owner._report()
+        assert "WATCHDOG=1" in _notifications(sock)
+    finally:
+        owner.store.close()
+
+
+def test_patterns_are_case_insensitive_and_skip_hidden_files():
+    from rkvideo import watch
+    match = watch.Matcher(["*.mp4", "*.mkv"])
+    assert match("/x/CAM1.MP4") and match("/x/a.mkv") and match("/x/b c.Mp4")
+    assert not match("/x/.a.mp4.tmp") and not match("/x/.partial.mp4") and not match("/x/a.mp4.txt")
