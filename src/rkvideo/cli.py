@@ -60,6 +60,7 @@ def _describe_parser(sub) -> None:
   rkvideo describe *.jpg --each                   one request per image
   rkvideo describe samples/*.mp4 --dry-run --json plan only: frames, timestamps, token budget
   rkvideo describe clip.mp4 --json | jq .text     JSON Lines for scripts
+  rkvideo describe clip.mp4 --db rkvideo.db       also store the result (rkvideo search/show)
 
 With --json each result is one line: inputs, kind, frames (index, pts, seconds), prompt, model,
 tokens (prompt/vision/new), frames_capped_by_budget, timings (seconds per stage), text (null in
@@ -73,6 +74,7 @@ dry runs), notes and plan. --frames above the context budget is capped with a wa
     p.add_argument("--dry-run", action="store_true",
                    help="decode and plan, stop before the vision encoder; needs no model files")
     p.add_argument("--json", action="store_true", help="print one JSON object per result (JSON Lines)")
+    p.add_argument("--db", metavar="PATH", help="also store each result in this database (rkvideo list/search/show)")
     _add_config(p)
     p.set_defaults(func=cmd_describe)
 
@@ -197,6 +199,13 @@ def _describe_one(describer, kind: str, inputs: list, args, progress: Progress) 
     for note in result.notes:
         warn(f"{label}: {note}")
     _print_result(result, args, stream_text)
+    if getattr(args, "db", None) and result.text is not None:
+        from . import store
+        try:
+            store.save_result(args.db, result)
+        except store.StoreError as exc:
+            error(str(exc))
+            return EXIT_RUNTIME
     return EXIT_OK
 
 
