@@ -138,3 +138,11 @@ def test_an_encoder_that_does_not_fit_the_profile_names_the_key(tiny_models, tmp
     assert code == 1
     assert "encoder.onnx" in err and "model.tokens_per_image = 16" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_video_that_yields_no_frame_is_a_media_error(tiny_models, clips, monkeypatch):
+    from rkvideo import video
+    monkeypatch.setattr(video, "sample", lambda *a, **k: iter(()))
+    with pipeline.Describer(config_mod.load(tiny_models.config)) as describer:
+        with pytest.raises(video.MediaError, match="no frame could be decoded"):
+            describer.describe([clips["a"]], kind="video")
