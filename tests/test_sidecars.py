@@ -1,0 +1,61 @@
+"""Sidecar files: names, the output folder, WebVTT cues, atomic writes."""
+import json
+import re
+
+import pytest
+
+from rkvideo import sidecars
+
+FRAMES = [{"index": i, "pts": None, "seconds": s} for i, s in enumerate([1.25, 3.75, 6.25, 8.75])]
+TEXT = "A van stops. A man gets out. He carries a box to the door."
+
+
+def cues(vtt: str) -> list:
+    found = re.findall(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})\n(.+)", vtt)
+    return [((int(a) * 3600 + int(b) * 60 + int(c) + int(d) / 1000),
+             (int(e) * 3600 + int(f) * 60 + int(g) + int(h) / 1000), text) for a, b, c, d, e, f, g, h, text in found]
+
+
+def test_vtt_has_one_cue_per_frame_covering_the_clip_in_order():
+    vtt = sidecars.vtt(FRAMES, 10.0, TEXT)
+    assert vtt.startswith("WEBVTT\n\n")
+    found = cues(vtt)
+    assert len(found) == len(FRAMES)
+    assert found[0][0] == 0.0 and found[-1][1] == 10.0
+    assert all(a[1] == b[0] for a, b in zip(found, found[1:]))          # no gaps, no overlaps
+    assert all(start <= f["seconds"] < end for (start, end, _), f in zip(found, FRAMES))
+    # Three sentences over four cues, in order, none lost.
+    texts = [t for _, _, t in found]
+    assert texts[0] == "A van stops." and texts[-1] == "He carries a box to the door."
+    assert [s for s in dict.fromkeys(texts)] == sidecars.sentences(TEXT)
+
+
+def test_vtt_escapes_markup_and_handles_long_times():
+    vtt = sidecars.vtt([{"seconds": 4000.0}], 4000.5, "a <b> & --> c")
+    assert "a &lt;b&gt; &amp; --&gt; c" in vtt
+    assert "01:06:40.500" in vtt
+
+
+def test_targets_beside_the_recording_or_mirrored_under_an_output_folder(tmp_path):
+    rec = tmp_path / "cams" / "door" / "2024-05-01.MP4"
+    assert sidecars.targets(rec, ["vtt", "txt"]) == {"vtt": rec.with_suffix(".vtt"), "txt": rec.with_suffix(".txt")}
+    out = sidecars.targets(rec, ["json"], tmp_path / "out", root=tmp_path / "cams")
+    assert out == {"json": tmp_path / "out" / "door" / "2024-05-01.json"}
+
+
+def test_write_all_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    rec = tmp_path / "a.mp4"
+    result = {"text": TEXT, "frames": FRAMES}
+    written = sidecars.write_all(rec, result, 10.0, ["txt", "json", "vtt"])
+    assert [p.name for p in written] == ["a.txt", "a.json", "a.vtt"]
+    assert (tmp_path / "a.txt").read_text() == TEXT + "\n"
+    assert json.loads((tmp_path / "a.json").read_text())["recording"] == str(rec)
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sidecars.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        sidecars.write_all(rec, {"text": "new text", "frames": FRAMES}, 10.0, ["txt"])
+    assert (tmp_path / "a.txt").read_text() == TEXT + "\n"             # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.txt", "a.vtt"]

@@ -1,0 +1,200 @@
+"""The database on its own: schema, queue transitions, atomic finish, fingerprints, search."""
+import json
+import os
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+
+from rkvideo import store
+
+
+def result(text="A red car parks.", prompt="Describe what happens in this video.", path="/cam/a.mp4"):
+    """Stands in for pipeline.Result: the attributes store.py reads."""
+    return SimpleNamespace(inputs=[path], kind="video", text=text, prompt=prompt,
+                           frames=[{"index": 0, "pts": 100, "seconds": 0.5, "source": path}],
+                           model={"profile": "qwen2-vl-2b", "vision": "enc.rknn", "llm": "llm.rkllm"},
+                           tokens={"prompt": 300, "vision": 198, "new": 12}, timings={"generate": 1.5},
+                           notes=["a note"])
+
+
+@pytest.fixture
+def db(tmp_path):
+    s = store.Store(tmp_path / "sub" / "rkvideo.db")
+    yield s
+    s.close()
+
+
+def test_schema_is_plain_tables_in_wal_mode_with_a_version(db, tmp_path):
+    conn = sqlite3.connect(db.path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"jobs", "descriptions", "descriptions_fts", "schema_version"} <= tables
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(store.SCHEMA_VERSION,)]
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(descriptions)")}
+    assert {"text", "model", "vision_model", "llm_model", "prompt", "frames", "prompt_tokens", "new_tokens",
+            "timings", "created_at"} <= columns
+    conn.close()
+    store.Store(db.path).close()        # opening again adds nothing
+    conn = sqlite3.connect(db.path)
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+    conn.close()
+
+
+def test_newer_schema_is_refused(db):
+    db.db.execute("UPDATE schema_version SET version = ?", [store.SCHEMA_VERSION + 1])
+    with pytest.raises(store.StoreError, match="newer than this rkvideo"):
+        store.Store(db.path)
+
+
+def test_read_only_commands_do_not_create_a_database(tmp_path):
+    with pytest.raises(store.StoreError, match="no database yet"):
+        store.Store(tmp_path / "missing.db", create=False)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_job_lifecycle_claim_retry_fail(db):
+    first = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    second = db.put("/cam/b.mp4", "queued", size=20, mtime=2.0, digest="h2")
+    job = db.claim_next()
+    assert (job["id"], job["status"], job["attempts"]) == (first, "running", 1)
+    db.fail(first, "boom", retry_in=3600)               # backing off: the next job goes first
+    assert db.claim_next()["id"] == second
+    assert db.claim_next() is None
+    assert db.job(first)["status"] == "queued" and db.job(first)["not_before"] > store.now()
+    db.fail(second, "bad file")
+    assert (db.job(second)["status"], db.job(second)["error"]) == ("failed", "bad file")
+    assert db.retry() == 1                               # default: every failed job
+    assert (db.job(second)["status"], db.job(second)["attempts"], db.job(second)["error"]) == ("queued", 0, None)
+
+
+def test_recover_requeues_then_fails_a_job_that_keeps_dying(db):
+    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    db.claim_next()
+    assert [j["id"] for j in db.recover(max_attempts=2)[0]] == [job_id]
+    assert db.job(job_id)["status"] == "queued"
+    db.claim_next()
+    requeued, failed = db.recover(max_attempts=2)
+    assert requeued == [] and [j["id"] for j in failed] == [job_id]
+    assert db.job(job_id)["status"] == "failed"
+    assert "stopped during each of 2 attempts" in db.job(job_id)["error"]
+
+
+def test_requeue_after_a_clean_stop_does_not_count_the_attempt(db):
+    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    db.claim_next()
+    db.requeue(job_id)
+    assert (db.job(job_id)["status"], db.job(job_id)["attempts"]) == ("queued", 0)
+
+
+def test_finish_is_one_transaction(db, monkeypatch):
+    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    job = db.claim_next()
+    real = db.db.execute
+
+    def fail_on_done(sql, *args):
+        if sql.startswith("UPDATE jobs SET status = 'done'"):
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(sql, *args)
+
+    monkeypatch.setattr(db.db, "execute", fail_on_done)
+    with pytest.raises(sqlite3.OperationalError):
+        db.finish(job, result())
+    monkeypatch.undo()
+    # The description inserted before the failure was rolled back with it.
+    assert db.descriptions(job_id) == [] and db.job(job_id)["status"] == "running"
+    db.finish(job, result())
+    assert db.job(job_id)["status"] == "done" and len(db.descriptions(job_id)) == 1
+
+
+def test_descriptions_keep_every_field_as_plain_json(db):
+    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim_next(), result(), timings={"describe": 2.0})
+    (row,) = db.descriptions(job_id)
+    assert row["frames"] == [{"index": 0, "pts": 100, "seconds": 0.5, "source": "/cam/a.mp4"}]
+    assert row["timings"] == {"generate": 1.5, "describe": 2.0}
+    assert (row["model"], row["vision_model"], row["llm_model"]) == ("qwen2-vl-2b", "enc.rknn", "llm.rkllm")
+    assert (row["prompt_tokens"], row["vision_tokens"], row["new_tokens"]) == (300, 198, 12)
+    assert (row["hash"], row["path"], row["source"]) == ("h1", "/cam/a.mp4", "watch")
+    raw = db.db.execute("SELECT frames, notes FROM descriptions").fetchone()
+    assert json.loads(raw[1]) == ["a note"] and isinstance(raw[0], str)
+
+
+def test_drop_keeps_jobs_that_have_descriptions(db):
+    kept = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim_next(), result())
+    gone = db.put("/cam/b.mp4", "queued", size=20, mtime=2.0, digest="h2")
+    assert db.drop(kept) is False and db.drop(gone) is True
+    assert db.job(kept) is not None and db.job(gone) is None
+
+
+def test_search_ranks_and_marks_the_word(db):
+    texts = {"/cam/a.mp4": "A red car parks. The red car leaves.", "/cam/b.mp4": "A dog sleeps on a red mat.",
+             "/cam/c.mp4": "Nobody is there."}
+    for path, text in texts.items():
+        db.put(path, "queued", size=1, mtime=1.0, digest=path)
+        db.finish(db.claim_next(), result(text, path=path))
+    hits = db.search("red car")
+    assert [h["path"] for h in hits] == ["/cam/a.mp4"]
+    assert "[red] [car]" in hits[0]["snippet"]
+    assert [h["path"] for h in db.search("red")] == ["/cam/a.mp4", "/cam/b.mp4"]     # two hits rank first
+    assert db.search('NOT "') == []                      # quoted: operators and stray quotes are words
+    assert {h["path"] for h in db.search("dog OR nobody", raw=True)} == {"/cam/b.mp4", "/cam/c.mp4"}
+    with pytest.raises(store.StoreError, match="FTS5"):
+        db.search('"unbalanced', raw=True)
+
+
+def test_move_folder_moves_only_that_folder(db):
+    db.put("/cam/day/a.mp4", "queued")
+    db.put("/cam/day2/b.mp4", "queued")
+    assert db.move_folder("/cam/day", "/cam/archive") == 1
+    assert db.job_at("/cam/archive/a.mp4") and db.job_at("/cam/day2/b.mp4")
+
+
+def test_save_result_adds_a_description_per_call(tmp_path):
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"not really a video, but a file with content")
+    path = tmp_path / "rkvideo.db"
+    store.save_result(path, result(path=str(clip)))
+    store.save_result(path, result("Someone waves.", prompt="Who is there?", path=str(clip)))
+    s = store.Store(path)
+    job = s.job_at(str(clip))
+    assert job["status"] == "done" and job["hash"] == store.fingerprint(clip)
+    assert [d["prompt"] for d in s.descriptions(job["id"])] == ["Describe what happens in this video.",
+                                                                "Who is there?"]
+    s.close()
+
+
+# ---------------------------------------------------------------- fingerprints
+
+def _changed(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    copy = path.with_name(f"changed-{offset}")
+    copy.write_bytes(bytes(data))
+    return copy
+
+
+def test_fingerprint_of_small_files_covers_every_byte(tmp_path):
+    path = tmp_path / "small.mp4"
+    path.write_bytes(os.urandom(300_000))
+    digest = store.fingerprint(path)
+    assert store.fingerprint(_changed(path, 150_000)) != digest
+    (tmp_path / "same.mp4").write_bytes(path.read_bytes())
+    assert store.fingerprint(tmp_path / "same.mp4") == digest
+
+
+def test_fingerprint_of_large_files_samples_head_tail_and_spread(tmp_path):
+    size = 9 * store.BLOCK + 12345
+    path = tmp_path / "large.mp4"
+    path.write_bytes(os.urandom(size))
+    digest = store.fingerprint(path)
+    span = size - 2 * store.BLOCK - store.PROBE
+    for offset in (10, size - 10, store.BLOCK + span * 7 // (store.PROBES - 1) + 5):
+        assert store.fingerprint(_changed(path, offset)) != digest
+    # The documented limit: a same-size change outside every sampled range is not seen.
+    unsampled = store.BLOCK + store.PROBE + 1000
+    assert store.fingerprint(_changed(path, unsampled)) == digest
+    with open(path, "ab") as f:
+        f.write(b"x")
+    assert store.fingerprint(path) != digest              # the size is part of the hash
