@@ -66,10 +66,16 @@ class Describer:
         self.dry_run = dry_run
         self.vision, self.llm = vision, llm
         self.load_seconds = 0.0
-        if not dry_run and (vision is None or llm is None):
-            self._load()
-        if not dry_run:
+        if dry_run:
+            return
+        try:
+            if vision is None or llm is None:
+                self._load()
             self._check_widths()
+        except BaseException:
+            # Free whatever loaded (and its NPU memory) now, not at process exit.
+            self.close()
+            raise
 
     def _load(self) -> None:
         from . import llm as llm_mod, vision as vision_mod
