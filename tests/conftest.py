@@ -1,13 +1,14 @@
-"""Shared test setup: make tests/ importable (media helpers, doubles) and keep hubs offline."""
+"""Shared test setup: make tests/ importable (media helpers, doubles), keep hubs offline,
+and build the self-test's tiny models once per session for the tests that need the [cpu] extra."""
 import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import pytest  # noqa: E402
 
 CPU_EXTRA = "needs the [cpu] extra: pip install -e '.[cpu]'"
 

@@ -130,7 +130,7 @@ def test_wall_time_follows_the_slower_stage_not_the_sum():
     assert wall >= n * encode / workers * 0.95
     # Generous: the ideal is 0.36 s, one worker would need 1.08 s, doing both in turn 1.32 s.
     assert wall < 0.7 * serial, f"vision took {wall:.2f}s, ideal {ideal:.2f}s, serial {serial:.2f}s"
-    assert encoded.timings["decode"] == pytest.approx(n * decode, rel=0.5)
+    assert encoded.timings["decode"] >= n * decode * 0.95
     assert encoded.timings["encode"] >= n * encode * 0.95
 
 
