@@ -26,6 +26,10 @@ the first (the "keeps describing the first image" bug of stateful runtimes).
 Sampling is rebuilt per request from the config and its seed, so the same
 request gives the same text on a fresh or a reused model. ``abort()`` sets a
 flag that is checked between prompt chunks and between generated tokens.
+
+llama.cpp logs every tensor it loads; rkvideo keeps only its error lines, to
+put the cause into its own one-line errors. ``RKVIDEO_LLAMA_LOG=1`` shows
+the full log on stderr.
 """
 from __future__ import annotations
 
