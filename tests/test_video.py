@@ -254,7 +254,7 @@ def test_single_frame_clip():
     path = media.clip("one.mkv", seconds=0.1, fps=10)
     notes = []
     (frame,) = video.sample(path, 4, "exact", notes)
-    assert frame.seconds == 0.0 and notes == ["only 1 frames in clip, 4 requested"]
+    assert frame.seconds == 0.0 and notes == ["only 1 frame in clip, 4 requested"]
 
 
 # ------------------------------------------------------------- the API shape
@@ -324,6 +324,24 @@ def test_corrupt_bytes_do_not_hang_or_crash(tmp_path, suffix):
             assert str(path) in str(exc)
         else:
             assert len(frames) <= 8
+
+
+def test_damaged_packets_are_skipped_and_decoding_goes_on(tmp_path):
+    """Single-threaded decoders reject a damaged packet (frame-threaded ones
+    drop it silently); either way the frames after it still come out."""
+    src = small_clip(tmp_path, "whole.mp4", faststart=True)
+    path = media.corrupt(src, tmp_path / "bad.mp4", at=0.5, size=48)
+    with av.open(str(path)) as container:        # PyAV's default: slice threads only
+        stream = container.streams.video[0]
+        cursor = video._Cursor(container, stream, video._timeline(container, stream, str(path)))
+        cursor.seek(cursor.line.floor)
+        times = []
+        while (frame := cursor.take()) is not None:
+            times.append(cursor.line.seconds(frame.pts))
+    assert cursor.damaged > 0 and cursor.error is not None
+    assert max(times) == pytest.approx(5.9)
+    notes = video._notes(str(path), cursor.line, cursor, 8, 8, [])
+    assert any("damaged packet" in n for n in notes), notes
 
 
 # ------------------------------------------------------------ unusable files

@@ -310,9 +310,8 @@ class _Cursor:
         self.pending = self.prev = None
         try:
             self.container.seek(int(ts), stream=self.stream, backward=True)
-        except av.FFmpegError as exc:
-            self.frames = iter(())
-            self._failed(exc)
+        except av.FFmpegError:
+            self.frames = iter(())   # like landing nowhere: the caller seeks elsewhere
             return
         self.frames = self._decode()
 
@@ -338,6 +337,9 @@ class _Cursor:
             yield from (f for f in frames if f.pts is not None)
 
     def _failed(self, exc) -> None:
+        # Frame-threaded decoders drop broken pictures without a word, so this
+        # sees read errors and single-threaded decode errors only; cut files
+        # are also caught by comparing the headers with the packets.
         if self.error is None:
             at = self.prev.pts if self.prev is not None else None
             self.error = (at, _reason(exc))
@@ -364,24 +366,31 @@ class _Cursor:
             self.seek(pos)
             first = self.peek()
             if first is not None and first.pts <= want:
-                self.lead = max(self.lead, ts - pos)
+                if not self.line.key_pts:    # with an index, a retreat is a one-off
+                    self.lead = max(self.lead, ts - pos)
                 return
 
-    def reach(self, want) -> None:
+    def reach(self, want, snap: bool = False) -> None:
         """Put the decoder at or before ``want``: keep going inside the same
         GOP, otherwise seek. Demuxers seek by display time (mov too), so
-        seeking to ``want`` itself lands on the last keyframe before it."""
-        if not self._can_continue(want):
+        seeking to ``want`` itself lands on the last keyframe before it.
+        ``snap``: the caller wants a keyframe near ``want`` if there is one."""
+        if not self._can_continue(want, snap):
             self.seek_before(want, math.floor(want))
 
-    def _can_continue(self, want) -> bool:
+    def _can_continue(self, want, snap: bool) -> bool:
         prev, nxt = self.prev, self.pending
         if prev is None or prev.pts >= want:
             return False
         if nxt is not None and nxt.pts >= want:
             return True            # the answer is already decoded
-        key = self.line.key_before(want)
         here = nxt.pts if nxt is not None else prev.pts
+        if not self.line.key_pts:
+            # No index: a seek here goes back ``lead`` anyway, so decoding
+            # on from within that distance costs no more. Unless a keyframe
+            # is wanted: only a seek can find one without an index.
+            return not snap and want - here <= self.lead
+        key = self.line.key_before(want)
         return key is not None and key <= here
 
     def until(self, want):
@@ -428,7 +437,7 @@ def _fast(cursor: _Cursor, seg: _Segment):
     """A frame within a quarter segment of the target, decoding as little as
     possible; failing that, the frame nearest the target inside the segment."""
     lo, hi = seg.window
-    cursor.reach(hi)          # a keyframe in the window is the landing frame
+    cursor.reach(hi, snap=True)    # a keyframe in the window is the landing frame
     before, at = cursor.until(lo)
     if at is not None and at.pts <= hi:
         return cursor.take()
@@ -439,14 +448,15 @@ def _fast(cursor: _Cursor, seg: _Segment):
     return cursor.take() if best is at else best
 
 
-def _pick(cursor: _Cursor, n: int, mode: str, missed: list[int]) -> Iterator:
-    """One frame per segment, in time order, never the same frame twice."""
+def _pick(cursor: _Cursor, n: int, mode: str, missed: list[float]) -> Iterator:
+    """One frame per segment, in time order, never the same frame twice.
+    Targets left without a frame of their own go to ``missed`` (seconds)."""
     choose = _fast if mode == "fast" else _exact
     last = None
     for seg in _segments(cursor.line, n):
         frame = choose(cursor, seg)
         if frame is None or (last is not None and frame.pts <= last):
-            missed.append(seg.index)
+            missed.append(cursor.line.seconds(seg.target))
             continue
         last = frame.pts
         yield frame
@@ -477,20 +487,25 @@ def _to_frame(frame, index: int, line: _Timeline, path: str) -> Frame:
     return Frame(image=image, index=index, pts=frame.pts, seconds=line.seconds(frame.pts), source=path)
 
 
-def _notes(path: str, line: _Timeline, cursor: _Cursor, n: int, count: int, missed: list[int]) -> list[str]:
+def _notes(path: str, line: _Timeline, cursor: _Cursor, n: int, count: int, missed: list[float]) -> list[str]:
     """What the caller should know about frames that could not be returned."""
     if count == 0:
-        why = cursor.error[1] if cursor.error else "no frame could be decoded"
+        why = cursor.error[1] if cursor.error else "the decoder gave no picture"
         raise _fail(path, f"no decodable video frames: {why}", _DAMAGED)
     notes = []
     if line.frames is not None and line.frames <= n and count < n:
-        notes.append(f"only {count} frames in clip, {n} requested")
+        notes.append(f"only {count} frame{'s' if count != 1 else ''} in clip, {n} requested")
     elif missed:
-        which = ", ".join(str(i) for i in missed)
-        notes.append(f"returned {count} of {n} frames: no frame of its own near target {which}")
+        which = ", ".join(f"{t:.1f} s" for t in missed)
+        notes.append(f"returned {count} of {n} frames: none of its own near {which} "
+                     "(variable frame rate or a gap in the recording)")
     if cursor.error:
         at = f" after {line.seconds(cursor.error[0]):.1f} s" if cursor.error[0] is not None else ""
-        notes.append(f"decoding failed{at}: {cursor.error[1]} (the file is damaged or cut; frames past it are missing)")
+        if cursor.damaged:
+            notes.append(f"{cursor.damaged} damaged packet(s) skipped, the first{at}: {cursor.error[1]} "
+                         "(the file is damaged; pictures near it may be missing or smeared)")
+        else:
+            notes.append(f"reading stopped{at}: {cursor.error[1]} (the file is damaged or cut; frames past it are missing)")
     if line.header_end and line.header_end - line.end > max(line.ticks(1.0), (line.header_end - line.start) // 20):
         notes.append(f"the video stops at {line.duration:.1f} s but its header says "
                      f"{float((line.header_end - line.start) * line.base):.1f} s (truncated file?)")
