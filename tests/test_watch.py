@@ -9,13 +9,18 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import media
 from doubles import daemon
 from rkvideo import cli
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def log_lines(path):
@@ -279,6 +284,26 @@ def test_sigterm_mid_generation_stops_cleanly_and_talks_to_systemd(tmp_path):
     assert f"dropped {b} [job" in result.stderr
 
 
+def test_a_notify_socket_nobody_reads_does_not_stall_the_daemon(tmp_path):
+    """systemd reads every message; a stuck or absent reader must not block the main loop."""
+    folder = tmp_path / "cameras"
+    paths = daemon.clips(folder, 2)
+    config = daemon.write_config(tmp_path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))                     # bound, never read
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        try:
+            while True:                                     # fill its queue before the daemon starts
+                filler.sendto(b"X=1", socket.MSG_DONTWAIT, str(tmp_path / "notify"))
+        except BlockingIOError:
+            pass
+    env = daemon.environment(NOTIFY_SOCKET=tmp_path / "notify", WATCHDOG_USEC=1000)
+    result = daemon.once(folder, tmp_path / "rkvideo.db", config, env=env)
+    assert result.returncode == 0, result.stderr
+    assert daemon.settled(tmp_path / "rkvideo.db", paths)
+    sock.close()
+
+
 def test_described_file_renamed_while_stopped_keeps_its_description(tmp_path):
     folder = tmp_path / "cameras"
     a = daemon.clip(folder / "a.mp4", 0)
@@ -433,3 +458,47 @@ def test_patterns_are_case_insensitive_and_skip_hidden_files():
     match = watch.Matcher(["*.mp4", "*.mkv"])
     assert match("/x/CAM1.MP4") and match("/x/a.mkv") and match("/x/b c.Mp4")
     assert not match("/x/.a.mp4.tmp") and not match("/x/.partial.mp4") and not match("/x/a.mp4.txt")
+
+
+# ------------------------------------------------------- the real runtimes
+
+@pytest.mark.cpu
+def test_watch_once_with_the_self_test_models(tiny_models, tmp_path, capsys):
+    """The shipped runtimes (ONNX encoder + llama.cpp) behind the daemon, no test doubles."""
+    config = tiny_models.root / "watch-test.toml"        # beside the models: their paths are relative
+    config.write_text(tiny_models.config.read_text() + "\n[watch]\nsettle_seconds = 0.1\n"
+                      "[output]\nsidecars = [\"txt\"]\n")
+    folder = tmp_path / "cameras"
+    folder.mkdir()
+    clip = folder / "yard.mp4"
+    shutil.copyfile(tiny_models.clip, clip)
+    db = tmp_path / "rkvideo.db"
+    result = subprocess.run([sys.executable, "-m", "rkvideo.cli", "watch", str(folder), "--db", str(db),
+                             "--config", str(config), "--once"], capture_output=True, text=True, timeout=300,
+                            env=daemon.environment())
+    assert result.returncode == 0, result.stderr
+    job = daemon.jobs(db)[str(clip)]
+    assert (job["status"], job["n"]) == ("done", 1)
+    (row,) = daemon.query(db, "SELECT * FROM descriptions")
+    assert row["llm_model"] == "llm.gguf" and row["frame_count"] == 4 and row["new_tokens"] > 0
+    assert set(json.loads(row["timings"])) >= {"encode", "prefill", "generate", "describe"}
+    assert clip.with_suffix(".txt").read_text().strip() == row["text"].strip()
+
+
+# --------------------------------------------------------------- systemd
+
+def test_service_file_verifies_and_matches_the_daemon(tmp_path):
+    unit = (ROOT / "systemd" / "rkvideo.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["Type"] == "notify" and settings["Restart"] == "on-failure"
+    assert int(settings["WatchdogSec"]) > 0 and settings["User"] == "rkvideo"
+    assert settings["RestartPreventExitStatus"] == str(cli.EXIT_USAGE)
+    assert " watch " in settings["ExecStart"]
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    # Verify a copy whose ExecStart names an existing program (the real one is installed later).
+    copy = tmp_path / "rkvideo.service"
+    copy.write_text(unit.replace("/opt/rkvideo/bin/rkvideo", sys.executable))
+    check = subprocess.run([tool, "verify", str(copy)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

@@ -140,7 +140,8 @@ class Notifier:
         try:
             if self.sock is None:
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self.sock.sendto(message.encode(), self.address)
+            # Never wait for the reader: a full socket queue must not stall the daemon.
+            self.sock.sendto(message.encode(), socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             log.debug("sd_notify %s failed: %s", message, exc)
 
@@ -189,7 +190,7 @@ class Daemon:
         self.signalled = 0
         self.notifier = Notifier()
         self.worker = None
-        self.status = ""
+        self.status, self.status_at = "", 0.0
         self.bad_names: set = set()
 
     # ---------------------------------------------------------------- run
@@ -270,11 +271,13 @@ class Daemon:
         healthy = worker.current is None or (
             self.notifier.watchdog is None or time.monotonic() - worker.progress < self.notifier.watchdog)
         self.notifier.ping(healthy)
-        current = worker.current
-        status = f"describing {current['path']}" if current else "idle"
-        if status != self.status:
-            self.status = status
-            self.notifier.send(f"STATUS={status}")
+        now = time.monotonic()
+        if now - self.status_at >= 1.0:       # `systemctl status` needs no more than one a second
+            current = worker.current
+            status = f"describing {current['path']}" if current else "idle"
+            if status != self.status:
+                self.status, self.status_at = status, now
+                self.notifier.send(f"STATUS={status}")
 
     def _stop_worker(self, describer) -> None:
         worker = self.worker

@@ -73,7 +73,12 @@ def start(folder, db, config, *extra, env=None, **popen) -> subprocess.Popen:
 
 def once(folder, db, config, *extra, env=None, **popen) -> subprocess.CompletedProcess:
     proc = start(folder, db, config, "--once", *extra, env=env, **popen)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"rkvideo watch --once did not finish in 60 s:\n{err}") from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
