@@ -304,6 +304,25 @@ def test_a_notify_socket_nobody_reads_does_not_stall_the_daemon(tmp_path):
     sock.close()
 
 
+def test_periodic_rescan_finds_files_no_event_announced(tmp_path):
+    """Like a network share, where inotify does not see what other machines write."""
+    folder = tmp_path / "cameras"
+    first = daemon.clip(folder / "first.mp4", 0)
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    env = daemon.environment(RKVIDEO_TEST_NO_EVENTS=1, RKVIDEO_TEST_RESCAN=0.3)
+    proc = daemon.start(folder, db, config, env=env)
+    try:
+        daemon.wait_for(lambda: daemon.status(db, first) == "done", proc, "the start-up scan")
+        later = daemon.clip(folder / "later.mp4", 1)
+        daemon.wait_for(lambda: daemon.status(db, later) == "done", proc, "a rescan to find later.mp4")
+        code, err = daemon.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+
+
 def test_described_file_renamed_while_stopped_keeps_its_description(tmp_path):
     folder = tmp_path / "cameras"
     a = daemon.clip(folder / "a.mp4", 0)

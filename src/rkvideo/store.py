@@ -365,12 +365,12 @@ class Store:
                 self.db.execute("UPDATE jobs SET status = 'queued', error = ?, not_before = ?, updated_at = ? "
                                 "WHERE id = ?", [error, later(retry_in), stamp, job_id])
 
-    def requeue(self, job_id: int, note: str | None = None) -> None:
-        """Put a running job back untouched (stopped by SIGTERM, file changed): the attempt does not count."""
+    def requeue(self, job_id: int, delay: float | None = None) -> None:
+        """Put a running job back (stopped by SIGTERM, file changed): the attempt does not count."""
         with self.transaction():
             self.db.execute("UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), "
-                            "error = coalesce(?, error), started_at = NULL, updated_at = ? "
-                            "WHERE id = ? AND status = 'running'", [note, now(), job_id])
+                            "not_before = ?, started_at = NULL, updated_at = ? WHERE id = ? AND status = 'running'",
+                            [later(delay) if delay else None, now(), job_id])
 
     def recover(self, max_attempts: int) -> tuple[list, list]:
         """At start-up: jobs left running by a crash go back to the queue, or fail after max_attempts."""

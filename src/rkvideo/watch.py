@@ -41,6 +41,10 @@ log = logging.getLogger("rkvideo.watch")
 # exits (status 1) so that systemd restarts it and the model is loaded afresh.
 FAILURE_STREAK = 3
 IDLE_POLL = 1.0      # seconds between queue checks when idle (picks up `rkvideo retry`)
+# Seconds between full rescans of the folders. inotify misses writes made by other machines to a
+# network share and drops events when its queue overflows (thousands of files at once); a rescan
+# costs one stat and one indexed lookup per file, so nothing stays unnoticed for long.
+RESCAN = 600.0
 
 
 class Stopping(Exception):
@@ -227,6 +231,9 @@ class Daemon:
         except OSError as exc:
             log.error("%s", exc)
             return EXIT_RUNTIME
+        except Exception:       # noqa: BLE001 - one logged error, then systemd restarts us
+            log.exception("stopped by an unexpected error")
+            return EXIT_RUNTIME
         finally:
             self.notifier.send("STOPPING=1")
             if observer is not None:
@@ -250,7 +257,12 @@ class Daemon:
         from .cli import EXIT_OK, EXIT_RUNTIME
         tick = min(0.25, max(0.02, self.settle / 4))
         deadline = time.monotonic() + self.settle + tick      # --once: how long the backlog may settle
+        scanned = time.monotonic()
         while not self.signalled:
+            if not self.once and time.monotonic() - scanned >= RESCAN:
+                for root in self.roots:
+                    self._scan(str(root))
+                scanned = time.monotonic()
             self._drain()
             self._settle_pending()
             self._report()
@@ -432,7 +444,11 @@ class Daemon:
         for _, path, st in sorted(ready):       # oldest recording first
             if self.signalled:
                 return
-            self._intake(path, st)
+            try:
+                self._intake(path, st)
+            except Exception as exc:        # noqa: BLE001 - a file must never crash-loop the service
+                log.exception("%s: cannot be queued", path)
+                self._record(path, "failed", f"cannot be queued: {type(exc).__name__}: {exc}", st)
         if ready:
             self.worker.wake.set()
 
@@ -463,7 +479,8 @@ class Daemon:
         try:
             digest = store.fingerprint(path)
         except OSError as exc:
-            fix = " (let the rkvideo user read it)" if isinstance(exc, PermissionError) else ""
+            fix = " (let the rkvideo user read it, then run `rkvideo retry`)" \
+                if isinstance(exc, PermissionError) else ""
             self._record(path, "failed", f"cannot read: {exc.strerror}{fix}", st)
             return
         if job is not None and job["hash"] == digest:
@@ -578,7 +595,8 @@ class Worker(threading.Thread):
                 self._gone(db, job)
                 return
             if not _same(job, st):
-                db.requeue(job_id)
+                # Not due again before the main thread has seen it settle, or this would spin.
+                db.requeue(job_id, delay=2 * self.config.watch.settle_seconds + 1)
                 self.owner.events.put(("modified", path, "", False))   # let it settle again
                 log.info("%s [job %d]: changed since it was queued; waiting for it to settle", path, job_id)
                 return

@@ -14,7 +14,9 @@ real ``rkvideo watch`` code can run unchanged in a real subprocess
   process reaches ``point`` it writes the marker and blocks for good, so a test can kill -9 it exactly
   there. Points: ``encode`` (after the first frame), ``generate`` (after the first text), ``sidecar``
   (sidecars written, not committed), ``commit`` (description inserted, transaction open), ``claim``
-  (between jobs: the previous one committed, the next not yet taken).
+  (between jobs: the previous one committed, the next not yet taken);
+* ``RKVIDEO_TEST_NO_EVENTS=1`` turns file-system events off, ``RKVIDEO_TEST_RESCAN`` sets the seconds
+  between rescans (``watch.RESCAN``).
 """
 from __future__ import annotations
 
@@ -189,6 +191,12 @@ def install() -> None:
         written = write_all(recording, *args, **kwargs)
         POINTS.reach("sidecar", str(recording))
         return written
+
+    # A network share: inotify reports nothing, only the periodic rescan finds new files.
+    if os.environ.get("RKVIDEO_TEST_NO_EVENTS"):
+        watch.Daemon._observe = lambda self: None
+    if os.environ.get("RKVIDEO_TEST_RESCAN"):
+        watch.RESCAN = float(os.environ["RKVIDEO_TEST_RESCAN"])
 
     store.Store._insert_description = insert_then_point
     store.Store.claim_next = point_then_claim
