@@ -566,12 +566,12 @@ def cmd_list(args) -> int:
         print(json.dumps(jobs, ensure_ascii=False, indent=1))
         return 0
     if jobs:
-        width = max(len(str(j["id"])) for j in jobs)
+        width = max(2, *(len(str(j["id"])) for j in jobs))
         print(f"{'id':>{width}}  {'status':<8} tries  path")
         for j in jobs:
             note = _note(j)
             print(f"{j['id']:>{width}}  {j['status']:<8} {j['attempts']:>5}  {j['path']}"
-                  + (f"  ({note})" if note else ""))
+                  + (f"  — {note}" if note else ""))
     summary = {}
     for j in jobs:
         summary[j["status"]] = summary.get(j["status"], 0) + 1
