@@ -160,6 +160,8 @@ class Describer:
 
     def _run(self, stream, prompt, plan, kind, on_text, on_frame):
         encoded = self.vision.encode(stream, on_frame)
+        if not encoded.frames:      # nothing decoded: describe() names the file (assemble would blame shapes)
+            return [], None, {"prompt": 0, "vision": 0, "new": 0}, encoded.timings
         if not encoded.frames:  # nothing decoded: describe() reports it as a media error
             return [], None, {"prompt": 0, "vision": 0, "new": 0}, encoded.timings
         stamps = [f.seconds for f in encoded.frames] if kind == "video" else None
