@@ -49,7 +49,7 @@ def model_file(config: Config, key: str) -> Path:
     where = f" in {config.source}" if config.source else ""
     if not value:
         raise SetupError(f"model.{key} is not set{where} (set it to the {_KINDS[key]} file, "
-                         f"or use --dry-run to plan without models)")
+                         f"or run `rkvideo describe --dry-run` to plan without models)")
     path = config.resolve_path(value)
     if not path.is_file():
         raise SetupError(f"{path}: model file not found (model.{key}{where})")
