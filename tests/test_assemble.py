@@ -162,6 +162,9 @@ def test_budget_counts_the_reserve_exactly_at_the_edge():
     emb = np.zeros((1, 4, 3), np.float32)
     fits = assemble.build(SMALL, "Q", emb, None, max_new_tokens=8, max_context=1000)
     used = fits.prompt_tokens + fits.vision_tokens + 8
-    assemble.build(SMALL, "Q", emb, None, max_new_tokens=8, max_context=used, reserve=0)
+    # The whole request must stay strictly below the context length.
+    assemble.build(SMALL, "Q", emb, None, max_new_tokens=8, max_context=used + 1, reserve=0)
     with pytest.raises(BudgetError):
-        assemble.build(SMALL, "Q", emb, None, max_new_tokens=8, max_context=used, reserve=1)
+        assemble.build(SMALL, "Q", emb, None, max_new_tokens=8, max_context=used + 1, reserve=1)
+    with pytest.raises(BudgetError):
+        assemble.build(SMALL, "Q", emb, None, max_new_tokens=8, max_context=used, reserve=0)

@@ -12,9 +12,9 @@ def plan(requested, **kw):
 
 def test_formula_and_cap():
     p = plan(20)
-    assert p.max_frames == (4096 - 100 - 2048 - 64) // 198 == 9
+    assert p.max_frames == (4096 - 1 - 100 - 2048 - 64) // 198 == 9
     assert p.frames == 9 and p.capped
-    assert p.total <= 4096
+    assert p.total < 4096
 
 
 def test_under_budget_is_not_capped():
@@ -24,10 +24,10 @@ def test_under_budget_is_not_capped():
 
 
 def test_exact_fit_edge():
-    # Room for exactly 3 frames, not a token more.
+    # The request must stay strictly below the context: one spare token fits 3 frames, none fits 2.
+    p = plan(5, max_context=100 + 2048 + 64 + 3 * 198 + 1)
+    assert p.max_frames == 3 and p.total == p.max_context - 1
     p = plan(5, max_context=100 + 2048 + 64 + 3 * 198)
-    assert p.max_frames == 3 and p.total == p.max_context
-    p = plan(5, max_context=100 + 2048 + 64 + 3 * 198 - 1)
     assert p.max_frames == 2
 
 

@@ -38,7 +38,10 @@ def test_dry_run_json_plans_frames_inside_their_segments(cfg, capsys):
     for i, f in enumerate(res["frames"]):
         assert i * 1.0 <= f["seconds"] < (i + 1) * 1.0        # segment i of 4 one-second segments
     assert res["frames_capped_by_budget"] is False
-    assert res["tokens"]["vision"] == 4 * res["plan"]["tokens_per_frame"]
+    # vision = image tokens + tags (196 + 2 for Qwen2-VL); the timestamp text counts as prompt.
+    assert res["tokens"]["vision"] == 4 * (196 + 2)
+    assert res["tokens"]["prompt"] + res["tokens"]["vision"] == res["plan"]["prompt_tokens"] + \
+        res["plan"]["vision_tokens"]
     assert set(res["timings"]) >= {"decode", "preprocess"}
     assert res["model"]["profile"] == "qwen2-vl-2b"
 
@@ -119,3 +122,24 @@ def test_console_script_runs_in_a_real_process(cfg):
                            "--dry-run", "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)["frames"]) == 3
+
+
+def test_ctrl_c_stops_the_whole_command(cfg, capsys, monkeypatch):
+    from rkvideo import pipeline
+    calls = []
+
+    def interrupted(self, inputs, **kw):
+        calls.append(inputs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.Describer, "describe", interrupted)
+    a = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    code, _, err = run(capsys, "describe", str(a), str(a), "--dry-run")
+    assert code == 130 and len(calls) == 1          # the second input never starts
+    assert "interrupted" in err
+
+
+def test_unknown_profile_names_the_key_and_the_file(cfg, capsys):
+    cfg.write_text('[model]\nprofile = "llava-7b"\n')
+    code, _, err = run(capsys, "describe", "x.mp4", "--dry-run")
+    assert code == 2 and "model.profile" in err and str(cfg) in err and "qwen2-vl-2b" in err

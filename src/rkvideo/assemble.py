@@ -151,7 +151,7 @@ def check_shape(profile: Profile, emb: np.ndarray) -> None:
 
 def check_budget(request: Request, reserve: int) -> None:
     used = request.prompt_tokens + request.vision_tokens + request.max_new_tokens + reserve
-    if used > request.max_context:
+    if used >= request.max_context:       # the runtime needs strictly less than the context
         raise BudgetError(
             f"request needs {used} tokens (prompt ≈{request.prompt_tokens} + vision {request.vision_tokens} "
             f"+ max_new_tokens {request.max_new_tokens} + reserve {reserve}) but the context is "

@@ -4,7 +4,9 @@ The RKLLM runtime caps a run at the context length fixed at conversion (4096
 for the stock RK3588 models) and its behaviour past that is undocumented, so
 rkvideo refuses to build a request that could overflow:
 
-    max_frames = ⌊(max_context − prompt_tokens − max_new_tokens − reserve) / tokens_per_frame⌋
+    max_frames = ⌊(max_context − 1 − prompt_tokens − max_new_tokens − reserve) / tokens_per_frame⌋
+
+(the −1 because the whole request must stay strictly below the context length).
 
 ``tokens_per_frame`` is the frame's vision tokens, its start/end tags and its
 timestamp text. Before a tokenizer is loaded the prompt is *estimated* by its
@@ -59,7 +61,8 @@ def plan(requested: int, *, max_context: int, prompt_tokens: int, frame_tokens: 
     """Cap ``requested`` frames to what fits; raise BudgetError if none fits."""
     if requested < 1:
         raise BudgetError(f"--frames must be at least 1, got {requested}")
-    room = max_context - prompt_tokens - max_new_tokens - reserve
+    # The runtime needs the whole request strictly below max_context, hence the −1.
+    room = max_context - prompt_tokens - max_new_tokens - reserve - 1
     max_frames = max(room, 0) // frame_tokens
     if max_frames < 1:
         raise BudgetError(

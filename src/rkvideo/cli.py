@@ -174,23 +174,23 @@ def cmd_describe(args) -> int:
 
 
 def _describe_one(describer, kind: str, inputs: list, args, progress: Progress) -> int:
-    from . import budget, pipeline
+    from . import budget, llm, pipeline
     label = inputs[0] if len(inputs) == 1 else f"{len(inputs)} images"
     stream_text = not args.json and not args.dry_run
-    total = args.frames or describer.config.describe.frames if kind == "video" else len(inputs)
+    planned = []
     try:
         result = describer.describe(
             inputs, kind=kind, frames=args.frames, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
-            seek=args.seek, on_text=_echo if stream_text else None,
-            on_frame=lambda f: progress.frame(label, f, total))
+            seek=args.seek, on_text=_echo if stream_text else None, on_plan=planned.append,
+            on_frame=lambda f: progress.frame(label, f, planned[0].frames))
     except (video.MediaError, budget.BudgetError, pipeline.SetupError) as exc:
         progress.done()
         error(str(exc))
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, llm.Interrupted):
+        # Stop the whole command: the next input must not start after Ctrl-C or SIGTERM.
         progress.done()
-        error(f"{label}: interrupted")
-        return 130
+        raise KeyboardInterrupt from None
     except RuntimeError as exc:
         progress.done()
         error(f"{label}: {exc}")

@@ -45,7 +45,8 @@ class ModelConfig:
     img_start: str = ""
     img_end: str = ""
     img_content: str = ""
-    # "encoder" = mean/std baked into the encoder (stock .rknn), "host" = normalise here.
+    # .rknn only: "encoder" = mean/std baked in (stock), "host" = normalise here.
+    # An .onnx encoder is fed what its input type asks for (float32 NCHW = host-normalised).
     normalize: str = ""
     max_context: int = 0
 

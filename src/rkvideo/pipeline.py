@@ -46,14 +46,22 @@ class Result:
 def model_file(config: Config, key: str) -> Path:
     """The configured model file for ``model.<key>``; an error names the key when it is unusable."""
     value = getattr(config.model, key)
-    where = f" in {config.source}" if config.source else ""
+    where = _where(config)
     if not value:
         raise SetupError(f"model.{key} is not set{where} (set it to the {_KINDS[key]} file, "
                          f"or run `rkvideo describe --dry-run` to plan without models)")
     path = config.resolve_path(value)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:      # e.g. a parent folder this user may not read
+        raise SetupError(f"{path}: cannot reach the model file: {exc.strerror} (model.{key}{where})") from None
+    if not found:
         raise SetupError(f"{path}: model file not found (model.{key}{where})")
     return path
+
+
+def _where(config: Config) -> str:
+    return f" in {config.source}" if config.source else ""
 
 
 _KINDS = {"vision": "vision encoder (.rknn or .onnx)", "llm": "LLM (.rkllm or .gguf)"}
@@ -62,7 +70,10 @@ _KINDS = {"vision": "vision encoder (.rknn or .onnx)", "llm": "LLM (.rkllm or .g
 class Describer:
     def __init__(self, config: Config, *, dry_run: bool = False, vision=None, llm=None):
         self.config = config
-        self.profile = models.resolve(config.model)
+        try:
+            self.profile = models.resolve(config.model)
+        except models.UnknownProfile as exc:
+            raise SetupError(f"model.profile{_where(config)}: {exc}") from None
         self.dry_run = dry_run
         self.vision, self.llm = vision, llm
         self.load_seconds = 0.0
@@ -116,13 +127,21 @@ class Describer:
     def describe(self, inputs: list, *, kind: str, frames: int | None = None, prompt: str | None = None,
                  max_new_tokens: int | None = None, seek: str | None = None,
                  on_text: Callable[[str], None] | None = None,
-                 on_frame: Callable[[video.Frame], None] | None = None) -> Result:
-        """Describe one video (``kind="video"``, one input) or a set of images as one request."""
+                 on_frame: Callable[[video.Frame], None] | None = None,
+                 on_plan: Callable[[budget.Plan], None] | None = None) -> Result:
+        """Describe one video (``kind="video"``, one input) or a set of images as one request.
+
+        ``tokens`` in the result: ``prompt`` = text tokens of the prefill (template, question,
+        timestamps), ``vision`` = image tokens with their tags, ``new`` = generated. Dry runs
+        report the planner's upper-bound estimate of ``prompt``.
+        """
         cfg = self.config
         prompt = prompt or (cfg.describe.prompt if kind == "video" else cfg.describe.image_prompt)
         max_new = max_new_tokens or cfg.llm.max_new_tokens
-        wanted = frames or cfg.describe.frames if kind == "video" else len(inputs)
+        wanted = (frames or cfg.describe.frames) if kind == "video" else len(inputs)
         plan = self.plan(prompt, wanted, max_new, kind)
+        if on_plan:
+            on_plan(plan)
         notes: list = []
         if kind == "video":
             stream = video.sample(str(inputs[0]), plan.frames, seek or cfg.describe.seek, notes)
@@ -133,8 +152,10 @@ class Describer:
                          f"{plan.max_context}-token context")
         if self.dry_run:
             picked, timings = self._dry(stream, on_frame)
-            text, tokens = None, {"prompt": plan.prompt_tokens, "vision": len(picked) * plan.frame_tokens,
-                                  "new": 0}
+            n, per_frame = len(picked), self.profile.frame_tokens()
+            tokens = {"prompt": plan.prompt_tokens + n * (plan.frame_tokens - per_frame),
+                      "vision": n * per_frame, "new": 0}
+            text = None
         else:
             picked, text, tokens, timings = self._run(stream, prompt, plan, kind, on_text, on_frame)
         if kind == "video" and not picked:
@@ -162,16 +183,15 @@ class Describer:
         encoded = self.vision.encode(stream, on_frame)
         if not encoded.frames:      # nothing decoded: describe() names the file (assemble would blame shapes)
             return [], None, {"prompt": 0, "vision": 0, "new": 0}, encoded.timings
-        if not encoded.frames:  # nothing decoded: describe() reports it as a media error
-            return [], None, {"prompt": 0, "vision": 0, "new": 0}, encoded.timings
         stamps = [f.seconds for f in encoded.frames] if kind == "video" else None
         request = assemble.build(self.profile, prompt, encoded.embeddings, stamps, rule=self.rule,
                                  max_new_tokens=plan.max_new_tokens, max_context=plan.max_context,
                                  reserve=plan.reserve)
         generation = self.llm.generate(request, on_text)
         timings = {**encoded.timings, **generation.timings}
-        tokens = {"prompt": generation.prompt_tokens, "vision": request.vision_tokens,
-                  "new": generation.new_tokens}
+        # Runtimes count the whole prefill; report text and vision apart so they add up.
+        tokens = {"prompt": max(generation.prompt_tokens - request.vision_tokens, 0),
+                  "vision": request.vision_tokens, "new": generation.new_tokens}
         return encoded.frames, generation.text, tokens, {k: round(v, 4) for k, v in timings.items()}
 
     def _model_info(self) -> dict:
