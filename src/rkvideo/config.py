@@ -138,13 +138,10 @@ def candidates(explicit: str | os.PathLike | None = None) -> list[Path]:
     """The files tried, in order."""
     if explicit:
         return [Path(explicit).expanduser()]
-    paths = []
     if os.environ.get("RKVIDEO_CONFIG"):
         return [Path(os.environ["RKVIDEO_CONFIG"]).expanduser()]
-    paths.append(Path("config.toml"))
-    paths.append(Path("~/.config/rkvideo/config.toml").expanduser())
-    paths.append(Path("/etc/rkvideo/config.toml"))
-    return paths
+    return [Path("config.toml"), Path("~/.config/rkvideo/config.toml").expanduser(),
+            Path("/etc/rkvideo/config.toml")]
 
 
 def load(explicit: str | os.PathLike | None = None) -> Config:

@@ -65,7 +65,6 @@ class Profile:
     fill: float               # letterbox colour, all channels
     chat: ChatTemplate
     timestamp: str            # format of a frame's timestamp in the prompt
-    mrope: bool               # Qwen2-VL family: 4 position ids per token (M-RoPE)
     max_context: int = 4096   # stock RK3588 conversions
     unverified: tuple = ()    # field names no source confirmed
     notes: str = ""
@@ -89,14 +88,14 @@ def _qwen(name, family, size, tokens, width, outputs, mean, std, stamp, unverifi
     return Profile(name=name, family=family, input_size=size, tokens_per_image=tokens, embed_width=width,
                    encoder_outputs=outputs, img_start=QWEN_TAGS[0], img_end=QWEN_TAGS[1],
                    img_content=QWEN_TAGS[2], tag_tokens=2, normalize="encoder", mean=mean, std=std,
-                   fill=127.5, chat=CHATML, timestamp=stamp, mrope=True, unverified=unverified, notes=notes)
+                   fill=127.5, chat=CHATML, timestamp=stamp, unverified=unverified, notes=notes)
 
 
 def _internvl(name, width, unverified=("tokens_per_image", "embed_width")):
     return Profile(name=name, family=name.rsplit("-", 1)[0], input_size=448, tokens_per_image=256,
                    embed_width=width, encoder_outputs=1, img_start=INTERNVL_TAGS[0], img_end=INTERNVL_TAGS[1],
                    img_content=INTERNVL_TAGS[2], tag_tokens=2, normalize="encoder", mean=IMAGENET_MEAN,
-                   std=IMAGENET_STD, fill=127.5, chat=CHATML, timestamp="Frame{number}: ", mrope=False,
+                   std=IMAGENET_STD, fill=127.5, chat=CHATML, timestamp="Frame{number}: ",
                    unverified=unverified, notes="T = (448/14)^2 x 0.25 (pixel shuffle), computed")
 
 
@@ -104,7 +103,7 @@ def _smolvlm(name, size, tokens, width):
     return Profile(name=name, family="smolvlm2", input_size=size, tokens_per_image=tokens, embed_width=width,
                    encoder_outputs=1, img_start=SMOLVLM_TAGS[0], img_end=SMOLVLM_TAGS[1],
                    img_content=SMOLVLM_TAGS[2], tag_tokens=3, normalize="encoder", mean=HALF, std=HALF,
-                   fill=127.5, chat=SMOL_CHAT, timestamp="Frame from {mmss}: ", mrope=False,
+                   fill=127.5, chat=SMOL_CHAT, timestamp="Frame from {mmss}: ",
                    unverified=("input_size", "tokens_per_image", "embed_width", "img_start", "img_end",
                                "img_content"),
                    notes="no official RKLLM tags; QE apps use the Qwen tags")
