@@ -392,6 +392,46 @@ def test_per_request_token_limit(open_stub, layout):
     assert sum(state["callback_returns"][1:]) == 0
 
 
+ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+
+
+def test_a_run_reaching_the_init_time_limit_is_the_runtimes_own_stop(open_stub, layout):
+    """The request's limit equals the one given at init: the runtime stops by itself, nothing is aborted
+    and its perf figures are the timings (1.2.x used to abort and fall back to the host clock)."""
+    cfg = make_config(open_stub.lib, max_new_tokens=5)
+    llm, lib = open_stub(cfg=cfg, reply="text", text=ALPHABET, chunk=2, prefill_ms=300, generate_ms=700)
+    request = request_for(llm, max_new_tokens=5)
+    generation = llm.generate(request)
+    assert generation.text == "abcdefghij" and generation.new_tokens == 5 and generation.stop == "length"
+    assert generation.timings == {"prefill": pytest.approx(0.3), "generate": pytest.approx(0.7)}
+    assert generation.prompt_tokens == len(request.user_text("<image>")) + 3 * 16
+    state = rkllm_stub.state(lib)
+    assert state["n_abort"] == 0 and state["finish_calls"] == 1 and state["normal_calls"] == 5
+
+
+def test_the_abort_rkvideo_sends_at_a_lower_limit_is_no_failure(open_stub, layout):
+    """1.2.x runs on past a per-request limit below the init one: rkvideo drops the extra text and aborts.
+    A runtime answering that abort with ERROR and a non-zero rkllm_run still gives the complete answer."""
+    llm, lib = open_stub(reply="text", text=ALPHABET, chunk=2, hold_after=7, abort_error=1, abort_rc=-1)
+    pieces = []
+    generation = llm.generate(request_for(llm, max_new_tokens=5), pieces.append)
+    assert generation.text == "".join(pieces) == "abcdefghij"
+    assert generation.new_tokens == 5 and generation.stop == "length"
+    state = rkllm_stub.state(lib)
+    if layout == "1.2":   # the stub ran two chunks past the limit and waited for the abort
+        assert state["normal_calls"] == 7 and state["n_abort"] >= 1 and state["error_calls"] == 1
+    else:                 # 1.3.0 took the limit per call and stopped by itself
+        assert state["normal_calls"] == 5 and state["n_abort"] == 0 and state["finish_calls"] == 1
+
+
+def test_a_users_abort_answered_with_error_stays_interrupted(open_stub):
+    llm, lib = open_stub(reply="wait_abort", abort_error=1, abort_rc=-1)
+    with pytest.raises(Interrupted) as caught:
+        _first_text_then(llm, llm.abort)
+    assert caught.value.generation.stop == "abort"
+    assert rkllm_stub.state(lib)["error_calls"] == 1
+
+
 def _first_text_then(llm, action):
     """Run generate; once text has arrived, ``action()`` runs on another thread."""
     arrived = threading.Event()

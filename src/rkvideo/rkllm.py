@@ -430,15 +430,17 @@ class RKLLM:
         prompt = request.user_text(assemble.PLACEHOLDER)
         emb = self._check(request, prompt)
         limit = int(request.max_new_tokens)
+        # 1.2.x fixes max_new_tokens at init and stops there by itself (FINISH, with perf). Only a
+        # lower per-request limit is enforced here, by dropping text past it and aborting the run
+        # (the callback itself always returns 0). 1.3.0 takes the limit per call.
+        enforce = self.layout == "1.2" and limit < self.max_new_tokens
         if self.layout == "1.2":
-            limit = min(limit, self.max_new_tokens)   # 1.2.x fixes the limit at init
+            limit = min(limit, self.max_new_tokens)
         rc = self._lib.rkllm_clear_kv_cache(self._handle, 1, None, None)
         if rc != 0:
             raise LLMError(f"{self.path}: rkllm_clear_kv_cache failed (return code {rc})")
         inp, infer, keep = self._inputs(request, prompt, emb, limit)
-        # 1.2.x fixes max_new_tokens at init: a lower per-request limit is enforced here, by
-        # dropping text past it and aborting the run (the callback itself always returns 0).
-        state = _RunState(on_text, limit, enforce_limit=self.layout == "1.2")
+        state = _RunState(on_text, limit, enforce_limit=enforce)
         done = threading.Event()
         gate = threading.Lock()
         flags = {"entered": False, "cancelled": False}
@@ -503,7 +505,11 @@ class RKLLM:
         if state.error:
             raise state.error
         if result.get("rc") != 0:
-            raise LLMError(f"{self.path}: rkllm_run failed (return code {result['rc']})")
+            if not state.limit_hit:
+                raise LLMError(f"{self.path}: rkllm_run failed (return code {result['rc']})")
+            # rkvideo aborted this run at the request's limit: the text is complete, and what the
+            # runtime says about being aborted is no failure.
+            log.debug("%s: rkllm_run returned %s after the abort at the token limit", self.path, result["rc"])
         return generation
 
     def _inputs(self, request, prompt: str, emb: np.ndarray, limit: int):
@@ -639,6 +645,10 @@ class _RunState:
                 p = result.contents.perf
                 self.perf = (p.prefill_time_ms, p.prefill_tokens, p.generate_time_ms, p.generate_tokens)
         elif state == RUN_ERROR:
+            if self.limit_hit:
+                # The answer stopped at the limit is complete; an ERROR now is the runtime
+                # reporting the abort rkvideo sent, not a failed generation.
+                return 0
             self.end = time.perf_counter()
             if self.error is None:
                 self.error = LLMError(f"{path}: the RKLLM runtime reported an error during generation "

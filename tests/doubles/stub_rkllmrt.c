@@ -17,6 +17,10 @@
  *   waiting=1            a chunk that ends inside a UTF-8 character is preceded by a WAITING call
  *                        whose text is junk the binding must ignore
  *   delay_us=N           pause between chunks (checks for abort)
+ *   hold_after=N         after N NORMAL chunks, stop streaming and block until rkllm_abort (a runtime
+ *                        still going past a limit only the binding knows about)
+ *   abort_error=1        a run stopped by rkllm_abort ends with an ERROR call
+ *   abort_rc=N           a run stopped by rkllm_abort returns N from rkllm_run
  *   init_rc=N            rkllm_init returns N
  *   clear_rc=N           rkllm_clear_kv_cache returns N
  *   prefill_ms=F, generate_ms=F   perf values reported at FINISH
@@ -219,6 +223,9 @@ static struct {
     int chunk;
     int waiting;
     int delay_us;
+    int hold_after;
+    int abort_error;
+    int abort_rc;
     int init_rc;
     int clear_rc;
     float prefill_ms, generate_ms;
@@ -316,6 +323,9 @@ static int read_model(const char *path) {
         else if (!strcmp(key, "chunk")) model.chunk = atoi(val);
         else if (!strcmp(key, "waiting")) model.waiting = atoi(val);
         else if (!strcmp(key, "delay_us")) model.delay_us = atoi(val);
+        else if (!strcmp(key, "hold_after")) model.hold_after = atoi(val);
+        else if (!strcmp(key, "abort_error")) model.abort_error = atoi(val);
+        else if (!strcmp(key, "abort_rc")) model.abort_rc = atoi(val);
         else if (!strcmp(key, "init_rc")) model.init_rc = atoi(val);
         else if (!strcmp(key, "clear_rc")) model.clear_rc = atoi(val);
         else if (!strcmp(key, "prefill_ms")) model.prefill_ms = (float)atof(val);
@@ -499,6 +509,11 @@ static int utf8_incomplete(const unsigned char *s, size_t n) {
     return 0;
 }
 
+static void wait_for_abort(void) {
+    double deadline = now_ms() + 20000;
+    while (!st.abort_flag && now_ms() < deadline) usleep(1000);
+}
+
 static int stream(const char *text, size_t limit, int *generated) {
     /* NORMAL chunks of model.chunk bytes; returns 1 if stopped by abort or a callback's 1. */
     size_t len = strlen(text);
@@ -520,6 +535,10 @@ static int stream(const char *text, size_t limit, int *generated) {
         r.token_id = *generated;
         (*generated)++;
         if (call(&r, RUN_NORMAL) == 1) return 1;
+        if (model.hold_after && *generated == model.hold_after) {
+            wait_for_abort();
+            return 1;
+        }
         if (model.delay_us) usleep((useconds_t)model.delay_us);
     }
     return 0;
@@ -564,8 +583,7 @@ int rkllm_run(LLMHandle h, Input *in, InferParam *ip, void *userdata) {
         w.text = "waiting for abort";
         generated++;
         call(&w, RUN_NORMAL);
-        double deadline = now_ms() + 20000;
-        while (!st.abort_flag && now_ms() < deadline) usleep(1000);
+        wait_for_abort();
         stopped = 1;
     } else {
         stopped = stream(text_buf, limit, &generated);
@@ -578,6 +596,13 @@ int rkllm_run(LLMHandle h, Input *in, InferParam *ip, void *userdata) {
         r.perf.generate_tokens = generated;
         r.perf.memory_usage_mb = 42.0f;
         call(&r, RUN_FINISH);
+    } else if (st.abort_flag) {
+        if (model.abort_error) {
+            memset(&r, 0, sizeof r);
+            call(&r, RUN_ERROR);
+        }
+        st.running = 0;
+        return model.abort_rc;
     }
     st.running = 0;
     return 0;
