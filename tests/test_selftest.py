@@ -74,7 +74,7 @@ def test_the_written_config_overrides_the_profile(selftest, tmp_path):
     profile = models.resolve(cfg.model)
     base = models.get(selftest.PROFILE)
     assert (profile.input_size, profile.tokens_per_image, profile.embed_width, profile.max_context) == (56, 16, 64, 1024)
-    assert (profile.img_start, profile.chat, profile.mrope) == (base.img_start, base.chat, base.mrope)
+    assert (profile.img_start, profile.chat) == (base.img_start, base.chat)
     assert cfg.resolve_path(cfg.model.vision) == work.encoder
     assert cfg.resolve_path(cfg.model.llm) == work.llm
     assert work.clip.stat().st_size > 0 and all(p.stat().st_size > 0 for p in work.images)
