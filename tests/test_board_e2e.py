@@ -80,6 +80,8 @@ def test_describe_a_clip_on_the_board_path(board, media_files, capsys):
     layout, root, lib = board
     code, [res], err = run(capsys, "describe", media_files["clip"], "--config", root / "rknn.toml", "--json")
     assert code == 0, err
+    # The user sees which struct layout was picked, and why, without running doctor.
+    assert f"RKLLM struct layout {layout} (version string {VERSIONS[layout]} in the library)" in err
     record = json.loads(res["text"])         # the stub's reply: what the binding passed it
     init, call = record["init"], record["run"]
     assert init["base_domain_id"] == 1       # the encoder is an .rknn: the LLM moves to NPU domain 1

@@ -283,6 +283,20 @@ def test_every_field_arrives(open_stub, layout):
     assert generation.new_tokens == state["normal_calls"] and generation.stop == "eos"
 
 
+def test_the_chosen_layout_and_how_it_was_decided_are_shown_at_load(open_stub, layout, capsys, caplog):
+    release = {"1.2": "1.2.3", "1.3": "1.3.0"}[layout]
+    llm, _ = open_stub()
+    err = capsys.readouterr().err.splitlines()
+    # `rkvideo describe` sets up no logging: one stderr line, next to the runtime's own banner.
+    assert err == [f"rkvideo: {llm.library}: RKLLM struct layout {layout} (version string {release} in the "
+                   f"library); if the runtime's own version line disagrees, set llm.runtime"]
+    # Logging set up to show INFO (the watch daemon): the log gets it instead of stderr.
+    with caplog.at_level(logging.INFO, logger="rkvideo.rkllm"):
+        open_stub(cfg=make_config(open_stub.lib, runtime=layout))
+    assert f"{llm.library}: RKLLM struct layout {layout} (from llm.runtime)" in caplog.messages
+    assert capsys.readouterr().err == ""
+
+
 def test_buffer_order_is_checked_by_the_stub(open_stub):
     """Swapping two frames keeps the count, sum and last float but changes the order checksum."""
     llm, _ = open_stub()

@@ -14,10 +14,19 @@ Older runtimes (1.1.x, 1.2.0, 1.2.1b1) put the input union at a different
 offset and have a ``void`` callback; they are refused. The exported symbols
 tell "older than 1.2.1" apart but cannot tell 1.2.x from 1.3.0 (no function
 was added in 1.3.0), and the runtime prints its version only inside
-``rkllm_init`` — after a layout had to be chosen. So ``llm.runtime = "auto"``
-looks for the version literal the runtime prints (``rkllm-runtime version:
-%s`` takes it from a separate string constant in the library) and refuses to
-guess when there is none or more than one; the user then sets ``llm.runtime``.
+``rkllm_init`` — after a layout had to be chosen. So the layout is the
+setting ``llm.runtime = "1.2" | "1.3"``. With ``"auto"`` rkvideo looks in the
+file for NUL-terminated strings that are exactly a version number
+(``1.2.3``, ``v1.3.0``): one that names a supported release picks its layout;
+none, several or an unsupported one make it refuse to guess. That a real
+librkllmrt.so keeps its version as such a separate string (the argument of
+its ``rkllm-runtime version: %s`` banner) is an assumption, UNVERIFIED: no
+real binary was available, and it is proven only on the C stub in tests/,
+which is built that way. If the version is inlined in a longer string,
+"auto" finds none and asks for ``llm.runtime``; if the file holds an
+unrelated string that happens to equal a release, "auto" would pick that
+release's layout. Hence the layout and how it was decided are printed once at
+load, next to the runtime's own version banner, for the user to compare.
 
 One request is one ``rkllm_run``: a multimodal input with the user text
 (``<image>`` placeholders), one contiguous frame-major float32 buffer of
@@ -37,6 +46,7 @@ import ctypes
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from ctypes import (CFUNCTYPE, POINTER, Structure, Union, byref, c_bool, c_char_p, c_float, c_int, c_int8,
@@ -243,8 +253,9 @@ def inspect_library(path) -> dict:
 
     Works without loading the library (so ``rkvideo doctor`` can read an aarch64
     file on any machine). Version literals are NUL-terminated strings that are
-    exactly a version (``1.2.3``, ``v1.3.0``, ``1.2.1b1``): the runtime's
-    banner format ``rkllm-runtime version: %s`` takes its argument from one.
+    exactly a version (``1.2.3``, ``v1.3.0``, ``1.2.1b1``). That the runtime's
+    banner ``rkllm-runtime version: %s`` takes its argument from such a string
+    is UNVERIFIED (see the module docstring); the C stub in tests/ does.
     """
     data = Path(path).read_bytes()
     versions = sorted({m.group(1).decode() for m in _VERSION_LITERAL.finditer(data)})
@@ -316,6 +327,21 @@ def load(path, version: str):
     return lib
 
 
+def _announce_layout(library: str, layout: str, how: str) -> None:
+    """Say once per load which layout was picked and why: a wrong one fails silently (see above).
+
+    To the log when logging is set up to show it (the watch daemon); otherwise one stderr line, next
+    to the runtime's own banner, since ``rkvideo describe`` does not configure logging.
+    """
+    message = f"{library}: RKLLM struct layout {layout} ({how})"
+    if how.startswith("version string"):
+        message += "; if the runtime's own version line disagrees, set llm.runtime"
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info("%s", message)
+    else:
+        print(f"rkvideo: {message}", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------------------------
 # The runtime
 
@@ -328,9 +354,10 @@ class RKLLM:
         library = Path(library) if library else find_library(config)
         self.library = str(library)
         if layout:
-            self.layout, self.layout_source = layout, "given"
+            self.layout, self.layout_source = layout, "given by the caller"
         else:
             self.layout, self.layout_source = choose_layout(config.llm.runtime, library)
+        _announce_layout(self.library, self.layout, self.layout_source)
         self.s = structs(self.layout)
         # 1.2.x takes one <image> for all frames; 1.3.0 one per image.
         self.placeholder_rule = assemble.SINGLE if self.layout == "1.2" else assemble.PER_IMAGE
