@@ -10,7 +10,8 @@ import pytest
 
 from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
 from doubles.fixtures import stub_build  # noqa: F401 (fixture)
-from rkvideo import cli, config, doctor, rknn
+from rkvideo import cli, config, doctor, rkllm, rknn
+from rkvideo.llm import LLMError
 
 ON_A_BOARD = "rk3588" in (Path("/proc/device-tree/compatible").read_bytes().decode(errors="replace")
                           if Path("/proc/device-tree/compatible").is_file() else "")
@@ -205,3 +206,60 @@ def test_other_rockchip_soc_warns(board):
     host, cfg = board
     (host.root / "proc/device-tree/compatible").write_text("rockchip,rk3576\0")
     assert statuses(host, cfg)["soc"].status == "WARN"
+
+
+def deny(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` act as a 0700 folder of another user. Tests run as root, which may enter any
+    folder, so the refusal is simulated where the OS gives it: stat() and open() below ``folder`` raise
+    PermissionError, and pathlib's own exists()/is_file() then raise it as they do on Python 3.11."""
+    inside = str(folder) + "/"
+
+    def guard(original):
+        def guarded(self, *args, **kwargs):
+            if str(self).startswith(inside):
+                raise PermissionError(13, "Permission denied", str(self))
+            return original(self, *args, **kwargs)
+        return guarded
+
+    for name in ("stat", "open"):
+        monkeypatch.setattr(Path, name, guard(getattr(Path, name)))
+
+
+def test_unreadable_debugfs_and_restricted_dmesg_say_root_is_needed(board, monkeypatch, capsys):
+    """A non-root user on a board whose driver version lives only in /sys/kernel/debug (0700)."""
+    host, cfg = board
+    shutil.rmtree(host.root / "sys/module/rknpu")
+    shutil.rmtree(host.root / "sys/class/devfreq")          # nothing else shows an NPU is there
+    (host.root / "sys/kernel/debug/rknpu").mkdir(parents=True)
+    (host.root / "sys/kernel/debug/rknpu/version").write_text("0.9.8\n")
+    deny(monkeypatch, host.root / "sys/kernel/debug")
+    assert not host.is_root and host.dmesg() is None
+
+    class Args:
+        json = False
+        config = str(cfg)
+    doctor.cmd_doctor(Args, host)
+    lines = capsys.readouterr().out.splitlines()
+    driver = next(i for i, line in enumerate(lines) if line.startswith("WARN  npu driver"))
+    assert "cannot read the NPU driver version without root" in lines[driver]
+    assert "sudo rkvideo doctor" in lines[driver + 1]
+
+
+def test_model_and_library_folders_this_user_cannot_read(board, monkeypatch, tmp_path):
+    host, cfg = board
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (host.root / "usr/lib/librkllmrt.so").rename(locked / "librkllmrt.so")
+    host.env = {"LD_LIBRARY_PATH": str(locked)}
+    deny(monkeypatch, cfg.parent / "models")
+    deny(monkeypatch, locked)
+    checks = statuses(host, cfg)
+    for name in ("model.vision", "model.llm"):
+        assert checks[name].status == "FAIL" and "a folder above it is not readable" in checks[name].message
+        assert f"read access to {cfg.parent / 'models'}" in checks[name].fix
+    assert checks["librkllmrt.so"].status == "FAIL" and "librkllmrt.so not found" in checks["librkllmrt.so"].message
+    # `rkvideo describe` looks the same way: one-line errors, no tracebacks.
+    with pytest.raises(LLMError, match="librkllmrt.so not found"):
+        rkllm.find_library(None, host.env, ())
+    with pytest.raises(LLMError, match="librkllmrt.so: cannot read the RKLLM runtime"):
+        rkllm.inspect_library(locked / "librkllmrt.so")

@@ -46,6 +46,16 @@ def _dmesg() -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def _exists(path: Path, file: bool = False) -> bool | None:
+    """Whether ``path`` exists (``file``: is a regular file); None, falsy like "missing", when a
+    folder above it cannot be read. Path.exists()/is_file() raise PermissionError there instead of
+    answering (Python 3.11; /sys/kernel/debug is 0700), which would end doctor in a traceback."""
+    try:
+        return path.is_file() if file else path.exists()
+    except OSError:
+        return None
+
+
 def _has_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -145,8 +155,9 @@ def check_driver(host: Host, rockchip: bool) -> Check:
         return Check("npu driver", FAIL, f"rknpu {_dotted(version)} (from {where}) is older than 0.9.8",
                      "install a board image whose kernel has rknpu 0.9.8 or newer (the source is in "
                      "airockchip/rknn-llm rknpu-driver/); RKLLM warns and large models fail on older drivers")
-    present = any(host.path(p).exists() for p in ("/sys/module/rknpu", "/sys/kernel/debug/rknpu")) \
-        or bool(host.glob("/sys/class/devfreq/*npu*"))
+    looked = [_exists(host.path(p)) for p in ("/sys/module/rknpu", "/sys/kernel/debug/rknpu")]
+    denied = denied or None in looked
+    present = any(looked) or bool(host.glob("/sys/class/devfreq/*npu*"))
     if (present or (denied and rockchip)) and not host.is_root:
         return Check("npu driver", WARN, "cannot read the NPU driver version without root",
                      "run `sudo rkvideo doctor`, or `sudo cat /sys/kernel/debug/rknpu/version` (0.9.8 or newer "
@@ -161,9 +172,9 @@ def check_librknnrt(host: Host) -> Check:
     wanted = host.path("/usr/lib/librknnrt.so")
     fix = ("copy rknpu2/runtime/Linux/librknn_api/aarch64/librknnrt.so from airockchip/rknn-toolkit2 (the "
            "release matching rknn-toolkit-lite2, 2.3.2 or newer) to /usr/lib/ — RKNNLite loads only that path")
-    if wanted.is_file():
+    if _exists(wanted, file=True):
         return Check("librknnrt.so", OK, "/usr/lib/librknnrt.so")
-    elsewhere = [d for d in host.lib_dirs if host.path(d + "/librknnrt.so").is_file()]
+    elsewhere = [d for d in host.lib_dirs if _exists(host.path(d + "/librknnrt.so"), file=True)]
     if elsewhere:
         return Check("librknnrt.so", FAIL, f"found in {elsewhere[0]} but RKNNLite loads only /usr/lib/librknnrt.so",
                      f"sudo cp {elsewhere[0]}/librknnrt.so /usr/lib/")
@@ -175,13 +186,17 @@ def check_librkllmrt(host: Host, cfg) -> Check:
     from .llm import LLMError
     configured = str(cfg.resolve_path(cfg.llm.library)) if cfg is not None and cfg.llm.library else ""
     dirs = tuple(str(host.path(d)) for d in host.lib_dirs)
-    found = next((p for p in rkllm.library_candidates(configured, host.env, dirs) if p.is_file()), None)
+    found = next((p for p in rkllm.library_candidates(configured, host.env, dirs) if _exists(p, file=True)), None)
     if found is None:
         where = configured or ", ".join(host.lib_dirs) + " or $LD_LIBRARY_PATH"
         return Check("librkllmrt.so", FAIL, f"librkllmrt.so not found ({where})",
                      "copy rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so from airockchip/rknn-llm "
                      "(release 1.2.1–1.2.3 or 1.3.0) to /usr/lib, or set llm.library")
-    info = rkllm.inspect_library(found)
+    try:
+        info = rkllm.inspect_library(found)
+    except LLMError as exc:
+        return Check("librkllmrt.so", FAIL, str(exc), f"make it readable by the user that runs rkvideo: "
+                     f"sudo chmod 644 {found}")
     if info["machine"] and info["machine"] != host.machine and host.machine:
         return Check("librkllmrt.so", FAIL, f"{found} is built for {info['machine']}, this machine is {host.machine}",
                      "use the aarch64 librkllmrt.so on the RK3588 board")
@@ -211,7 +226,12 @@ def _model(cfg, key: str, suffix: str, kind: str) -> tuple[Check, Path | None]:
     if not value:
         return Check(name, WARN, f"{name} is not set", f"set {name} to the {kind} ({suffix}) in config.toml"), None
     path = cfg.resolve_path(value)
-    if not path.is_file():
+    found = _exists(path, file=True)
+    if found is None:
+        return Check(name, FAIL, f"{path}: cannot be looked at as this user (a folder above it is not readable)",
+                     f"give the user that runs rkvideo read access to {path.parent} and the folders above "
+                     f"it"), None
+    if not found:
         return Check(name, FAIL, f"{path}: file not found", f"fix {name} in {cfg.source or 'config.toml'}"), None
     size = path.stat().st_size
     if path.suffix.lower() != suffix:

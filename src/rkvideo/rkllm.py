@@ -235,8 +235,11 @@ def find_library(config=None, env: dict | None = None, dirs=SEARCH_DIRS) -> Path
     if config is not None and config.llm.library:
         configured = str(config.resolve_path(config.llm.library))
     for path in library_candidates(configured, env, dirs):
-        if path.is_file():
-            return path.resolve()
+        try:
+            if path.is_file():
+                return path.resolve()
+        except OSError:     # an unreadable folder on $LD_LIBRARY_PATH: look on
+            continue
     if configured:
         raise LLMError(f"{configured}: librkllmrt.so not found (llm.library in "
                        f"{getattr(config, 'source', None) or 'the config'})")
@@ -257,7 +260,10 @@ def inspect_library(path) -> dict:
     banner ``rkllm-runtime version: %s`` takes its argument from such a string
     is UNVERIFIED (see the module docstring); the C stub in tests/ does.
     """
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise LLMError(f"{path}: cannot read the RKLLM runtime ({exc.strerror or exc})") from None
     versions = sorted({m.group(1).decode() for m in _VERSION_LITERAL.finditer(data)})
     symbols = {name: (b"\x00" + name.encode() + b"\x00") in data for name in REQUIRED + SINCE_121}
     machine = None
