@@ -3,6 +3,7 @@ stops, determinism, state reset, abort and errors. Never asserts on words (rando
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import types
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from rkvideo import assemble, config as config_mod, llm as llm_mod, models
-from rkvideo.llamacpp import Utf8Stream, grid, image_positions
+from rkvideo.llamacpp import grid, image_positions
+from rkvideo.llm import Utf8Stream
 
 # ------------------------------------------------------------ pure helpers (no extra needed)
 
@@ -246,3 +248,17 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch):
     with pytest.raises(llm_mod.LLMError) as err:
         llm_mod.open_llm("/m/model.gguf", config_mod.Config(), models.get("qwen2-vl-2b"))
     assert "pip install 'rkvideo[cpu]'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_missing_portable_package_asks_for_the_same_extra(monkeypatch):
+    from rkvideo import onnxrt, selftest
+    from rkvideo.vision import VisionError
+    for name in ("llama_cpp", "onnxruntime", "onnx"):
+        monkeypatch.setitem(sys.modules, name, None)
+    hint = llm_mod.CPU_EXTRA_HINT
+    with pytest.raises(llm_mod.LLMError, match=re.escape(hint)):
+        llm_mod.open_llm("/m/model.gguf", config_mod.Config(), models.get("qwen2-vl-2b"))
+    with pytest.raises(VisionError, match=re.escape(hint)):
+        onnxrt.open_encoders("/m/vision.onnx", models.get("qwen2-vl-2b"), 1)
+    with pytest.raises(selftest.SelftestError, match=re.escape(hint)):
+        selftest.build_encoder("/m/vision.onnx")

@@ -381,9 +381,9 @@ def render(checks: list[Check]) -> str:
 
 
 def add_parser(sub) -> None:
-    import argparse
+    from .cli import _add_config, _formatter   # here: cli imports this module
     p = sub.add_parser(
-        "doctor", formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=30),
+        "doctor", formatter_class=_formatter,
         help="check the RK3588 board setup (NPU driver, runtimes, models)",
         description="""Check what the NPU path needs, one line each (OK / WARN / FAIL, with the fix):
 SoC and kernel, the NPU driver version (0.9.8 or newer; reading it may need root),
@@ -396,9 +396,7 @@ Exit code 0 only when nothing FAILs.""",
   sudo rkvideo doctor --config /etc/rkvideo/config.toml     root can read the NPU driver version
   rkvideo doctor --json | jq '.checks[] | select(.status != "OK")'""")
     p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
-    p.add_argument("--config", metavar="PATH",
-                   help="config file (default: $RKVIDEO_CONFIG, ./config.toml, ~/.config/rkvideo/config.toml, "
-                        "/etc/rkvideo/config.toml)")
+    _add_config(p)
     p.set_defaults(func=cmd_doctor)
 
 

@@ -33,7 +33,6 @@ the full log on stderr.
 """
 from __future__ import annotations
 
-import codecs
 import ctypes
 import math
 import os
@@ -44,9 +43,7 @@ from typing import Callable
 import numpy as np
 
 from . import assemble
-from .llm import Generation, Interrupted, LLMError
-
-EXTRA_HINT = "install the [cpu] extra: pip install 'rkvideo[cpu]'"
+from .llm import CPU_EXTRA_HINT, Generation, Interrupted, LLMError, Utf8Stream
 
 # The ggml_log_level we keep (GGML_LOG_LEVEL_ERROR; llama-cpp-python's own comment
 # still lists the old numbering): errors, to explain a failed call.
@@ -60,7 +57,7 @@ def _lib():
     try:
         import llama_cpp
     except ImportError:
-        raise LLMError(f"llama-cpp-python is not installed; {EXTRA_HINT}") from None
+        raise LLMError(f"llama-cpp-python is not installed; {CPU_EXTRA_HINT}") from None
     except OSError as exc:  # the package is there but libllama.so cannot be loaded
         raise LLMError(f"llama-cpp-python is installed but its library does not load ({exc}); "
                        f"reinstall it: pip install --force-reinstall 'rkvideo[cpu]'") from None
@@ -87,19 +84,6 @@ def _last_error() -> str:
     if not _errors:
         return ""
     return f" ({_errors[0].splitlines()[0]})"
-
-
-class Utf8Stream:
-    """Token pieces are bytes and a character may span two tokens: decode incrementally."""
-
-    def __init__(self):
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, piece: bytes) -> str:
-        return self.decoder.decode(piece)
-
-    def flush(self) -> str:
-        return self.decoder.decode(b"", final=True)
 
 
 def _fill(pointer, values) -> None:

@@ -10,9 +10,13 @@ their file type is opened, so the core install never needs their packages.
 """
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
+
+# What a missing or broken portable-path package (onnxruntime, llama-cpp-python, onnx...) asks for.
+CPU_EXTRA_HINT = "install the [cpu] extra: pip install 'rkvideo[cpu]'"
 
 
 class LLMError(RuntimeError):
@@ -33,6 +37,20 @@ class Generation:
     new_tokens: int
     timings: dict = field(default_factory=dict)   # seconds: prefill, generate
     stop: str = "eos"         # "eos", "length" or "abort"
+
+
+class Utf8Stream:
+    """Runtimes hand out text as bytes per token, and a character may span two tokens: decode
+    incrementally, and turn invalid bytes into U+FFFD instead of failing."""
+
+    def __init__(self):
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, piece: bytes) -> str:
+        return self.decoder.decode(piece)
+
+    def flush(self) -> str:
+        return self.decoder.decode(b"", final=True)
 
 
 class LLM(Protocol):

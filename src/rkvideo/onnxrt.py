@@ -26,16 +26,15 @@ import os
 
 import numpy as np
 
+from .llm import CPU_EXTRA_HINT
 from .vision import VisionError
-
-EXTRA_HINT = "install the [cpu] extra: pip install 'rkvideo[cpu]'"
 
 
 def _ort():
     try:
         import onnxruntime
     except ImportError:
-        raise VisionError(f"onnxruntime is not installed; {EXTRA_HINT}") from None
+        raise VisionError(f"onnxruntime is not installed; {CPU_EXTRA_HINT}") from None
     return onnxruntime
 
 

@@ -41,7 +41,6 @@ whatever happened.
 """
 from __future__ import annotations
 
-import codecs
 import ctypes
 import logging
 import os
@@ -57,7 +56,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import assemble
-from .llm import Generation, Interrupted, LLMError
+from .llm import Generation, Interrupted, LLMError, Utf8Stream
 
 log = logging.getLogger(__name__)
 
@@ -405,8 +404,7 @@ class RKLLM:
         param.is_async = False
         if self.layout == "1.2":
             # 1.2.x: the image tags are fixed at init; 1.3.0 takes them per call.
-            tags = [self.profile.img_start.encode(), self.profile.img_end.encode(),
-                    self.profile.img_content.encode()]
+            tags = self._tags()
             self._keep += tags
             param.img_start, param.img_end, param.img_content = tags
         else:
@@ -429,6 +427,10 @@ class RKLLM:
             raise LLMError(f"{self.path}: rkllm_init failed (return code {rc}; the runtime's log above says why: "
                            f"a model converted for another runtime version or platform, too little memory, "
                            f"or an NPU driver older than 0.9.8 — run `rkvideo doctor`)")
+
+    def _tags(self) -> list[bytes]:
+        """The family's image start, end and content tags, as the runtime takes them."""
+        return [self.profile.img_start.encode(), self.profile.img_end.encode(), self.profile.img_content.encode()]
 
     # -- one request ----------------------------------------------------------------------------
     def generate(self, request, on_text=None) -> Generation:
@@ -568,8 +570,7 @@ class RKLLM:
             image.image_embed = pointer
             image.n_image_tokens, image.n_image = tokens, n
             image.image_width = image.image_height = size
-            tags = [self.profile.img_start.encode(), self.profile.img_end.encode(),
-                    self.profile.img_content.encode()]
+            tags = self._tags()
             keep += tags
             image.image_start, image.image_end, image.image_content = tags
             # The video sub-struct stays zeroed: frames go in as images (facts §10 rule 2).
@@ -634,7 +635,7 @@ class _RunState:
         self.on_text = on_text
         self.limit = limit
         self.enforce_limit = enforce_limit
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stream = Utf8Stream()
         self.pieces: list[str] = []
         self.tokens = 0
         self.perf = None
@@ -664,16 +665,16 @@ class _RunState:
                 self.first = time.perf_counter()
             text = result.contents.text if result else None
             if text:
-                self.emit(self.decoder.decode(text))
+                self.emit(self.stream.feed(text))
             self.tokens += 1
             if self.enforce_limit and self.tokens >= self.limit:
                 self.limit_hit = True
                 self.end = time.perf_counter()
-                self.emit(self.decoder.decode(b"", final=True))
+                self.emit(self.stream.flush())
         elif state == RUN_FINISH:
             self.finished = True
             self.end = self.end or time.perf_counter()
-            self.emit(self.decoder.decode(b"", final=True))
+            self.emit(self.stream.flush())
             if result:
                 p = result.contents.perf
                 self.perf = (p.prefill_time_ms, p.prefill_tokens, p.generate_time_ms, p.generate_tokens)
@@ -691,7 +692,7 @@ class _RunState:
         return 0
 
     def generation(self, request) -> Generation:
-        self.emit(self.decoder.decode(b"", final=True))
+        self.emit(self.stream.flush())
         text = "".join(self.pieces)
         end = self.end or time.perf_counter()
         if self.perf and not self.limit_hit and (self.perf[1] > 0 or self.perf[3] > 0):

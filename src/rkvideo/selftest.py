@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXTRA_HINT = "install the [cpu] extra: pip install 'rkvideo[cpu]'"
+from .llm import CPU_EXTRA_HINT
 
 # The tiny model family. Patch 14 on a 56-pixel input gives a 4×4 grid: 16 tokens.
 PROFILE = "qwen2-vl-2b"
@@ -78,7 +78,7 @@ def _need(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise SelftestError(f"the self-test needs the {module!r} package; {EXTRA_HINT}") from None
+        raise SelftestError(f"the self-test needs the {module!r} package; {CPU_EXTRA_HINT}") from None
 
 
 # ------------------------------------------------------------------ encoder
