@@ -324,29 +324,49 @@ class LlamaCpp:
                            f"(use fewer --frames or lower llm.max_new_tokens)")
         # A fresh context state for every request: nothing of the previous clip survives.
         self.L.llama_memory_clear(self.memory, True)
-        text, stream, count = [], Utf8Stream(), 0
+        text, stream = [], Utf8Stream()
         timings = {"prefill": 0.0, "generate": 0.0}
 
-        def partial(stop):
+        def emit(chunk: str) -> None:
+            if chunk:
+                text.append(chunk)
+                if on_text:
+                    on_text(chunk)
+
+        def partial(stop, count):
             return Generation(text="".join(text), prompt_tokens=n_prompt, new_tokens=count,
                               timings=dict(timings), stop=stop)
 
         t0 = time.perf_counter()
         try:
-            pos = 0
-            for i, (kind, value) in enumerate(segments):
-                last = i == len(segments) - 1
-                pos = self._feed_tokens(value, pos, last) if kind == "tokens" else self._feed_image(value, pos, last)
+            pos = self._prefill(segments)
         except Interrupted:
             timings["prefill"] = time.perf_counter() - t0
-            raise Interrupted(partial("abort")) from None
+            raise Interrupted(partial("abort", 0)) from None
         t1 = time.perf_counter()
         timings["prefill"] = t1 - t0
+        count, stop = self._decode_tokens(pos, request.max_new_tokens, lambda piece: emit(stream.feed(piece)))
+        timings["generate"] = time.perf_counter() - t1
+        emit(stream.flush())
+        if stop == "abort":
+            raise Interrupted(partial("abort", count))
+        return partial(stop, count)
+
+    def _prefill(self, segments) -> int:
+        """Feed the whole prompt, logits for its last token only; the position after it."""
+        pos = 0
+        for i, (kind, value) in enumerate(segments):
+            last = i == len(segments) - 1
+            pos = self._feed_tokens(value, pos, last) if kind == "tokens" else self._feed_image(value, pos, last)
+        return pos
+
+    def _decode_tokens(self, pos: int, limit: int, on_piece: Callable[[bytes], None]) -> tuple[int, str]:
+        """Sample up to ``limit`` tokens after the prompt, each piece to ``on_piece``; (count, stop)."""
         sampler = self._sampler()
         batch = self.L.llama_batch_init(1, 0, 1)
-        stop = "length"
+        count, stop = 0, "length"
         try:
-            while count < request.max_new_tokens:
+            while count < limit:
                 if self._stop:
                     stop = "abort"
                     break
@@ -355,12 +375,8 @@ class LlamaCpp:
                     stop = "eos"
                     break
                 count += 1
-                chunk = stream.feed(self.piece(token))
-                if chunk:
-                    text.append(chunk)
-                    if on_text:
-                        on_text(chunk)
-                if count == request.max_new_tokens:
+                on_piece(self.piece(token))
+                if count == limit:
                     break
                 batch.n_tokens = 1
                 batch.token[0] = token
@@ -377,15 +393,7 @@ class LlamaCpp:
         finally:
             self.L.llama_batch_free(batch)
             self.L.llama_sampler_free(sampler)
-            timings["generate"] = time.perf_counter() - t1
-        tail = stream.flush()
-        if tail:
-            text.append(tail)
-            if on_text:
-                on_text(tail)
-        if stop == "abort":
-            raise Interrupted(partial("abort"))
-        return partial(stop)
+        return count, stop
 
     def abort(self) -> None:
         """Stop the running generation, or the next one if none runs; it raises Interrupted.

@@ -476,26 +476,31 @@ class RKLLM:
             raise LLMError(f"{self.path}: rkllm_clear_kv_cache failed (return code {rc})")
         inp, infer, keep = self._inputs(request, prompt, emb, limit)
         state = _RunState(on_text, limit, enforce_limit=enforce)
-        done = threading.Event()
-        gate = threading.Lock()
-        flags = {"entered": False, "cancelled": False}
-        result = {}
+        rc = self._run_blocking(inp, infer, state)
+        del keep, emb  # the buffer and strings had to live until rkllm_run returned
+        generation = state.generation(request)
+        if state.ctrl_c is not None:
+            # The run is over and the handle intact: now the Ctrl-C goes on to the caller,
+            # as it does from the llama.cpp runtime (the CLI exits 130).
+            raise state.ctrl_c
+        if self._stop.is_set():
+            generation.stop = "abort"
+            raise Interrupted(generation)
+        if state.error:
+            raise state.error
+        if rc != 0:
+            if not state.limit_hit:
+                raise LLMError(f"{self.path}: rkllm_run failed (return code {rc})")
+            # rkvideo aborted this run at the request's limit: the text is complete, and what the
+            # runtime says about being aborted is no failure.
+            log.debug("%s: rkllm_run returned %s after the abort at the token limit", self.path, rc)
+        return generation
 
-        def run():
-            try:
-                with gate:
-                    if flags["cancelled"]:
-                        return
-                    flags["entered"] = True
-                result["rc"] = self._lib.rkllm_run(self._handle, byref(inp), byref(infer), None)
-            except BaseException as exc:  # ctypes argument errors; never expected
-                result["exc"] = exc
-            finally:
-                done.set()
-
-        worker = threading.Thread(target=run, name="rkvideo-rkllm", daemon=True)
-        interrupted = launched = False
-        keyboard = None
+    def _run_blocking(self, inp, infer, state) -> int | None:
+        """rkllm_run on a helper thread while this thread waits and relays aborts; its return code,
+        or None when an abort cancelled it before it began. A Ctrl-C lands in ``state.ctrl_c``."""
+        call = _Call(lambda: self._lib.rkllm_run(self._handle, byref(inp), byref(infer), None))
+        launched = False
         self._run_state = state
         self._running = True
         state.start = time.perf_counter()
@@ -507,45 +512,26 @@ class RKLLM:
                 try:
                     if not launched:
                         launched = True
-                        worker.start()
+                        call.thread.start()
                     # Short waits keep this thread able to take Ctrl-C, and re-sending the
                     # abort covers one that arrived before rkllm_run had started.
-                    if done.wait(0.2):
+                    if call.done.wait(0.2):
                         break
-                    if interrupted or self._stop.is_set():
-                        with gate:
-                            if not flags["entered"]:
-                                flags["cancelled"] = True
-                                break
+                    if self._stop.is_set():
+                        if call.cancel():
+                            break
                         self._lib.rkllm_abort(self._handle)
                     elif state.limit_hit:
                         self._lib.rkllm_abort(self._handle)
                 except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one by the CLI
-                    interrupted, keyboard = True, exc
+                    state.ctrl_c = exc
                     self.abort()
         finally:
             self._running = False
             self._run_state = None
-        del keep, emb  # the buffer and strings had to live until rkllm_run returned
-        if "exc" in result:
-            raise LLMError(f"{self.path}: rkllm_run could not be called: {result['exc']}")
-        generation = state.generation(request)
-        if keyboard is not None:
-            # The run is over and the handle intact: now the Ctrl-C goes on to the caller,
-            # as it does from the llama.cpp runtime (the CLI exits 130).
-            raise keyboard
-        if interrupted or self._stop.is_set():
-            generation.stop = "abort"
-            raise Interrupted(generation)
-        if state.error:
-            raise state.error
-        if result.get("rc") != 0:
-            if not state.limit_hit:
-                raise LLMError(f"{self.path}: rkllm_run failed (return code {result['rc']})")
-            # rkvideo aborted this run at the request's limit: the text is complete, and what the
-            # runtime says about being aborted is no failure.
-            log.debug("%s: rkllm_run returned %s after the abort at the token limit", self.path, result["rc"])
-        return generation
+        if call.exc is not None:
+            raise LLMError(f"{self.path}: rkllm_run could not be called: {call.exc}")
+        return call.rc
 
     def _inputs(self, request, prompt: str, emb: np.ndarray, limit: int):
         s = self.s
@@ -628,6 +614,38 @@ class RKLLM:
         self.close()
 
 
+class _Call:
+    """One blocking call on a helper thread. A cancel before it began means it never begins."""
+
+    def __init__(self, function):
+        self.function = function
+        self.done = threading.Event()
+        self.rc = None
+        self.exc: BaseException | None = None
+        self._gate = threading.Lock()
+        self._entered = self._cancelled = False
+        self.thread = threading.Thread(target=self._run, name="rkvideo-rkllm", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with self._gate:
+                if self._cancelled:
+                    return
+                self._entered = True
+            self.rc = self.function()
+        except BaseException as exc:  # ctypes argument errors; never expected
+            self.exc = exc
+        finally:
+            self.done.set()
+
+    def cancel(self) -> bool:
+        """True when the call had not begun, and now never will."""
+        with self._gate:
+            if not self._entered:
+                self._cancelled = True
+            return self._cancelled
+
+
 class _RunState:
     """What one rkllm_run produced: text (decoded across chunk boundaries), counts, perf, errors."""
 
@@ -642,6 +660,7 @@ class _RunState:
         self.finished = False
         self.limit_hit = False
         self.error: Exception | None = None
+        self.ctrl_c: KeyboardInterrupt | None = None   # taken while waiting; re-raised after the run
         self.start = 0.0
         self.first = None
         self.end = None
