@@ -124,8 +124,47 @@ def test_drop_keeps_jobs_that_have_descriptions(db):
     kept = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
     db.finish(db.claim_next(), result())
     gone = db.put("/cam/b.mp4", "queued", size=20, mtime=2.0, digest="h2")
-    assert db.drop(kept) is False and db.drop(gone) is True
+    assert db.drop(kept) == ("kept", None) and db.drop(gone) == ("dropped", None)
     assert db.job(kept) is not None and db.job(gone) is None
+
+
+def _copy(db, path, original):
+    return db.put(path, "skipped", size=10, mtime=1.0, digest=db.job(original)["hash"],
+                  error=store.same_content(db.job(original)), duplicate_of=original)
+
+
+def test_dropping_an_undescribed_original_queues_its_oldest_copy(db):
+    original = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    first, second = _copy(db, "/cam/a-copy.mp4", original), _copy(db, "/cam/a-copy2.mp4", original)
+    what, promoted = db.drop(original)
+    assert (what, promoted) == ("dropped", {"id": first, "path": "/cam/a-copy.mp4"})
+    job = db.job(first)
+    assert (job["status"], job["duplicate_of"], job["error"], job["attempts"]) == ("queued", None, None, 0)
+    # The other copy now points at the one that will be described.
+    other = db.job(second)
+    assert (other["status"], other["duplicate_of"]) == ("skipped", first)
+    assert other["error"] == "same content as /cam/a-copy.mp4 (job %d)" % first
+    assert db.claim_next()["id"] == first
+
+
+def test_a_described_original_keeps_its_copies_skipped(db):
+    original = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim_next(), result())
+    copy = _copy(db, "/cam/a-copy.mp4", original)
+    assert db.drop(original) == ("kept", None)
+    assert (db.job(copy)["status"], db.job(copy)["duplicate_of"]) == ("skipped", original)
+    # New content at a done path: the old content is described, the copy stays skipped too.
+    db.put("/cam/a.mp4", "queued", size=11, mtime=2.0, digest="h2")
+    assert db.job(copy)["status"] == "skipped"
+
+
+def test_new_content_at_an_undescribed_original_queues_its_copy(db):
+    original = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    copy = _copy(db, "/cam/a-copy.mp4", original)
+    db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")      # same content: nothing moves
+    assert db.job(copy)["status"] == "skipped"
+    db.put("/cam/a.mp4", "queued", size=12, mtime=3.0, digest="h3")      # rewritten before it was described
+    assert (db.job(copy)["status"], db.job(copy)["duplicate_of"]) == ("queued", None)
 
 
 def test_search_ranks_and_marks_the_word(db):

@@ -224,6 +224,50 @@ def test_renames_moves_duplicates_and_deletes_while_the_worker_is_busy(tmp_path)
     assert (folder / "d renamed.vtt").read_text().startswith("WEBVTT")
 
 
+def test_a_copy_is_described_when_its_undescribed_original_is_deleted(tmp_path):
+    folder = tmp_path / "cameras"
+    first, a = daemon.clip(folder / "first.mp4", 0), daemon.clip(folder / "a.mp4", 1)
+    gate, calls = tmp_path / "gate", tmp_path / "calls.log"
+    config = daemon.write_config(tmp_path, sidecars=())
+    db = tmp_path / "rkvideo.db"
+    proc = daemon.start(folder, db, config, env=daemon.environment(RKVIDEO_FAKE_GATE=gate, RKVIDEO_FAKE_LOG=calls))
+    try:
+        # first.mp4 is held at the gate, a.mp4 waits in the queue.
+        daemon.wait_for(lambda: calls.exists() and "generate-start" in calls.read_text(), proc, "first to start")
+        daemon.wait_for(lambda: daemon.status(db, a) == "queued", proc, "a in the queue")
+        copy, copy2 = folder / "a-copy.mp4", folder / "a-copy2.mp4"
+        shutil.copyfile(a, copy)
+        daemon.wait_for(lambda: daemon.status(db, copy) == "skipped", proc, "the copy to be skipped")
+        shutil.copyfile(a, copy2)
+        daemon.wait_for(lambda: daemon.status(db, copy2) == "skipped", proc, "the second copy to be skipped")
+        a.unlink()                                  # the original goes before it was described
+        daemon.wait_for(lambda: str(a) not in daemon.jobs(db), proc, "a to leave the queue")
+        gate.touch()
+        daemon.wait_for(lambda: daemon.settled(db, [first, copy]), proc, "the queue to drain")
+
+        # A described original that is deleted keeps its description; its copy stays skipped.
+        first_copy = folder / "first-copy.mp4"
+        shutil.copyfile(first, first_copy)
+        daemon.wait_for(lambda: daemon.status(db, first_copy) == "skipped", proc, "the copy of first")
+        first.unlink()
+        first_copy.touch()                          # an event after the delete: both are handled in order
+        daemon.wait_for(lambda: daemon.jobs(db)[str(first_copy)]["mtime"] == first_copy.stat().st_mtime, proc,
+                        "the touch after the delete")
+        code, err = daemon.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+    table = daemon.jobs(db)
+    ids = {p: table[str(p)]["id"] for p in (copy, first)}
+    assert {p: (j["status"], j["n"], j["duplicate_of"]) for p, j in table.items()} == {
+        str(first): ("done", 1, None), str(copy): ("done", 1, None), str(copy2): ("skipped", 0, ids[copy]),
+        str(first_copy): ("skipped", 0, ids[first])}
+    assert f"same content as {copy} (job {ids[copy]})" == table[str(copy2)]["error"]
+    assert f"queued {copy} [job {ids[copy]}]: its original was deleted" in err
+    assert sorted(runtime_calls(calls, "generate-start")) == ["a-copy.mp4", "first.mp4"]
+
+
 # ------------------------------------------------------ SIGTERM and systemd
 
 def _notifications(sock):

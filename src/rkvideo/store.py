@@ -17,7 +17,13 @@ Exactly-once rests on three rules:
   back to ``queued`` (or to ``failed`` once it has used up its attempts, so a
   file that crashes the decoder cannot crash-loop the service).
 
-Duplicates are found by a content fingerprint (see ``fingerprint``).
+Duplicates are found by a content fingerprint (see ``fingerprint``). A copy is
+``skipped`` with ``duplicate_of`` pointing at the original while the original
+is (to be) described. If the original goes away undescribed — its file is
+deleted, or its content changes — before it is ``done``, the oldest copy is
+queued in its place (``drop``, ``put``), so that content is still described
+once. A ``done`` original that is deleted keeps its descriptions and its
+copies stay skipped: their content is described already.
 """
 from __future__ import annotations
 
@@ -81,6 +87,11 @@ def fingerprint(path: str | os.PathLike) -> str:
         f.seek(size - BLOCK)
         digest.update(f.read(BLOCK))
     return digest.hexdigest()
+
+
+def same_content(original: dict) -> str:
+    """Why a copy is skipped (kept in its job's ``error``)."""
+    return f"same content as {original['path']} (job {original['id']})"
 
 
 def db_text(path: str) -> str:
@@ -274,6 +285,10 @@ class Store:
                   "error": error, "duplicate_of": duplicate_of, "stamp": stamp, "path": db_text(path),
                   "finished": stamp if status in ("failed", "skipped") else None}
         with self.transaction():
+            old = self.db.execute("SELECT id, hash, status FROM jobs WHERE path = ?", [values["path"]]).fetchone()
+            if old is not None and old[1] != digest and old[2] != "done":
+                # The file's old content was never described: a copy of it now has to be.
+                self._promote_duplicate(old[0], stamp)
             self.db.execute(
                 "INSERT INTO jobs (path, size, mtime, hash, duration, status, attempts, error, duplicate_of, "
                 "created_at, updated_at, finished_at) VALUES (:path, :size, :mtime, :hash, :duration, :status, "
@@ -283,6 +298,21 @@ class Store:
                 "updated_at = :stamp, started_at = NULL, finished_at = :finished", values)
             row = self.db.execute("SELECT id FROM jobs WHERE path = ?", [values["path"]]).fetchone()
         return row[0]
+
+    def _promote_duplicate(self, job_id: int, stamp: str) -> dict | None:
+        """The original ``job_id`` goes away undescribed: its oldest skipped copy is queued in its place
+        and the other copies now point at that one. Returns the promoted job (id, path) or None."""
+        row = self.db.execute("SELECT id, path FROM jobs WHERE duplicate_of = ? AND status = 'skipped' "
+                              "ORDER BY id LIMIT 1", [job_id]).fetchone()
+        if row is None:
+            return None
+        promoted = {"id": row[0], "path": row[1]}
+        self.db.execute("UPDATE jobs SET status = 'queued', duplicate_of = NULL, error = NULL, attempts = 0, "
+                        "not_before = NULL, started_at = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
+                        [stamp, promoted["id"]])
+        self.db.execute("UPDATE jobs SET duplicate_of = ?, error = ?, updated_at = ? WHERE duplicate_of = ?",
+                        [promoted["id"], same_content(promoted), stamp, job_id])
+        return promoted
 
     def touch(self, job_id: int, size: int, mtime: float) -> None:
         """Same content, new size/mtime on record (e.g. the file was touched)."""
@@ -302,14 +332,28 @@ class Store:
                                      "WHERE substr(path, 1, ?) = ?", [new, len(old) + 1, now(), len(old), old])
             return cursor.rowcount
 
-    def drop(self, job_id: int, running: bool = False) -> bool:
-        """Forget a job whose file is gone. Jobs with descriptions are kept (the text outlives the
-        recording); a running job only by its worker (``running=True``)."""
+    def drop(self, job_id: int, running: bool = False) -> tuple[str, dict | None]:
+        """Forget a job whose file is gone; one transaction. Returns what happened and the promoted copy:
+
+        * ``("dropped", copy)``: the job is deleted; if it was never described, its oldest skipped
+          duplicate (``copy``, else None) is queued in its place, since that content still needs a
+          description;
+        * ``("kept", None)``: the job has descriptions, which outlive the recording, so it stays; its
+          duplicates stay skipped, because their content is described;
+        * ``("", None)``: nothing to do (no such job, or a running job and not ``running=True``, which
+          only its worker passes).
+        """
+        stamp = now()
         with self.transaction():
-            cursor = self.db.execute(
-                "DELETE FROM jobs WHERE id = ? AND (status != 'running' OR ?) AND "
-                "NOT EXISTS (SELECT 1 FROM descriptions WHERE job_id = jobs.id)", [job_id, running])
-            return cursor.rowcount > 0
+            row = self.db.execute("SELECT status, EXISTS (SELECT 1 FROM descriptions WHERE job_id = jobs.id) "
+                                  "FROM jobs WHERE id = ?", [job_id]).fetchone()
+            if row is None or (row[0] == "running" and not running):
+                return "", None
+            if row[1]:
+                return "kept", None
+            promoted = self._promote_duplicate(job_id, stamp)
+            self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
+            return "dropped", promoted
 
     def claim_next(self) -> dict | None:
         """Take the oldest due queued job and mark it running (one more attempt)."""

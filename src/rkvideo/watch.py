@@ -323,10 +323,8 @@ class Daemon:
                       job["path"], job["id"], job["attempts"])
         # Queued, failed or skipped jobs whose file is gone have nothing left to do.
         for job in self.store.jobs():
-            if job["status"] in ("queued", "failed", "skipped") and store.valid_name(job["path"]) \
-                    and not os.path.lexists(job["path"]):
-                if self.store.drop(job["id"]):
-                    log.info("dropped %s [job %d]: file deleted", job["path"], job["id"])
+            if store.valid_name(job["path"]) and not os.path.lexists(job["path"]):
+                self._forget(job)
 
     def _observe(self):
         from watchdog.observers import Observer
@@ -421,8 +419,8 @@ class Daemon:
 
     def _forget(self, job: dict) -> None:
         # Done jobs stay: their descriptions outlive the recording. A running job is left to its worker.
-        if job["status"] in ("queued", "failed", "skipped") and self.store.drop(job["id"]):
-            log.info("dropped %s [job %d]: file deleted", job["path"], job["id"])
+        if job["status"] in ("queued", "failed", "skipped"):
+            _drop_gone(self.store, job)
 
     # ------------------------------------------------------------- settling
 
@@ -493,8 +491,8 @@ class Daemon:
                 self.store.touch(original["id"], st.st_size, st.st_mtime)
                 log.info("renamed %s -> %s [job %d] (found by content)", original["path"], path, original["id"])
                 return
-            self._record(path, "skipped", f"same content as {original['path']} (job {original['id']})", st,
-                         digest=digest, duplicate_of=original["id"])
+            self._record(path, "skipped", store.same_content(original), st, digest=digest,
+                         duplicate_of=original["id"])
             return
         try:
             info = video.probe(path)
@@ -515,6 +513,18 @@ class Daemon:
                                 digest=digest, error=error, duplicate_of=duplicate_of)
         level = logging.INFO if status == "skipped" else logging.ERROR
         log.log(level, "%s %s [job %d]: %s", status, store.db_text(path), job_id, error)
+
+
+def _drop_gone(db, job: dict, running: bool = False) -> str:
+    """The file of ``job`` was deleted: the job leaves the queue (``Store.drop`` says when it stays),
+    and a copy of an undescribed original is queued in its place. Logs what happened."""
+    what, promoted = db.drop(job["id"], running=running)
+    if what == "dropped":
+        log.info("dropped %s [job %d]: file deleted", job["path"], job["id"])
+    if promoted:
+        log.info("queued %s [job %d]: its original was deleted before it was described", promoted["path"],
+                 promoted["id"])
+    return what
 
 
 def _handler(events: queue.SimpleQueue):
@@ -641,9 +651,7 @@ class Worker(threading.Thread):
                  len(result.frames), result.tokens.get("new"), _timings(result.timings), total)
 
     def _gone(self, db, job: dict) -> None:
-        if db.drop(job["id"], running=True):
-            log.info("dropped %s [job %d]: file deleted", job["path"], job["id"])
-        else:
+        if _drop_gone(db, job, running=True) != "dropped":
             db.fail(job["id"], "file deleted before it was described again")
 
     def _failed(self, db, job: dict, error: str, permanent: bool) -> None:
