@@ -204,6 +204,31 @@ def test_save_result_adds_a_description_per_call(tmp_path):
     s.close()
 
 
+def test_save_result_that_cannot_insert_leaves_no_done_job(tmp_path, monkeypatch):
+    """A job must never be done without a description: the daemon would skip its file forever."""
+    clip, queued = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    clip.write_bytes(b"a file with content")
+    queued.write_bytes(b"another file with content")
+    path = tmp_path / "rkvideo.db"
+    s = store.Store(path)
+    s.put(str(queued), "queued", size=1, mtime=1.0, digest="old content")
+    s.close()
+
+    def broken_insert(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store.Store, "_insert_description", broken_insert)
+    for target in (clip, queued):
+        with pytest.raises(store.StoreError, match="disk is full"):
+            store.save_result(path, result(path=str(target)))
+    monkeypatch.undo()
+    s = store.Store(path)
+    assert s.job_at(str(clip)) is None
+    assert (s.job_at(str(queued))["status"], s.job_at(str(queued))["hash"]) == ("queued", "old content")
+    assert s.db.execute("SELECT count(*) FROM descriptions").fetchone()[0] == 0
+    s.close()
+
+
 # ---------------------------------------------------------------- fingerprints
 
 def _changed(path, offset):

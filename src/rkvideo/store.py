@@ -280,24 +280,29 @@ class Store:
     def put(self, path: str, status: str, *, size=None, mtime=None, digest=None, duration=None,
             error=None, duplicate_of=None) -> int:
         """Insert or reset the job for ``path``; attempts start again at 0."""
+        with self.transaction():
+            return self._put(path, status, size=size, mtime=mtime, digest=digest, duration=duration,
+                             error=error, duplicate_of=duplicate_of)
+
+    def _put(self, path: str, status: str, *, size=None, mtime=None, digest=None, duration=None,
+             error=None, duplicate_of=None) -> int:
+        """``put`` inside a transaction the caller holds (it opens none of its own)."""
         stamp = now()
         values = {"size": size, "mtime": mtime, "hash": digest, "duration": duration, "status": status,
                   "error": error, "duplicate_of": duplicate_of, "stamp": stamp, "path": db_text(path),
                   "finished": stamp if status in ("failed", "skipped") else None}
-        with self.transaction():
-            old = self.db.execute("SELECT id, hash, status FROM jobs WHERE path = ?", [values["path"]]).fetchone()
-            if old is not None and old[1] != digest and old[2] != "done":
-                # The file's old content was never described: a copy of it now has to be.
-                self._promote_duplicate(old[0], stamp)
-            self.db.execute(
-                "INSERT INTO jobs (path, size, mtime, hash, duration, status, attempts, error, duplicate_of, "
-                "created_at, updated_at, finished_at) VALUES (:path, :size, :mtime, :hash, :duration, :status, "
-                "0, :error, :duplicate_of, :stamp, :stamp, :finished) "
-                "ON CONFLICT(path) DO UPDATE SET size = :size, mtime = :mtime, hash = :hash, duration = :duration, "
-                "status = :status, attempts = 0, error = :error, duplicate_of = :duplicate_of, not_before = NULL, "
-                "updated_at = :stamp, started_at = NULL, finished_at = :finished", values)
-            row = self.db.execute("SELECT id FROM jobs WHERE path = ?", [values["path"]]).fetchone()
-        return row[0]
+        old = self.db.execute("SELECT id, hash, status FROM jobs WHERE path = ?", [values["path"]]).fetchone()
+        if old is not None and old[1] != digest and old[2] != "done":
+            # The file's old content was never described: a copy of it now has to be.
+            self._promote_duplicate(old[0], stamp)
+        self.db.execute(
+            "INSERT INTO jobs (path, size, mtime, hash, duration, status, attempts, error, duplicate_of, "
+            "created_at, updated_at, finished_at) VALUES (:path, :size, :mtime, :hash, :duration, :status, "
+            "0, :error, :duplicate_of, :stamp, :stamp, :finished) "
+            "ON CONFLICT(path) DO UPDATE SET size = :size, mtime = :mtime, hash = :hash, duration = :duration, "
+            "status = :status, attempts = 0, error = :error, duplicate_of = :duplicate_of, not_before = NULL, "
+            "updated_at = :stamp, started_at = NULL, finished_at = :finished", values)
+        return self.db.execute("SELECT id FROM jobs WHERE path = ?", [values["path"]]).fetchone()[0]
 
     def _promote_duplicate(self, job_id: int, stamp: str) -> dict | None:
         """The original ``job_id`` goes away undescribed: its oldest skipped copy is queued in its place
@@ -460,19 +465,23 @@ def _decode(row: dict) -> dict:
 
 
 def save_result(db_path: str | os.PathLike, result) -> int:
-    """``rkvideo describe --db``: store one result under the job of its (first) input file."""
+    """``rkvideo describe --db``: store one result under the job of its (first) input file.
+
+    One transaction for the job and its description: a job must never be ``done`` without one (the
+    daemon would never describe that file).
+    """
     path = os.path.abspath(result.inputs[0])
     store = Store(db_path)
     try:
         if not valid_name(path):
             raise StoreError(f"{db_text(path)}: file name is not valid UTF-8 (rename the file to store it)")
         st = os.stat(path)
-        job = store.job_at(path)
         digest = fingerprint(path)
-        if job is None or job["hash"] != digest:
-            job_id = store.put(path, "done", size=st.st_size, mtime=st.st_mtime, digest=digest)
-            job = store.job(job_id)
         with store.transaction():
+            job = store.job_at(path)
+            if job is None or job["hash"] != digest:
+                store._put(path, "done", size=st.st_size, mtime=st.st_mtime, digest=digest)
+                job = store.job_at(path)
             description = store._insert_description(job, result, None, "describe", now())
             if job["status"] != "running":      # a running daemon job commits its own row
                 store.db.execute("UPDATE jobs SET status = 'done', error = NULL, not_before = NULL, "
