@@ -54,7 +54,7 @@ def test_every_clip_described_exactly_once_through_kill_9(tmp_path):
     # The sidecars of a job killed after writing them were simply rewritten; no temp files remain.
     for p in paths:
         for kind in ("txt", "json", "vtt"):
-            assert p.with_suffix(f".{kind}").is_file()
+            assert p.with_name(f"{p.name}.{kind}").is_file()
     assert not [f for f in folder.iterdir() if f.name.startswith(".")]
     # The FTS index matches the table after the rollbacks.
     fts = daemon.query(db, "SELECT count(*) AS n FROM descriptions_fts")

@@ -38,18 +38,30 @@ def test_vtt_escapes_markup_and_handles_long_times():
 
 def test_targets_beside_the_recording_or_mirrored_under_an_output_folder(tmp_path):
     rec = tmp_path / "cams" / "door" / "2024-05-01.MP4"
-    assert sidecars.targets(rec, ["vtt", "txt"]) == {"vtt": rec.with_suffix(".vtt"), "txt": rec.with_suffix(".txt")}
+    beside = rec.parent / "2024-05-01.MP4"
+    assert sidecars.targets(rec, ["vtt", "txt"]) == {"vtt": beside.with_name("2024-05-01.MP4.vtt"),
+                                                     "txt": beside.with_name("2024-05-01.MP4.txt")}
     out = sidecars.targets(rec, ["json"], tmp_path / "out", root=tmp_path / "cams")
-    assert out == {"json": tmp_path / "out" / "door" / "2024-05-01.json"}
+    assert out == {"json": tmp_path / "out" / "cams" / "door" / "2024-05-01.MP4.json"}
+
+
+def test_recordings_never_share_a_sidecar(tmp_path):
+    """Same stem in one folder, same name in two watched folders: every recording gets its own files."""
+    out = tmp_path / "out"
+    door, yard = tmp_path / "door", tmp_path / "yard"
+    recordings = [(door / "0800.mp4", door), (door / "0800.MOV", door), (yard / "0800.mp4", yard)]
+    for folder in (None, out):
+        paths = [p for rec, root in recordings for p in sidecars.targets(rec, sidecars.KINDS, folder, root).values()]
+        assert len(set(paths)) == len(paths) == 9
 
 
 def test_write_all_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     rec = tmp_path / "a.mp4"
     result = {"text": TEXT, "frames": FRAMES}
     written = sidecars.write_all(rec, result, 10.0, ["txt", "json", "vtt"])
-    assert [p.name for p in written] == ["a.txt", "a.json", "a.vtt"]
-    assert (tmp_path / "a.txt").read_text() == TEXT + "\n"
-    assert json.loads((tmp_path / "a.json").read_text())["recording"] == str(rec)
+    assert [p.name for p in written] == ["a.mp4.txt", "a.mp4.json", "a.mp4.vtt"]
+    assert (tmp_path / "a.mp4.txt").read_text() == TEXT + "\n"
+    assert json.loads((tmp_path / "a.mp4.json").read_text())["recording"] == str(rec)
 
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
@@ -57,5 +69,5 @@ def test_write_all_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     monkeypatch.setattr(sidecars.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
         sidecars.write_all(rec, {"text": "new text", "frames": FRAMES}, 10.0, ["txt"])
-    assert (tmp_path / "a.txt").read_text() == TEXT + "\n"             # the old file is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.txt", "a.vtt"]
+    assert (tmp_path / "a.mp4.txt").read_text() == TEXT + "\n"         # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4.json", "a.mp4.txt", "a.mp4.vtt"]

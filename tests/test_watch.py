@@ -221,7 +221,7 @@ def test_renames_moves_duplicates_and_deletes_while_the_worker_is_busy(tmp_path)
     assert sorted(runtime_calls(calls, "generate-start")) == ["a.mp4", "b.mp4", "d renamed.mp4", "e.mp4"]
     assert_one_request_at_a_time(calls)
     # Sidecars follow the name the recording had when it was described.
-    assert (folder / "d renamed.vtt").read_text().startswith("WEBVTT")
+    assert (folder / "d renamed.mp4.vtt").read_text().startswith("WEBVTT")
 
 
 def test_a_copy_is_described_when_its_undescribed_original_is_deleted(tmp_path):
@@ -266,6 +266,32 @@ def test_a_copy_is_described_when_its_undescribed_original_is_deleted(tmp_path):
     assert f"same content as {copy} (job {ids[copy]})" == table[str(copy2)]["error"]
     assert f"queued {copy} [job {ids[copy]}]: its original was deleted" in err
     assert sorted(runtime_calls(calls, "generate-start")) == ["a-copy.mp4", "first.mp4"]
+
+
+def test_sidecars_of_recordings_with_the_same_name_never_overwrite_each_other(tmp_path):
+    """Two cameras' folders both hold 0800.mp4, and one of them 0800.MOV too; sidecars go to output.dir."""
+    door, yard, out = tmp_path / "door", tmp_path / "yard", tmp_path / "out"
+    recordings = {door / "0800.mp4": door, door / "0800.MOV": door, yard / "0800.mp4": yard,
+                  yard / "day 2" / "0800.mp4": yard}
+    for n, path in enumerate(recordings):
+        daemon.clip(path, n)
+    config = daemon.write_config(tmp_path, sidecars=("json", "vtt"))
+    config.write_text(config.read_text() + f'dir = "{out}"\n')
+    db = tmp_path / "rkvideo.db"
+    result = daemon.once([door, yard], db, config)
+    assert result.returncode == 0, result.stderr
+    assert daemon.settled(db, recordings) and all(j["status"] == "done" for j in daemon.jobs(db).values())
+    for path, root in recordings.items():
+        place = out / root.name / path.parent.relative_to(root)
+        assert json.loads((place / f"{path.name}.json").read_text())["recording"] == str(path)
+        assert (place / f"{path.name}.vtt").read_text().startswith("WEBVTT")
+    assert len([p for p in out.rglob("*") if p.is_file()]) == 2 * len(recordings)
+
+    # Two watched folders with one name would share a place under output.dir: refused up front.
+    other = tmp_path / "elsewhere" / "door"
+    other.mkdir(parents=True)
+    refused = daemon.once([door, other], db, config)
+    assert refused.returncode == 2 and "the sidecars of both would go to" in refused.stderr
 
 
 # ------------------------------------------------------ SIGTERM and systemd
@@ -545,7 +571,7 @@ def test_watch_once_with_the_self_test_models(tiny_models, tmp_path, capsys):
     (row,) = daemon.query(db, "SELECT * FROM descriptions")
     assert row["llm_model"] == "llm.gguf" and row["frame_count"] == 4 and row["new_tokens"] > 0
     assert set(json.loads(row["timings"])) >= {"encode", "prefill", "generate", "describe"}
-    assert clip.with_suffix(".txt").read_text().strip() == row["text"].strip()
+    assert (folder / "yard.mp4.txt").read_text().strip() == row["text"].strip()
 
 
 # --------------------------------------------------------------- systemd

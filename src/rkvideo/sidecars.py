@@ -1,9 +1,21 @@
 """Text files next to each recording: ``.txt``, ``.json`` and ``.vtt``.
 
 Why sidecars at all: NVR web UIs, file managers and video players find a file
-called like the recording; they cannot read a database. The names follow the
-players' rule (``door.mp4`` → ``door.vtt``, which VLC and mpv load by
-themselves), and ``door.txt``/``door.json`` beside it.
+called like the recording; they cannot read a database.
+
+Names keep the recording's whole file name: ``door.mp4`` → ``door.mp4.txt``,
+``door.mp4.json``, ``door.mp4.vtt``. Stem names (``door.vtt``, the name every
+player looks for first) would be shared by ``door.mp4`` and ``door.MOV`` in one
+folder, and one description would overwrite the other; a fallback to full
+names only on a clash would make a sidecar's name depend on which files were
+there first. One fixed rule is predictable for scripts. Players still find the
+cues: VLC by default loads subtitles whose name starts with the video's name;
+mpv needs ``--sub-auto=fuzzy``; any player can open the file by hand.
+
+Under ``output.dir`` the files go to ``<dir>/<watched folder's name>/<sub-folders>/``,
+always nested by the watched folder's name (also with a single folder, so
+adding a second one later moves nothing), because two cameras' folders very
+often hold recordings with the same names (``door/0800.mp4``, ``yard/0800.mp4``).
 
 Every file is written to a temporary name in the same folder, flushed to disk
 and renamed over the target, so a crash or power cut leaves either the old
@@ -28,18 +40,18 @@ KINDS = ("txt", "json", "vtt")
 
 def targets(recording: str | os.PathLike, kinds, out_dir: str | os.PathLike | None = None,
             root: str | os.PathLike | None = None) -> dict:
-    """Sidecar path per kind: beside the recording, or under ``out_dir`` mirroring its place below ``root``."""
+    """Sidecar path per kind: beside the recording, or under ``out_dir``/<root's name> mirroring its
+    place below ``root`` (the watched folder it was found in)."""
     recording = Path(recording)
     folder = recording.parent
     if out_dir:
-        relative = Path()
+        folder = Path(out_dir)
         if root is not None:
             try:
-                relative = recording.parent.relative_to(root)
+                folder = folder / Path(root).name / recording.parent.relative_to(root)
             except ValueError:
                 pass
-        folder = Path(out_dir) / relative
-    return {kind: folder / f"{recording.stem}.{kind}" for kind in kinds}
+    return {kind: folder / f"{recording.name}.{kind}" for kind in kinds}
 
 
 def write_all(recording: str | os.PathLike, result: dict, duration: float | None, kinds,

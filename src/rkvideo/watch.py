@@ -93,6 +93,7 @@ def cmd_watch(args) -> int:
         if not path.is_dir():
             raise CLIError(f"{folder}: not a folder (give the folder the recordings are written to)")
         roots.append(path.resolve())
+    _check_sidecar_folders(config, roots)
     db = Path(args.db).expanduser() if args.db else config.resolve_path(config.watch.db)
     _setup_logging(args.verbose)
     try:
@@ -100,6 +101,21 @@ def cmd_watch(args) -> int:
     except store.StoreError as exc:
         raise CLIError(str(exc), EXIT_RUNTIME) from None
     return daemon.run()
+
+
+def _check_sidecar_folders(config, roots: list) -> None:
+    """Under output.dir, sidecars are nested by the watched folder's name: two folders with one name
+    would write into the same place."""
+    from .cli import CLIError
+    if not (config.output.sidecars and config.output.dir):
+        return
+    seen = {}
+    for root in roots:
+        other = seen.setdefault(root.name, root)
+        if other != root:
+            out = config.resolve_path(config.output.dir) / root.name
+            raise CLIError(f"{other} and {root}: the sidecars of both would go to {out} (output.dir nests them "
+                           f"by folder name; watch folders with different names, or leave output.dir unset)")
 
 
 def _setup_logging(verbose: bool) -> None:
