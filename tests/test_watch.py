@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -540,6 +541,79 @@ def test_watchdog_pings_stop_while_the_runtime_makes_no_progress(tmp_path, monke
         assert "WATCHDOG=1" in _notifications(sock)
     finally:
         owner.store.close()
+
+
+class IdleWorker:
+    """Stands in for the worker thread in the in-process tests: nothing running."""
+    current = None
+    progress = 0.0
+
+    def __init__(self):
+        self.wake = threading.Event()
+
+
+def test_queueing_a_big_batch_pings_the_watchdog_between_every_two_files(tmp_path, monkeypatch):
+    """A first start on a large archive: scanning and queueing must not starve the watchdog.
+
+    WATCHDOG_USEC is 1 µs, so the rate limit (a quarter of it) never holds a ping back and every ping
+    the daemon tries to send arrives. The test counts pings per file; it measures no time.
+    """
+    from rkvideo import config as config_mod, watch
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "1")
+    folder = tmp_path / "cameras"
+    paths = [daemon.clip(folder / f"day{n:02d}" / "0800.mp4", n) for n in range(12)]
+    paths += daemon.clips(folder, 12, first=12)
+    owner = watch.Daemon(config_mod.Config(), [folder], tmp_path / "rkvideo.db")
+    owner.worker = IdleWorker()
+    pings = [0]
+
+    def counted(step, record):
+        def call(path, *args):
+            pings[0] += _notifications(sock).count("WATCHDOG=1")     # a local datagram arrives at once
+            record.append(pings[0])
+            return step(path, *args)
+        return call
+
+    scanned, queued = [], []
+    monkeypatch.setattr(owner, "_watch", counted(owner._watch, scanned))
+    monkeypatch.setattr(owner, "_intake", counted(owner._intake, queued))
+    try:
+        owner._scan(str(folder))
+        for entry in owner.pending.values():
+            entry[1] -= owner.settle                # settled already: no waiting in this test
+        owner._settle_pending()
+        assert [daemon.status(owner.db_path, p) for p in paths] == ["queued"] * len(paths)
+    finally:
+        owner.store.close()
+    assert len(scanned) == len(queued) == len(paths)
+    # At least one ping between any two files, so the longest silence is one file's work, not the batch's.
+    assert all(b > a for a, b in zip(scanned, scanned[1:])), scanned
+    assert all(b > a for a, b in zip(queued, queued[1:])), queued
+
+
+def test_watchdog_pings_are_rate_limited(tmp_path, monkeypatch):
+    from rkvideo import watch
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "8000000")            # 8 s: at most one ping per 2 s
+    notifier = watch.Notifier()
+    now = [1000.0]
+    notifier.clock = lambda: now[0]
+    try:
+        for _ in range(400):                                  # 400 calls over 10 s of the clock
+            notifier.ping(True)
+            now[0] += 0.025
+    finally:
+        notifier.close()
+    assert _notifications(sock).count("WATCHDOG=1") == 5      # at 0, 2, 4, 6 and 8 s
 
 
 def test_patterns_are_case_insensitive_and_skip_hidden_files():

@@ -19,7 +19,10 @@ Why this shape:
   the daemon was down keeps its job and description.
 * The watchdog ping is sent only while the worker makes progress (a frame
   encoded, a token generated, a job finished), so a runtime that hangs gets
-  the service restarted by systemd instead of pinging forever.
+  the service restarted by systemd instead of pinging forever. The main thread
+  also pings once per file while it scans folders and queues a batch: a first
+  start on a large archive on an SD card or NFS fingerprints and probes
+  thousands of files in one go, longer than ``WatchdogSec``.
 """
 from __future__ import annotations
 
@@ -149,6 +152,7 @@ class Notifier:
         address = os.environ.get("NOTIFY_SOCKET", "")
         self.address = "\0" + address[1:] if address.startswith("@") else address
         self.sock = None
+        self.clock = time.monotonic
         usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
         mine = not pid or pid == str(os.getpid())
         self.watchdog = int(usec) / 1e6 if usec and usec.isdigit() and int(usec) > 0 and mine else None
@@ -166,8 +170,11 @@ class Notifier:
             log.debug("sd_notify %s failed: %s", message, exc)
 
     def ping(self, healthy: bool) -> None:
-        now = time.monotonic()
-        if self.watchdog and healthy and now - self.last_ping >= self.watchdog / 4:
+        """WATCHDOG=1, at most four times per watchdog interval: cheap enough to call per file."""
+        if not self.watchdog:
+            return
+        now = self.clock()
+        if healthy and now - self.last_ping >= self.watchdog / 4:
             self.send("WATCHDOG=1")
             self.last_ping = now
 
@@ -295,10 +302,8 @@ class Daemon:
         return EXIT_OK if self.worker.exit_code != EXIT_RUNTIME else EXIT_RUNTIME
 
     def _report(self) -> None:
+        self._ping()
         worker = self.worker
-        healthy = worker.current is None or (
-            self.notifier.watchdog is None or time.monotonic() - worker.progress < self.notifier.watchdog)
-        self.notifier.ping(healthy)
         now = time.monotonic()
         if now - self.status_at >= 1.0:       # `systemctl status` needs no more than one a second
             current = worker.current
@@ -306,6 +311,14 @@ class Daemon:
             if status != self.status:
                 self.status, self.status_at = status, now
                 self.notifier.send(f"STATUS={status}")
+
+    def _ping(self) -> None:
+        """The watchdog ping, if the worker is idle or making progress. Loops over files call it per file."""
+        if self.notifier.watchdog is None:
+            return
+        worker = self.worker
+        self.notifier.ping(worker is None or worker.current is None
+                           or time.monotonic() - worker.progress < self.notifier.watchdog)
 
     def _stop_worker(self, describer) -> None:
         worker = self.worker
@@ -362,6 +375,7 @@ class Daemon:
         for dirpath, dirnames, filenames in os.walk(folder, onerror=lambda e: log.error("%s", e)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in dirnames + sorted(filenames):
+                self._ping()        # a stat and a lookup per file: thousands of them add up
                 if self.matcher(name):
                     self._watch(os.path.join(dirpath, name))
             if not self.config.watch.recursive:
@@ -444,6 +458,7 @@ class Daemon:
         now = time.monotonic()
         ready = []
         for path, entry in list(self.pending.items()):
+            self._ping()
             try:
                 st = os.stat(path)
             except OSError:
@@ -458,6 +473,7 @@ class Daemon:
         for _, path, st in sorted(ready):       # oldest recording first
             if self.signalled:
                 return
+            self._ping()                        # fingerprint and probe: can be slow on SD cards and NFS
             try:
                 self._intake(path, st)
             except Exception as exc:        # noqa: BLE001 - a file must never crash-loop the service
