@@ -295,6 +295,38 @@ def test_sidecars_of_recordings_with_the_same_name_never_overwrite_each_other(tm
     assert refused.returncode == 2 and "the sidecars of both would go to" in refused.stderr
 
 
+def test_not_recursive_ignores_folders_created_or_moved_in_later(tmp_path):
+    folder, outside = tmp_path / "cameras", tmp_path / "outside"
+    top = daemon.clip(folder / "top.mp4", 0)
+    nested = daemon.clip(folder / "old" / "nested.mp4", 1)
+    config = daemon.write_config(tmp_path)
+    config.write_text(config.read_text().replace("[watch]\n", "[watch]\nrecursive = false\n"))
+    db = tmp_path / "rkvideo.db"
+    proc = daemon.start(folder, db, config)
+    try:
+        daemon.wait_for(lambda: daemon.status(db, top) == "done", proc, "the start-up scan")
+        moved = daemon.clip(outside / "day 2" / "moved.mp4", 2)
+        (outside / "day 2").rename(folder / "day 2")                 # a folder with a recording moved in
+        (folder / "day 3").mkdir()
+        created = daemon.clip(folder / "day 3" / "created.mp4", 3)    # a new folder, then a file in it
+        like_video = outside / "x.mp4"
+        like_video.mkdir()
+        like_video.rename(folder / "x.mp4")                          # a folder named like a video, in the root
+        # Events are handled in order and an earlier file settles no later than a later one: once this
+        # one is described, the files above would have had their jobs.
+        last = daemon.clip(outside / "last.mp4", 4)
+        os.rename(last, folder / "last.mp4")
+        daemon.wait_for(lambda: daemon.status(db, folder / "last.mp4") == "done", proc, "last.mp4")
+        code, err = daemon.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+    assert {p: j["status"] for p, j in daemon.jobs(db).items()} == {
+        str(top): "done", str(folder / "last.mp4"): "done", str(folder / "x.mp4"): "skipped"}
+    assert not {str(nested), str(folder / "day 2" / moved.name), str(created)} & set(daemon.jobs(db))
+
+
 # ------------------------------------------------------ SIGTERM and systemd
 
 def _notifications(sock):

@@ -204,6 +204,7 @@ class Daemon:
     def __init__(self, config, roots: list, db_path: Path, once: bool = False):
         from . import store
         self.config, self.roots, self.db_path, self.once = config, roots, db_path, once
+        self.root_paths = {str(root) for root in roots}
         self.store = store.Store(db_path)
         try:
             self.store.lock_daemon()
@@ -368,10 +369,23 @@ class Daemon:
                           f"fs.inotify.max_user_watches with sysctl)") from None
         return observer
 
+    def _followed(self, path: str) -> bool:
+        """``path`` is where the daemon looks: directly in a watched folder, or anywhere below one if
+        ``watch.recursive``."""
+        if self.config.watch.recursive:
+            return any(path.startswith(f"{root}/") for root in self.root_paths)
+        return os.path.dirname(path) in self.root_paths
+
     def _scan(self, folder: str) -> None:
-        """Every matching file (and folder named like a video) at or below ``folder``."""
-        if self.matcher(folder) and folder not in map(str, self.roots):
-            self._watch(folder)
+        """Every matching file (and folder named like a video) at or below ``folder`` that is followed."""
+        if folder not in self.root_paths:
+            # A folder created or moved in after the start.
+            if not self._followed(folder):
+                return
+            if self.matcher(folder):
+                self._watch(folder)         # a folder named like a video: recorded as skipped
+            if not self.config.watch.recursive:
+                return                      # not recursive: only the watched folders' own files
         for dirpath, dirnames, filenames in os.walk(folder, onerror=lambda e: log.error("%s", e)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in dirnames + sorted(filenames):
@@ -427,7 +441,7 @@ class Daemon:
             return
         self.pending.pop(src, None)
         job = self.store.job_at(src)
-        inside = self.matcher(dest) and any(dest.startswith(f"{root}/") for root in self.roots)
+        inside = self.matcher(dest) and self._followed(dest)
         if inside and job is not None and self.store.job_at(dest) is None:
             self.store.move(job["id"], dest)
             log.info("renamed %s -> %s [job %d]", src, dest, job["id"])
