@@ -128,6 +128,19 @@ def test_drop_keeps_jobs_that_have_descriptions(db):
     assert db.job(kept) is not None and db.job(gone) is None
 
 
+def test_a_described_job_queued_again_goes_back_to_done_when_its_file_is_deleted(db):
+    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim_next(), result())
+    for running in (False, True):               # deleted while queued again, or while being described
+        assert db.retry([job_id]) == 1
+        if running:
+            db.claim_next()
+        assert db.drop(job_id, running=running) == ("kept", None)
+        job = db.job(job_id)
+        assert (job["status"], job["not_before"], job["started_at"]) == ("done", None, None)
+        assert "earlier description is kept" in job["error"] and len(db.descriptions(job_id)) == 1
+
+
 def _copy(db, path, original):
     return db.put(path, "skipped", size=10, mtime=1.0, digest=db.job(original)["hash"],
                   error=store.same_content(db.job(original)), duplicate_of=original)

@@ -446,6 +446,23 @@ def test_described_file_renamed_while_stopped_keeps_its_description(tmp_path):
 
 # ------------------------------------------------------------ retries
 
+def test_a_done_recording_retried_and_then_deleted_stays_done(tmp_path, capsys):
+    folder = tmp_path / "cameras"
+    a = daemon.clip(folder / "a.mp4", 0)
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    assert daemon.once(folder, db, config).returncode == 0
+    assert cli.main(["retry", str(a), "--db", str(db)]) == 0
+    assert "1 job queued again" in capsys.readouterr().out
+    a.unlink()
+    result = daemon.once(folder, db, config)
+    assert result.returncode == 0, result.stderr
+    job = daemon.jobs(db)[str(a)]
+    assert (job["status"], job["n"]) == ("done", 1)
+    assert "file deleted before it was described again" in job["error"]
+    assert f"done {a} [job {job['id']}]: file deleted before it was described again" in result.stderr
+
+
 def test_failures_retry_up_to_max_attempts_then_retry_command_requeues(tmp_path, capsys):
     folder = tmp_path / "cameras"
     paths = daemon.clips(folder, 3)

@@ -343,7 +343,8 @@ class Store:
         * ``("dropped", copy)``: the job is deleted; if it was never described, its oldest skipped
           duplicate (``copy``, else None) is queued in its place, since that content still needs a
           description;
-        * ``("kept", None)``: the job has descriptions, which outlive the recording, so it stays; its
+        * ``("kept", None)``: the job has descriptions, which outlive the recording: it stays, and one
+          queued again by ``retry`` (or running, failed) goes back to ``done`` with a note; its
           duplicates stay skipped, because their content is described;
         * ``("", None)``: nothing to do (no such job, or a running job and not ``running=True``, which
           only its worker passes).
@@ -355,6 +356,11 @@ class Store:
             if row is None or (row[0] == "running" and not running):
                 return "", None
             if row[1]:
+                if row[0] != "done":
+                    self.db.execute(
+                        "UPDATE jobs SET status = 'done', duplicate_of = NULL, not_before = NULL, started_at = NULL, "
+                        "error = 'file deleted before it was described again; the earlier description is kept', "
+                        "finished_at = ?, updated_at = ? WHERE id = ?", [stamp, stamp, job_id])
                 return "kept", None
             promoted = self._promote_duplicate(job_id, stamp)
             self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])

@@ -567,6 +567,9 @@ def _drop_gone(db, job: dict, running: bool = False) -> str:
     what, promoted = db.drop(job["id"], running=running)
     if what == "dropped":
         log.info("dropped %s [job %d]: file deleted", job["path"], job["id"])
+    elif what == "kept" and job["status"] != "done":
+        log.info("done %s [job %d]: file deleted before it was described again; its earlier description is kept",
+                 job["path"], job["id"])
     if promoted:
         log.info("queued %s [job %d]: its original was deleted before it was described", promoted["path"],
                  promoted["id"])
@@ -697,8 +700,7 @@ class Worker(threading.Thread):
                  len(result.frames), result.tokens.get("new"), _timings(result.timings), total)
 
     def _gone(self, db, job: dict) -> None:
-        if _drop_gone(db, job, running=True) != "dropped":
-            db.fail(job["id"], "file deleted before it was described again")
+        _drop_gone(db, job, running=True)
 
     def _failed(self, db, job: dict, error: str, permanent: bool) -> None:
         path, job_id, attempts = job["path"], job["id"], job["attempts"]
