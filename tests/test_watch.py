@@ -327,6 +327,30 @@ def test_not_recursive_ignores_folders_created_or_moved_in_later(tmp_path):
     assert not {str(nested), str(folder / "day 2" / moved.name), str(created)} & set(daemon.jobs(db))
 
 
+def test_a_recording_renamed_while_it_is_described_is_stored_under_its_new_name(tmp_path):
+    folder = tmp_path / "cameras"
+    a = daemon.clip(folder / "a.mp4", 0)
+    gate, calls = tmp_path / "gate", tmp_path / "calls.log"
+    config = daemon.write_config(tmp_path, sidecars=("txt",))
+    db = tmp_path / "rkvideo.db"
+    proc = daemon.start(folder, db, config, env=daemon.environment(RKVIDEO_FAKE_GATE=gate, RKVIDEO_FAKE_LOG=calls))
+    try:
+        daemon.wait_for(lambda: calls.exists() and "generate-start" in calls.read_text(), proc, "a to start")
+        a2 = folder / "a renamed.mp4"
+        a.rename(a2)
+        daemon.wait_for(lambda: str(a2) in daemon.jobs(db), proc, "the job to follow the rename")
+        gate.touch()
+        daemon.wait_for(lambda: daemon.status(db, a2) == "done", proc, "the description")
+        code, err = daemon.stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+    (row,) = daemon.query(db, "SELECT path, job_id FROM descriptions")
+    assert (row["path"], row["job_id"]) == (str(a2), daemon.jobs(db)[str(a2)]["id"])
+    assert sorted(p.name for p in folder.iterdir()) == ["a renamed.mp4", "a renamed.mp4.txt"]
+
+
 # ------------------------------------------------------ SIGTERM and systemd
 
 def _notifications(sock):

@@ -392,8 +392,10 @@ class Store:
 
     def _insert_description(self, job: dict, result, timings, source: str, stamp: str) -> int:
         tokens = result.tokens or {}
+        # The path at commit time, read in this transaction: a rename while describing moved the job.
+        (path,) = self.db.execute("SELECT path FROM jobs WHERE id = ?", [job["id"]]).fetchone()
         row = {
-            "job_id": job["id"], "path": job["path"], "hash": job.get("hash"), "kind": result.kind,
+            "job_id": job["id"], "path": path, "hash": job.get("hash"), "kind": result.kind,
             "inputs": json.dumps([db_text(os.path.abspath(p)) for p in result.inputs], ensure_ascii=False),
             "text": result.text, "model": result.model.get("profile"),
             "vision_model": result.model.get("vision"), "llm_model": result.model.get("llm"),
