@@ -10,8 +10,9 @@ from doubles import daemon
 
 CLIPS = 20
 # (point, occurrence): between two jobs, mid-encode, mid-generate, sidecars written but not
-# committed, description inserted but not committed (the last one leaves a job running).
-KILLS = [("claim", 3), ("encode", 2), ("generate", 3), ("sidecar", 2), ("commit", 3)]
+# committed, inside a sidecar write (temp file written, not renamed), description inserted but not
+# committed.
+KILLS = [("claim", 3), ("encode", 2), ("generate", 3), ("sidecar", 2), ("rename", 5), ("commit", 3)]
 
 
 def test_every_clip_described_exactly_once_through_kill_9(tmp_path):
@@ -51,7 +52,8 @@ def test_every_clip_described_exactly_once_through_kill_9(tmp_path):
     assert [j["n"] for j in table.values()] == [1] * CLIPS
     per_path = daemon.query(db, "SELECT path, count(*) AS n FROM descriptions GROUP BY path")
     assert {r["path"]: r["n"] for r in per_path} == {str(p): 1 for p in paths}
-    # The sidecars of a job killed after writing them were simply rewritten; no temp files remain.
+    # The sidecars of a job killed after writing them were simply rewritten; the temporary file of the
+    # write killed before its rename was removed at the next start.
     for p in paths:
         for kind in ("txt", "json", "vtt"):
             assert p.with_name(f"{p.name}.{kind}").is_file()

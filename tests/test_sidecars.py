@@ -1,6 +1,9 @@
 """Sidecar files: names, the output folder, WebVTT cues, atomic writes."""
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -71,3 +74,22 @@ def test_write_all_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
         sidecars.write_all(rec, {"text": "new text", "frames": FRAMES}, 10.0, ["txt"])
     assert (tmp_path / "a.mp4.txt").read_text() == TEXT + "\n"         # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4.json", "a.mp4.txt", "a.mp4.vtt"]
+
+
+def test_stale_temp_files_of_killed_writers_are_removed_and_nothing_else(tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()                                        # its pid now names no process
+    names = {
+        f".door.mp4.vtt.{ended.pid}.tmp": False,        # a killed writer's: removed
+        f".door.mp4.txt.{os.getppid()}.tmp": True,      # a writer that still runs
+        f".door.mp4.json.{os.getpid()}.tmp": True,      # this process's own (maybe being written)
+        f".notes.doc.txt.{ended.pid}.tmp": True,        # not beside a recording the patterns match
+        f".door.mp4.{ended.pid}.tmp": True,             # not a sidecar kind
+        f".door.mp4.srt.{ended.pid}.tmp": True,
+        "door.mp4.vtt": True,
+    }
+    for name in names:
+        (tmp_path / name).write_text("x")
+    removed = sidecars.remove_stale_temps(tmp_path, os.listdir(tmp_path), lambda name: name.endswith(".mp4"))
+    assert removed == [tmp_path / f".door.mp4.vtt.{ended.pid}.tmp"]
+    assert sorted(os.listdir(tmp_path)) == sorted(name for name, kept in names.items() if kept)

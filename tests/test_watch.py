@@ -279,6 +279,11 @@ def test_sidecars_of_recordings_with_the_same_name_never_overwrite_each_other(tm
     config = daemon.write_config(tmp_path, sidecars=("json", "vtt"))
     config.write_text(config.read_text() + f'dir = "{out}"\n')
     db = tmp_path / "rkvideo.db"
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    stale = out / "door" / f".0800.mp4.json.{ended.pid}.tmp"     # a writer killed before its rename
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{")
     result = daemon.once([door, yard], db, config)
     assert result.returncode == 0, result.stderr
     assert daemon.settled(db, recordings) and all(j["status"] == "done" for j in daemon.jobs(db).values())
@@ -286,7 +291,8 @@ def test_sidecars_of_recordings_with_the_same_name_never_overwrite_each_other(tm
         place = out / root.name / path.parent.relative_to(root)
         assert json.loads((place / f"{path.name}.json").read_text())["recording"] == str(path)
         assert (place / f"{path.name}.vtt").read_text().startswith("WEBVTT")
-    assert len([p for p in out.rglob("*") if p.is_file()]) == 2 * len(recordings)
+    assert len([p for p in out.rglob("*") if p.is_file()]) == 2 * len(recordings)       # the stale one is gone
+    assert f"removed {stale}: a sidecar write was interrupted there" in result.stderr
 
     # Two watched folders with one name would share a place under output.dir: refused up front.
     other = tmp_path / "elsewhere" / "door"

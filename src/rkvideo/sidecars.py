@@ -20,7 +20,12 @@ often hold recordings with the same names (``door/0800.mp4``, ``yard/0800.mp4``)
 Every file is written to a temporary name in the same folder, flushed to disk
 and renamed over the target, so a crash or power cut leaves either the old
 file or the new one, never half of one. Temporary names start with a dot and
-end in ``.tmp`` so the watcher's patterns never match them.
+end in ``.tmp`` so the watcher's patterns never match them. They carry the
+writer's pid (``.door.mp4.vtt.1234.tmp``): one left by a writer that was
+killed is recognised by that pid no longer running, and the daemon removes it
+when it next scans the folder (``remove_stale_temps``). A pid that is in use
+again (after a reboot) keeps its stale file until the same sidecar is
+written by a process with that pid.
 
 The WebVTT file has one cue per sampled frame: the clip is cut at the
 midpoints between neighbouring frames, so each cue covers the stretch of the
@@ -36,6 +41,8 @@ import re
 from pathlib import Path
 
 KINDS = ("txt", "json", "vtt")
+# write_atomic's temporary names: "." + recording name + "." + kind + "." + pid + ".tmp"
+TEMP = re.compile(r"^\.(.+)\.(?:%s)\.(\d{1,10})\.tmp$" % "|".join(KINDS))
 
 
 def targets(recording: str | os.PathLike, kinds, out_dir: str | os.PathLike | None = None,
@@ -88,6 +95,38 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def stale_temp(name: str) -> str | None:
+    """The recording's file name if ``name`` is a temporary file of ``write_atomic`` whose writer is gone."""
+    match = TEMP.match(name)
+    if not match:
+        return None
+    pid = int(match.group(2))
+    if pid == os.getpid():
+        return None             # ours: the worker may be writing it right now
+    try:
+        os.kill(pid, 0)         # signal 0 checks that the process exists, and sends nothing
+    except ProcessLookupError:
+        return match.group(1)
+    except (OSError, OverflowError):
+        pass                    # alive under another user, or not a pid at all
+    return None
+
+
+def remove_stale_temps(folder: str | os.PathLike, names, wanted) -> list:
+    """Remove the stale temporary files among ``names`` (a listing of ``folder``) whose recording
+    name passes ``wanted`` (the daemon's file patterns). Returns the paths removed."""
+    removed = []
+    for name in names:
+        if name.startswith(".") and (recording := stale_temp(name)) is not None and wanted(recording):
+            path = Path(folder, name)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def segments(stamps: list, duration: float | None) -> list:

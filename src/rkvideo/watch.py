@@ -220,6 +220,8 @@ class Daemon:
         self.worker = None
         self.status, self.status_at = "", 0.0
         self.bad_names: set = set()
+        # Sidecars beside the recordings: the scan also clears temporary files of interrupted writes.
+        self.sidecars_beside = bool(config.output.sidecars) and not config.output.dir
 
     # ---------------------------------------------------------------- run
 
@@ -230,6 +232,7 @@ class Daemon:
         observer = describer = None
         try:
             self._recover()
+            self._clean_output_dir()
             log.info("loading the model (%s)", self.config.model.profile)
             try:
                 describer = open_describer(self.config)
@@ -356,6 +359,19 @@ class Daemon:
             if store.valid_name(job["path"]) and not os.path.lexists(job["path"]):
                 self._forget(job)
 
+    def _clean_output_dir(self) -> None:
+        """Temporary files of sidecar writes that a kill interrupted (the scan does this beside recordings)."""
+        from . import sidecars
+        if not (self.config.output.sidecars and self.config.output.dir):
+            return
+        out = self.config.resolve_path(self.config.output.dir)
+        for dirpath, _, filenames in os.walk(out):
+            self._removed(sidecars.remove_stale_temps(dirpath, filenames, self.matcher))
+
+    def _removed(self, paths: list) -> None:
+        for path in paths:
+            log.info("removed %s: a sidecar write was interrupted there", path)
+
     def _observe(self):
         from watchdog.observers import Observer
         handler = _handler(self.events)
@@ -386,8 +402,11 @@ class Daemon:
                 self._watch(folder)         # a folder named like a video: recorded as skipped
             if not self.config.watch.recursive:
                 return                      # not recursive: only the watched folders' own files
+        from . import sidecars
         for dirpath, dirnames, filenames in os.walk(folder, onerror=lambda e: log.error("%s", e)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if self.sidecars_beside:
+                self._removed(sidecars.remove_stale_temps(dirpath, filenames, self.matcher))
             for name in dirnames + sorted(filenames):
                 self._ping()        # a stat and a lookup per file: thousands of them add up
                 if self.matcher(name):

@@ -12,8 +12,9 @@ real ``rkvideo watch`` code can run unchanged in a real subprocess
 * ``RKVIDEO_FAKE_LOG``: a file that gets one line per runtime call start/end: ``<event> <clip>``;
 * ``RKVIDEO_TEST_BLOCK_AT`` = ``point:n`` with ``RKVIDEO_TEST_MARKER`` = a file: at the n-th time the
   process reaches ``point`` it writes the marker and blocks for good, so a test can kill -9 it exactly
-  there. Points: ``encode`` (after the first frame), ``generate`` (after the first text), ``sidecar``
-  (sidecars written, not committed), ``commit`` (description inserted, transaction open), ``claim``
+  there. Points: ``encode`` (after the first frame), ``generate`` (after the first text), ``rename``
+  (a sidecar's temporary file written, not yet renamed), ``sidecar`` (sidecars written, not committed),
+  ``commit`` (description inserted, transaction open), ``claim``
   (between jobs: the previous one committed, the next not yet taken);
 * ``RKVIDEO_TEST_NO_EVENTS=1`` turns file-system events off, ``RKVIDEO_TEST_RESCAN`` sets the seconds
   between rescans (``watch.RESCAN``).
@@ -192,6 +193,16 @@ def install() -> None:
         POINTS.reach("sidecar", str(recording))
         return written
 
+    class OsWithPoint:
+        """``os`` for sidecars.py only, with a kill point inside write_atomic (temp file written, not renamed)."""
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def replace(self, src, dst):
+            POINTS.reach("rename", str(dst))
+            return os.replace(src, dst)
+
     # A network share: inotify reports nothing, only the periodic rescan finds new files.
     if os.environ.get("RKVIDEO_TEST_NO_EVENTS"):
         watch.Daemon._observe = lambda self: None
@@ -201,3 +212,4 @@ def install() -> None:
     store.Store._insert_description = insert_then_point
     store.Store.claim_next = point_then_claim
     sidecars.write_all = write_then_point
+    sidecars.os = OsWithPoint()
