@@ -729,6 +729,20 @@ def test_watch_once_with_the_self_test_models(tiny_models, tmp_path, capsys):
 
 # --------------------------------------------------------------- systemd
 
+def test_a_missing_folder_is_retried_by_systemd_and_a_file_is_a_usage_error(tmp_path):
+    """A late NFS or USB mount: exit status 1 (restarted), never the no-restart status 2."""
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    missing = daemon.once(tmp_path / "not mounted", db, config)
+    assert missing.returncode == cli.EXIT_RUNTIME, missing.stderr
+    assert "folder not found (not mounted yet?" in missing.stderr
+    not_a_folder = media.write_bytes(tmp_path / "file.mp4", b"x")
+    wrong = daemon.once(not_a_folder, db, config)
+    assert wrong.returncode == cli.EXIT_USAGE and "not a folder" in wrong.stderr
+    unit = (ROOT / "systemd" / "rkvideo.service").read_text()
+    assert "#RequiresMountsFor=" in unit and f"RestartPreventExitStatus={cli.EXIT_USAGE}" in unit
+
+
 def test_service_file_verifies_and_matches_the_daemon(tmp_path):
     unit = (ROOT / "systemd" / "rkvideo.service").read_text()
     settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))

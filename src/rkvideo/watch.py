@@ -71,7 +71,8 @@ def add_parser(sub) -> None:
 
 Then: rkvideo list, rkvideo search "red car", rkvideo show PATH, rkvideo retry.
 Settings: [watch] patterns, recursive, settle_seconds, max_attempts, retry_backoff, db;
-[output] sidecars, dir. Exit status: 0 stopped cleanly, 1 runtime failure, 2 bad usage.""")
+[output] sidecars, dir. Exit status: 0 stopped cleanly, 1 runtime failure (also a folder that is not
+there yet: systemd tries again), 2 bad usage or configuration.""")
     p.add_argument("folders", nargs="+", metavar="DIR", help="folders to follow")
     p.add_argument("--db", metavar="PATH", help="database file (default: watch.db from the config)")
     p.add_argument("--once", action="store_true", help="describe what is there now, then exit")
@@ -93,7 +94,16 @@ def cmd_watch(args) -> int:
     roots = []
     for folder in args.folders:
         path = Path(folder).expanduser()
-        if not path.is_dir():
+        # A folder that is not there (yet) is a runtime condition: a network share or USB disk mounted
+        # late. Status 1 lets systemd try again; status 2 (no restart) is kept for what is wrong as given.
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise CLIError(f"{folder}: folder not found (not mounted yet? the service tries again every "
+                           f"RestartSec; RequiresMountsFor= in the unit waits for the mount)", EXIT_RUNTIME) from None
+        except OSError as exc:
+            raise CLIError(f"{folder}: cannot reach the folder: {exc.strerror}", EXIT_RUNTIME) from None
+        if not stat.S_ISDIR(st.st_mode):
             raise CLIError(f"{folder}: not a folder (give the folder the recordings are written to)")
         roots.append(path.resolve())
     _check_sidecar_folders(config, roots)
