@@ -8,6 +8,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -415,6 +416,44 @@ def test_sigterm_mid_generation_stops_cleanly_and_talks_to_systemd(tmp_path):
     table = daemon.jobs(db)
     assert list(table) == [str(a2)] and table[str(a2)]["status"] == "done" and table[str(a2)]["n"] == 1
     assert f"dropped {b} [job" in result.stderr
+
+
+def test_a_second_signal_exits_at_once_when_the_runtime_ignores_abort(tmp_path):
+    folder = tmp_path / "cameras"
+    a = daemon.clip(folder / "a.mp4", 0)
+    gate, calls = tmp_path / "gate", tmp_path / "calls.log"
+    config = daemon.write_config(tmp_path)
+    db = tmp_path / "rkvideo.db"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    seen = []
+    env = daemon.environment(RKVIDEO_FAKE_GATE=gate, RKVIDEO_FAKE_LOG=calls, RKVIDEO_FAKE_IGNORE_ABORT=1,
+                             NOTIFY_SOCKET=tmp_path / "notify")
+    proc = daemon.start(folder, db, config, env=env)
+    try:
+        daemon.wait_for(lambda: calls.exists() and "generate-start" in calls.read_text(), proc, "generation")
+        proc.send_signal(signal.SIGTERM)
+        daemon.wait_for(lambda: seen.extend(_notifications(sock)) or "STOPPING=1" in seen, proc, "STOPPING=1")
+        proc.send_signal(signal.SIGINT)             # the runtime ignores the abort: exit now
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("a second signal did not stop the daemon") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    sock.close()
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert f"second signal ({int(signal.SIGINT)}): exiting at once" in err and f"{a} [job 1]" in err
+    job = daemon.jobs(db)[str(a)]
+    assert (job["status"], job["attempts"], job["n"]) == ("running", 1, 0)
+    # The next start queues it again; the forced stop counted as an attempt, like a crash.
+    result = daemon.once(folder, db, config)
+    assert result.returncode == 0, result.stderr
+    assert "interrupted last time, queued again" in result.stderr
+    job = daemon.jobs(db)[str(a)]
+    assert (job["status"], job["attempts"], job["n"]) == ("done", 2, 1)
 
 
 def test_a_notify_socket_nobody_reads_does_not_stall_the_daemon(tmp_path):

@@ -288,7 +288,25 @@ class Daemon:
 
     def _on_signal(self, signum, frame) -> None:
         # Only a flag: anything that takes a lock here could deadlock with the interrupted code.
+        if self.signalled:
+            self._exit_now(signum)
         self.signalled = signum
+
+    def _exit_now(self, signum: int) -> None:
+        """A second SIGINT/SIGTERM: exit without waiting for a runtime that does not stop on abort().
+
+        The running job stays ``running`` in the database; the next start queues it again and counts
+        the attempt, as after a crash (the runtime may hang on this very file). os.write, not logging:
+        a signal handler must not wait for the logging or stderr locks of the code it interrupted.
+        """
+        current = self.worker.current if self.worker is not None else None
+        job = f"; {current['path']} [job {current['id']}] is queued again at the next start" if current else ""
+        stamp = "" if os.environ.get("JOURNAL_STREAM") else time.strftime("%Y-%m-%d %H:%M:%S ")
+        try:
+            os.write(2, f"{stamp}WARNING second signal ({signum}): exiting at once, without waiting for "
+                        f"the runtime{job}\n".encode(errors="backslashreplace"))
+        finally:
+            os._exit(128 + signum)
 
     def _loop(self) -> int:
         from .cli import EXIT_OK, EXIT_RUNTIME
@@ -340,12 +358,16 @@ class Daemon:
             return
         worker.stop.set()
         worker.wake.set()
+        waited = False
         while worker.is_alive():
             # Repeated: an abort that arrives between encode and generate is not lost.
             if describer is not None:
                 describer.abort()
             worker.join(0.2)
             self.notifier.ping(True)
+            if worker.is_alive() and not waited:
+                waited = True
+                log.info("waiting for the running request to stop; a second Ctrl-C or SIGTERM exits at once")
 
     def _summary(self) -> None:
         try:

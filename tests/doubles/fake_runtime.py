@@ -9,6 +9,7 @@ real ``rkvideo watch`` code can run unchanged in a real subprocess
 * ``RKVIDEO_FAKE_ENCODE_SECONDS`` / ``RKVIDEO_FAKE_GENERATE_SECONDS``: latency per frame / per request;
 * ``RKVIDEO_FAKE_FAIL``: comma-separated words; a clip whose name contains one fails in generate;
 * ``RKVIDEO_FAKE_GATE``: a file path; generate waits until the file exists (abortable);
+* ``RKVIDEO_FAKE_IGNORE_ABORT=1``: abort() is ignored, like a runtime that hangs;
 * ``RKVIDEO_FAKE_LOG``: a file that gets one line per runtime call start/end: ``<event> <clip>``;
 * ``RKVIDEO_TEST_BLOCK_AT`` = ``point:n`` with ``RKVIDEO_TEST_MARKER`` = a file: at the n-th time the
   process reaches ``point`` it writes the marker and blocks for good, so a test can kill -9 it exactly
@@ -109,6 +110,7 @@ class FakeLLM:
         self.latency = float(os.environ.get("RKVIDEO_FAKE_GENERATE_SECONDS", "0"))
         self.fail = [w for w in os.environ.get("RKVIDEO_FAKE_FAIL", "").split(",") if w]
         self.gate = os.environ.get("RKVIDEO_FAKE_GATE", "")
+        self.ignore_abort = bool(os.environ.get("RKVIDEO_FAKE_IGNORE_ABORT"))
         self.aborted = threading.Event()
         self.seconds = 0.0
 
@@ -130,7 +132,9 @@ class FakeLLM:
         POINTS.reach("generate", str(clip))
         deadline = time.monotonic() + self.latency
         while time.monotonic() < deadline or (self.gate and not os.path.exists(self.gate)):
-            if self.aborted.wait(0.01):
+            if self.ignore_abort:
+                time.sleep(0.01)            # a hung runtime: the abort never arrives
+            elif self.aborted.wait(0.01):
                 _log("generate-abort", clip.name)
                 raise llm.Interrupted(llm.Generation(first, request.prompt_tokens, 1, {}, "abort"))
         if on_text:
