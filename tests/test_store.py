@@ -275,3 +275,8 @@ def test_fingerprint_of_large_files_samples_head_tail_and_spread(tmp_path):
     with open(path, "ab") as f:
         f.write(b"x")
     assert store.fingerprint(path) != digest              # the size is part of the hash
+
+
+def test_timings_text_is_the_one_format_for_logs_show_and_describe():
+    assert store.timings_text({"encode": 1.2, "generate": 3.456}) == "encode 1.20s, generate 3.46s"
+    assert store.timings_text({}) == ""

@@ -224,8 +224,9 @@ def _print_result(result, args, streamed: bool) -> None:
             print(result.text)
         else:
             print()
-        timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-        print(f"[{result.tokens['prompt']} prompt + {result.tokens['new']} new tokens; {timings}]",
+        from .store import timings_text
+        print(f"[{result.tokens['prompt']} prompt + {result.tokens['new']} new tokens; "
+              f"{timings_text(result.timings)}]",
               file=sys.stderr)
 
 

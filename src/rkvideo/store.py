@@ -89,6 +89,11 @@ def fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def timings_text(timings: dict) -> str:
+    """Seconds per stage for a log or terminal line: ``encode 1.20s, generate 3.45s``."""
+    return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+
+
 def same_content(original: dict) -> str:
     """Why a copy is skipped (kept in its job's ``error``)."""
     return f"same content as {original['path']} (job {original['id']})"
@@ -253,11 +258,6 @@ class Store:
             "SELECT * FROM jobs WHERE hash = ? AND path != ? AND status != 'skipped' ORDER BY id LIMIT 1",
             [digest, db_text(path)]))
         return rows[0] if rows else None
-
-    def next_due(self) -> str | None:
-        """When the earliest queued job becomes due (None = no queued job)."""
-        row = self.db.execute("SELECT min(coalesce(not_before, '')) FROM jobs WHERE status = 'queued'").fetchone()
-        return row[0]
 
     def search(self, query: str, limit: int = 20, raw: bool = False) -> list:
         """Descriptions matching ``query``, best first (FTS5 bm25), each with a snippet.
@@ -664,13 +664,12 @@ def cmd_show(args) -> int:
         print(f"  duplicate of job {job['duplicate_of']}")
     for d in job["descriptions"]:
         stamps = ", ".join(f"{f['seconds']:.1f}" for f in d["frames"])
-        timings = ", ".join(f"{k} {v:.2f}s" for k, v in d["timings"].items())
         print(f"\ndescription {d['id']} ({d['created_at']}, {d['source']})")
         print(f"  model {d['model']}: vision {d['vision_model']}, llm {d['llm_model']}")
         print(f"  prompt: {d['prompt']}")
         print(f"  frames ({d['frame_count']}) at s: {stamps}")
         print(f"  tokens: {d['prompt_tokens']} prompt ({d['vision_tokens']} vision) + {d['new_tokens']} new")
-        print(f"  timings: {timings}")
+        print(f"  timings: {timings_text(d['timings'])}")
         print()
         print(d["text"])
     return 0

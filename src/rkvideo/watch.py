@@ -204,10 +204,6 @@ def _reason(exc: Exception, path: str) -> str:
     return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
 
 
-def _timings(timings: dict) -> str:
-    return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
-
-
 # ------------------------------------------------------------------ daemon
 
 class Daemon:
@@ -731,7 +727,7 @@ class Worker(threading.Thread):
             self.progress = time.monotonic()
 
     def _finish(self, db, job: dict, result, described: float, start: float) -> None:
-        from . import sidecars
+        from . import sidecars, store
         current = db.job(job["id"]) or job     # a rename while describing moved the job
         extra = {"describe": round(described, 4)}
         kinds = self.config.output.sidecars
@@ -748,7 +744,7 @@ class Worker(threading.Thread):
         self.failing.clear()
         total = time.perf_counter() - start
         log.info("done %s [job %d] %d frames, %s new tokens; %s; total %.2fs", current["path"], job["id"],
-                 len(result.frames), result.tokens.get("new"), _timings(result.timings), total)
+                 len(result.frames), result.tokens.get("new"), store.timings_text(result.timings), total)
 
     def _gone(self, db, job: dict) -> None:
         _drop_gone(db, job, running=True)
