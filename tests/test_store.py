@@ -2,6 +2,8 @@
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -51,6 +53,21 @@ def test_read_only_commands_do_not_create_a_database(tmp_path):
     with pytest.raises(store.StoreError, match="no database yet"):
         store.Store(tmp_path / "missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_daemon_lock_survives_other_handles_on_the_lock_file_closing(db, tmp_path):
+    """A POSIX lock would vanish when any descriptor of the file closes in the process; flock does not."""
+    db.lock_daemon()
+    os.close(os.open(f"{db.path}.lock", os.O_RDWR))              # e.g. another Store creating a schema
+    other = subprocess.run([sys.executable, "-c", "import sys; from rkvideo import store\n"
+                            "try:\n    store.Store(sys.argv[1]).lock_daemon()\n"
+                            "except store.StoreError as exc:\n    sys.exit(str(exc))", str(db.path)],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 1 and "another `rkvideo watch` is using this database" in other.stderr
+    db.close()                                                  # the lock goes with the Store
+    again = store.Store(db.path)
+    again.lock_daemon()
+    again.close()
 
 
 def test_job_lifecycle_claim_retry_fail(db):

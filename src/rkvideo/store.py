@@ -155,7 +155,7 @@ class Store:
         if self._version() is None:
             if not create:
                 raise StoreError(f"{self.path}: not an rkvideo database (no schema_version table)")
-            with self._flock(1):            # another process may be creating it right now
+            with self._creation_lock():     # another process may be creating it right now
                 if self._version() is None:
                     self._create()
         version = self._version()
@@ -187,20 +187,31 @@ class Store:
         self.db.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
 
     @contextlib.contextmanager
-    def _flock(self, byte: int, wait: bool = True):
-        """A lock on one byte of ``<db>.lock``: byte 0 = the daemon, byte 1 = schema creation."""
+    def _creation_lock(self):
+        """A POSIX lock on byte 1 of ``<db>.lock`` while the schema is created; the close releases it.
+
+        Not ``flock``: the daemon holds an exclusive ``flock`` on the same file for its whole life, and
+        the two kinds of lock do not conflict (Linux, local file systems), so a process that found no
+        schema never waits for a daemon that has started meanwhile and created it.
+        """
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB), 1, byte)
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1)
             yield fd
         finally:
             os.close(fd)
 
     def lock_daemon(self) -> None:
-        """Only one daemon per database: a second one would requeue the first one's running job."""
+        """Only one daemon per database: a second one would requeue the first one's running job.
+
+        ``flock`` on ``<db>.lock``, not ``lockf``: a POSIX lock belongs to the process, and the kernel
+        drops it as soon as *any* descriptor of that file is closed in the process (``_creation_lock``
+        does that); a ``flock`` belongs to this open file and lasts until it is closed or the process
+        ends, even by kill -9.
+        """
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             raise StoreError(f"{self.path}: another `rkvideo watch` is using this database "
