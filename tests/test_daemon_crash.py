@@ -3,7 +3,13 @@
 The test-double runtime blocks the daemon exactly at a named point (see
 tests/doubles/fake_runtime.py) and writes a marker; the test then kills the
 process with SIGKILL, so every kill lands where intended without timing luck.
+
+Attempts, by design: taking a job counts an attempt; a kill -9 (or a power cut)
+while a job runs leaves it counted, because the recording may be what kills
+the daemon (``watch.max_attempts`` then ends the crash loop); a clean stop by
+SIGTERM gives the attempt back (test_watch checks that side).
 """
+from collections import Counter
 from pathlib import Path
 
 from doubles import daemon
@@ -22,6 +28,7 @@ def test_every_clip_described_exactly_once_through_kill_9(tmp_path):
     db = tmp_path / "rkvideo.db"
     marker = tmp_path / "marker"
     done_before = 0
+    killed = Counter()          # path -> kills while its job was running
     for point, n in KILLS:
         marker.unlink(missing_ok=True)
         env = daemon.environment(RKVIDEO_TEST_BLOCK_AT=f"{point}:{n}", RKVIDEO_TEST_MARKER=marker)
@@ -37,6 +44,7 @@ def test_every_clip_described_exactly_once_through_kill_9(tmp_path):
             # Killed inside a job: that job is still marked running and has no description.
             assert len(running) == 1 and running[0]["n"] == 0
             assert running[0]["path"] in marker.read_text()
+            killed[running[0]["path"]] += 1
         assert all(j["n"] == (1 if j["status"] == "done" else 0) for j in table.values())
         done = sum(j["status"] == "done" for j in table.values())
         assert done > done_before           # every run made progress before its kill
@@ -50,6 +58,9 @@ def test_every_clip_described_exactly_once_through_kill_9(tmp_path):
     assert sorted(table) == sorted(str(p) for p in paths)
     assert {j["status"] for j in table.values()} == {"done"}
     assert [j["n"] for j in table.values()] == [1] * CLIPS
+    # One attempt per job, plus one per kill -9 during it; the kill between jobs counted for nobody.
+    assert sum(killed.values()) == len(KILLS) - 1
+    assert {p: j["attempts"] for p, j in table.items()} == {str(p): 1 + killed[str(p)] for p in paths}
     per_path = daemon.query(db, "SELECT path, count(*) AS n FROM descriptions GROUP BY path")
     assert {r["path"]: r["n"] for r in per_path} == {str(p): 1 for p in paths}
     # The sidecars of a job killed after writing them were simply rewritten; the temporary file of the
