@@ -8,9 +8,10 @@ Names keep the recording's whole file name: ``door.mp4`` → ``door.mp4.txt``,
 player looks for first) would be shared by ``door.mp4`` and ``door.MOV`` in one
 folder, and one description would overwrite the other; a fallback to full
 names only on a clash would make a sidecar's name depend on which files were
-there first. One fixed rule is predictable for scripts. Players still find the
-cues: VLC by default loads subtitles whose name starts with the video's name;
-mpv needs ``--sub-auto=fuzzy``; any player can open the file by hand.
+there first. One fixed rule is predictable for scripts. The price: a player
+that looks only for the stem name does not load ``door.mp4.vtt`` by itself;
+one with a fuzzy subtitle search does (mpv ``--sub-auto=fuzzy`` loads subtitles
+whose name contains the video's), and any player can open it by hand.
 
 Under ``output.dir`` the files go to ``<dir>/<watched folder's name>/<sub-folders>/``,
 always nested by the watched folder's name (also with a single folder, so
