@@ -161,7 +161,7 @@ def cmd_describe(args) -> int:
     jobs = jobs_for(args)
     try:
         describer = pipeline.Describer(cfg, dry_run=args.dry_run)
-    except (pipeline.SetupError, models.UnknownProfile) as exc:
+    except pipeline.SetupError as exc:
         raise CLIError(str(exc)) from None
     except RuntimeError as exc:
         raise CLIError(str(exc), EXIT_RUNTIME) from None

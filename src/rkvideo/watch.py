@@ -232,7 +232,7 @@ class Daemon:
     # ---------------------------------------------------------------- run
 
     def run(self) -> int:
-        from . import models, pipeline
+        from . import pipeline
         from .cli import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         observer = describer = None
@@ -242,7 +242,7 @@ class Daemon:
             log.info("loading the model (%s)", self.config.model.profile)
             try:
                 describer = open_describer(self.config)
-            except (pipeline.SetupError, models.UnknownProfile) as exc:
+            except pipeline.SetupError as exc:   # includes an unknown model.profile
                 log.error("%s", exc)
                 return EXIT_USAGE
             except RuntimeError as exc:
