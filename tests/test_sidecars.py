@@ -93,3 +93,39 @@ def test_stale_temp_files_of_killed_writers_are_removed_and_nothing_else(tmp_pat
     removed = sidecars.remove_stale_temps(tmp_path, os.listdir(tmp_path), lambda name: name.endswith(".mp4"))
     assert removed == [tmp_path / f".door.mp4.vtt.{ended.pid}.tmp"]
     assert sorted(os.listdir(tmp_path)) == sorted(name for name, kept in names.items() if kept)
+
+
+def test_planted_symlinks_are_never_written_through(tmp_path, monkeypatch):
+    """The attack: links at the old predictable temp name, at the final name and at a guessed
+    temporary name point at a file the writer can write; that file must stay untouched."""
+    victim = tmp_path / "victim.db"
+    victim.write_text("precious")
+    folder = tmp_path / "cams"
+    folder.mkdir()
+    rec = folder / "a.mp4"
+    (folder / f".a.mp4.txt.{os.getpid()}.tmp").symlink_to(victim)      # the name before this fix
+    (folder / "a.mp4.json").symlink_to(victim)                         # the final name
+    sidecars.write_all(rec, {"text": TEXT, "frames": FRAMES}, 10.0, ["txt", "json"])
+    assert victim.read_text() == "precious"
+    assert (folder / "a.mp4.txt").read_text() == TEXT + "\n"
+    assert not (folder / "a.mp4.json").is_symlink()                    # replaced by a regular file
+    assert json.loads((folder / "a.mp4.json").read_text())["text"] == TEXT
+
+    # Even a link at the exact temporary name (were it guessed) is refused, not followed.
+    monkeypatch.setattr(sidecars.secrets, "token_hex", lambda n: "0123456789abcdef")
+    (folder / f".a.mp4.vtt.{os.getpid()}.0123456789abcdef.tmp").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        sidecars.write_all(rec, {"text": TEXT, "frames": FRAMES}, 10.0, ["vtt"])
+    assert victim.read_text() == "precious" and not (folder / "a.mp4.vtt").exists()
+
+
+def test_a_symlinked_output_folder_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cams").symlink_to(elsewhere, target_is_directory=True)
+    rec = tmp_path / "cams" / "a.mp4"
+    with pytest.raises(OSError, match="symbolic link"):
+        sidecars.write_all(rec, {"text": TEXT, "frames": FRAMES}, 10.0, ["txt"], out, tmp_path / "cams")
+    assert list(elsewhere.iterdir()) == []

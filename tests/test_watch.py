@@ -304,6 +304,36 @@ def test_sidecars_of_recordings_with_the_same_name_never_overwrite_each_other(tm
     assert refused.returncode == 2 and "the sidecars of both would go to" in refused.stderr
 
 
+def test_symlinks_planted_where_sidecars_go_never_reach_the_database(tmp_path):
+    """The attack from the hardening issue: whoever can write into a watched folder plants links
+    named like the sidecars, and like their temporary names under the old scheme
+    (``.NAME.KIND.<daemon pid>.tmp``), pointing at the daemon's own database, while the daemon
+    describes the recording. The database survives and the sidecars are real files."""
+    folder = tmp_path / "cams"
+    late = daemon.clip(folder / "late.mp4", 7)
+    db = tmp_path / "rkvideo.db"
+    gate = tmp_path / "gate"
+    proc = daemon.start(folder, db, daemon.write_config(tmp_path),
+                        env=daemon.environment(RKVIDEO_FAKE_GATE=gate))
+    try:
+        daemon.wait_for(lambda: daemon.status(db, late) == "running", proc, "the job to run")
+        for kind in ("txt", "json", "vtt"):
+            (folder / f"late.mp4.{kind}").symlink_to(db)
+            (folder / f".late.mp4.{kind}.{proc.pid}.tmp").symlink_to(db)
+        gate.touch()
+        daemon.wait_for(lambda: daemon.status(db, late) == "done", proc, "the job to finish")
+    finally:
+        code, err = daemon.stop(proc)
+    assert code == 0, err
+    assert daemon.jobs(db)[str(late)]["n"] == 1
+    for kind in ("txt", "json", "vtt"):
+        sidecar = folder / f"late.mp4.{kind}"
+        assert sidecar.is_file() and not sidecar.is_symlink()
+    assert json.loads((folder / "late.mp4.json").read_text())["recording"] == str(late)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_not_recursive_ignores_folders_created_or_moved_in_later(tmp_path):
     folder, outside = tmp_path / "cameras", tmp_path / "outside"
     top = daemon.clip(folder / "top.mp4", 0)

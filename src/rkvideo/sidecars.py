@@ -22,7 +22,8 @@ Every file is written to a temporary name in the same folder, flushed to disk
 and renamed over the target, so a crash or power cut leaves either the old
 file or the new one, never half of one. Temporary names start with a dot and
 end in ``.tmp`` so the watcher's patterns never match them. They carry the
-writer's pid (``.door.mp4.vtt.1234.tmp``): one left by a writer that was
+writer's pid and 64 random bits (``.door.mp4.vtt.1234.9f86d081884c7d65.tmp``), are created
+exclusively and never through a symbolic link (see ``write_atomic``): one left by a writer that was
 killed is recognised by that pid no longer running, and the daemon removes it
 when it next scans the folder (``remove_stale_temps``). A pid that is in use
 again (after a reboot) keeps its stale file until the same sidecar is
@@ -36,14 +37,16 @@ built from time-stamped frames narrates in time order.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 from pathlib import Path
 
 KINDS = ("txt", "json", "vtt")
-# write_atomic's temporary names: "." + recording name + "." + kind + "." + pid + ".tmp"
-TEMP = re.compile(r"^\.(.+)\.(?:%s)\.(\d{1,10})\.tmp$" % "|".join(KINDS))
+# write_atomic's temporary names: "." + recording name + "." + kind + "." + pid + "." + 16 hex + ".tmp"
+TEMP = re.compile(r"^\.(.+)\.(?:%s)\.(\d{1,10})(?:\.[0-9a-f]{16})?\.tmp$" % "|".join(KINDS))
 
 
 def targets(recording: str | os.PathLike, kinds, out_dir: str | os.PathLike | None = None,
@@ -79,23 +82,44 @@ def write_all(recording: str | os.PathLike, result: dict, duration: float | None
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write ``text`` to ``path`` through a fresh temporary file in the same folder and a rename.
+
+    Anyone who may write into a watched folder could plant a symbolic link where the daemon is about
+    to write. So the folder is opened once without following a link in its last component, and
+    every name is used relative to that descriptor; the temporary name carries 64 random bits
+    besides the pid, and it is created exclusively (``O_EXCL`` never opens an existing file or
+    link), so it is always a new regular file. The rename replaces a link at the final name
+    instead of writing through it.
+    """
+    folder = _open_folder(path.parent)
     try:
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    # The rename itself is durable only once the folder is synced.
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
+        temp = f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=folder)
+        try:
+            with open(fd, "w", encoding="utf-8", closefd=True) as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=folder)
+            raise
+        os.fsync(folder)        # the rename itself is durable only once the folder is synced
     finally:
-        os.close(fd)
+        os.close(folder)
+
+
+def _open_folder(folder: Path) -> int:
+    """A descriptor of ``folder``, created if missing; refuses a symbolic link in its place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if os.path.islink(folder):
+            raise OSError(e.errno, f"{folder} is a symbolic link; sidecars are never written through one") from e
+        raise
 
 
 def stale_temp(name: str) -> str | None:

@@ -194,12 +194,23 @@ class Store:
         the two kinds of lock do not conflict (Linux, local file systems), so a process that found no
         schema never waits for a daemon that has started meanwhile and created it.
         """
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open_lock_file()
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1)
             yield fd
         finally:
             os.close(fd)
+
+    def _open_lock_file(self) -> int:
+        """``<db>.lock``, never through a symbolic link planted at that name (it would be created or
+        truncated wherever the link points)."""
+        name = f"{self.path}.lock"
+        try:
+            return os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if os.path.islink(name):
+                raise StoreError(f"{name} is a symbolic link: remove it (rkvideo never writes through one)") from None
+            raise StoreError(f"{name}: cannot open the lock file ({e.strerror})") from None
 
     def lock_daemon(self) -> None:
         """Only one daemon per database: a second one would requeue the first one's running job.
@@ -209,7 +220,7 @@ class Store:
         does that); a ``flock`` belongs to this open file and lasts until it is closed or the process
         ends, even by kill -9.
         """
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open_lock_file()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -203,9 +203,11 @@ def install() -> None:
         def __getattr__(self, name):
             return getattr(os, name)
 
-        def replace(self, src, dst):
-            POINTS.reach("rename", str(dst))
-            return os.replace(src, dst)
+        def replace(self, src, dst, **kwargs):
+            folder = kwargs.get("dst_dir_fd")    # names are relative to the folder's descriptor
+            where = os.path.join(os.readlink(f"/proc/self/fd/{folder}"), dst) if folder is not None else dst
+            POINTS.reach("rename", str(where))
+            return os.replace(src, dst, **kwargs)
 
     # A network share: inotify reports nothing, only the periodic rescan finds new files.
     if os.environ.get("RKVIDEO_TEST_NO_EVENTS"):
