@@ -57,13 +57,13 @@ sidecars = {sidecars}
 
 def make_clips(count: int) -> list:
     """Distinct 2 s 64×48 H.264 clips: each starts at another timestamp, so the content differs."""
-    import media
+    import footage
     CACHE.mkdir(parents=True, exist_ok=True)
     paths = []
     for n in range(count):
         path = CACHE / f"clip{n:04d}.mp4"
         if not path.exists():
-            media.make_clip(path.with_suffix(".part"), seconds=2.0, fps=10, size=(64, 48), start_pts=n * 0.1,
+            footage.make_clip(path.with_suffix(".part"), seconds=2.0, fps=10, size=(64, 48), start_pts=n * 0.1,
                             format="mp4")
             path.with_suffix(".part").rename(path)
         paths.append(path)

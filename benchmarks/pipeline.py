@@ -41,7 +41,7 @@ import av
 import cv2
 import numpy as np
 
-from rkvideo import assemble, config as config_mod, models, pipeline, video
+from rkvideo import assemble, config as config_mod, models, pipeline, media
 from rkvideo.llm import Generation
 from rkvideo.vision import VisionPool
 
@@ -118,7 +118,7 @@ def first_frame_seconds(clip: Path, frames: int) -> float:
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
-        stream = video.sample(str(clip), frames)
+        stream = media.sample(str(clip), frames)
         next(stream)
         best = min(best, time.perf_counter() - start)
         stream.close()

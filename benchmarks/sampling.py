@@ -5,7 +5,7 @@ Usage:  python benchmarks/sampling.py [--repeat 2] [--counts 8 20]
 Makes (once, cached under benchmarks/.cache/) a 2-minute 1080p H.264 clip at
 30 fps with a 250-frame GOP, then times, in one run on the same file:
 
-* rkvideo ``fast`` and ``exact`` (``rkvideo.video.sample``);
+* rkvideo ``fast`` and ``exact`` (``rkvideo.media.sample``);
 * a decode-everything baseline (PyAV decodes every frame, keeps the first
   frame at or after each target);
 * OpenCV seeking with ``CAP_PROP_POS_MSEC`` and reading one frame.
@@ -28,7 +28,7 @@ import av
 import cv2
 import numpy as np
 
-from rkvideo import video
+from rkvideo import media
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 SECONDS, FPS, GOP, SIZE = 120, 30, 250, (1920, 1080)
@@ -98,7 +98,7 @@ def make_clip() -> Path:
 
 def rkvideo_mode(mode: str):
     def run(path: Path, n: int) -> list[int]:
-        return [read_number(f.image) for f in video.sample(str(path), n, mode)]
+        return [read_number(f.image) for f in media.sample(str(path), n, mode)]
     run.__name__ = f"rkvideo {mode}"
     return run
 
@@ -108,7 +108,7 @@ def decode_everything(path: Path, n: int) -> list[int]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         start, base = stream.start_time or 0, stream.time_base
-        wanted = [start + Fraction(t) / base for t in video.targets(0.0, SECONDS, n)]
+        wanted = [start + Fraction(t) / base for t in media.targets(0.0, SECONDS, n)]
         got = []
         for frame in container.decode(stream):
             if len(got) < n and frame.pts >= wanted[len(got)]:
@@ -120,7 +120,7 @@ def opencv_seek(path: Path, n: int) -> list[int]:
     cap = cv2.VideoCapture(str(path))
     try:
         got = []
-        for t in video.targets(0.0, SECONDS, n):
+        for t in media.targets(0.0, SECONDS, n):
             cap.set(cv2.CAP_PROP_POS_MSEC, t * 1000)
             ok, bgr = cap.read()
             if ok:
@@ -144,7 +144,7 @@ def measure(method, path: Path, n: int, repeat: int) -> dict:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         if best is None or wall < best["wall"]:
             best = {"wall": wall, "cpu": cpu, "numbers": numbers}
-    targets = video.targets(0.0, SECONDS, n)
+    targets = media.targets(0.0, SECONDS, n)
     got = best["numbers"]
     best["frames"] = len(got)
     best["error"] = max((abs(k / FPS - t) for k, t in zip(got, targets)), default=float("nan"))

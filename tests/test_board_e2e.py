@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import media
+import footage
 from doubles import rkllm_stub
 from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
 from doubles.fixtures import stub_build  # noqa: F401 (fixture)
@@ -47,8 +47,8 @@ frames = 4
 @pytest.fixture(scope="module")
 def media_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("board-media")
-    return {"clip": media.make_clip(root / "clip.mp4", seconds=2.0, fps=10, size=(192, 108)),
-            "images": [media.make_image(root / f"shot{k}.jpg", size=(160, 120), number=k) for k in range(2)]}
+    return {"clip": footage.make_clip(root / "clip.mp4", seconds=2.0, fps=10, size=(192, 108)),
+            "images": [footage.make_image(root / f"shot{k}.jpg", size=(160, 120), number=k) for k in range(2)]}
 
 
 @pytest.fixture(params=["1.2", "1.3"])

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import media
+import footage
 from rkvideo import cli
 
 
@@ -29,7 +29,7 @@ def results(out):
 
 
 def test_dry_run_json_plans_frames_inside_their_segments(cfg, capsys):
-    path = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    path = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     code, out, err = run(capsys, "describe", str(path), "--frames", "4", "--dry-run", "--json")
     assert code == 0, err
     [res] = results(out)
@@ -47,7 +47,7 @@ def test_dry_run_json_plans_frames_inside_their_segments(cfg, capsys):
 
 
 def test_frames_above_budget_are_capped_with_a_warning(cfg, capsys):
-    path = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    path = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     code, out, err = run(capsys, "describe", str(path), "--frames", "30", "--max-new-tokens", "2048",
                          "--dry-run", "--json")
     assert code == 0
@@ -58,8 +58,8 @@ def test_frames_above_budget_are_capped_with_a_warning(cfg, capsys):
 
 
 def test_images_form_one_request_or_each(cfg, capsys):
-    a = media.image("a.jpg", size=(64, 48))
-    b = media.image("b.png", size=(48, 64))
+    a = footage.image("a.jpg", size=(64, 48))
+    b = footage.image("b.png", size=(48, 64))
     code, out, _ = run(capsys, "describe", str(a), str(b), "--dry-run", "--json")
     assert code == 0
     [res] = results(out)
@@ -70,15 +70,15 @@ def test_images_form_one_request_or_each(cfg, capsys):
 
 
 def test_human_plan_lists_timestamps(cfg, capsys):
-    path = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    path = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     code, out, _ = run(capsys, "describe", str(path), "--frames", "2", "--dry-run")
     assert code == 0
     assert "2 frames" in out and "frame   0" in out and "tokens:" in out
 
 
 def test_bad_video_is_a_one_line_usage_error_and_others_continue(cfg, capsys, tmp_path):
-    bad = media.write_bytes(tmp_path / "noise.mp4", b"\x00garbage" * 100)
-    good = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    bad = footage.write_bytes(tmp_path / "noise.mp4", b"\x00garbage" * 100)
+    good = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     code, out, err = run(capsys, "describe", str(bad), str(good), "--frames", "2", "--dry-run", "--json")
     assert code == 2
     assert len(results(out)) == 1                     # the good clip is still described
@@ -88,20 +88,20 @@ def test_bad_video_is_a_one_line_usage_error_and_others_continue(cfg, capsys, tm
 
 def test_unknown_suffix_and_bad_numbers_are_usage_errors(cfg, capsys, tmp_path):
     assert run(capsys, "describe", str(tmp_path / "notes.txt"), "--dry-run")[0] == 2
-    path = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    path = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     code, _, err = run(capsys, "describe", str(path), "--frames", "0", "--dry-run")
     assert code == 2 and "--frames" in err
 
 
 def test_budget_below_one_frame_says_what_to_lower(cfg, capsys):
-    path = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    path = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     code, _, err = run(capsys, "describe", str(path), "--max-new-tokens", "4090", "--dry-run")
     assert code == 2 and "max_new_tokens" in err
 
 
 def test_missing_model_file_names_file_and_key(cfg, capsys, tmp_path):
     cfg.write_text('[model]\nvision = "enc.onnx"\nllm = "llm.gguf"\n')
-    path = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    path = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     code, _, err = run(capsys, "describe", str(path))
     assert code == 2
     assert "enc.onnx" in err and "model.vision" in err
@@ -117,7 +117,7 @@ def test_bad_config_is_a_usage_error(cfg, capsys):
 
 
 def test_console_script_runs_in_a_real_process(cfg):
-    path = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    path = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     proc = subprocess.run([sys.executable, "-m", "rkvideo.cli", "describe", str(path), "--frames", "3",
                            "--dry-run", "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -133,7 +133,7 @@ def test_ctrl_c_stops_the_whole_command(cfg, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline.Describer, "describe", interrupted)
-    a = media.clip("cli4s", seconds=4.0, fps=10, gop=10)
+    a = footage.clip("cli4s", seconds=4.0, fps=10, gop=10)
     code, _, err = run(capsys, "describe", str(a), str(a), "--dry-run")
     assert code == 130 and len(calls) == 1          # the second input never starts
     assert "interrupted" in err

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import media
+import footage
 from rkvideo import cli, config as config_mod, llm as llm_mod, pipeline
 
 STAGES = {"decode", "preprocess", "encode", "vision", "prefill", "generate"}
@@ -22,9 +22,9 @@ STAGES = {"decode", "preprocess", "encode", "vision", "prefill", "generate"}
 def clips(tiny_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e-media")
     return {
-        "a": media.make_clip(root / "a.mp4", seconds=3.0, fps=10, size=(192, 108)),
-        "b": media.make_clip(root / "b.mkv", seconds=2.0, fps=12, size=(120, 160)),
-        "images": [media.make_image(root / f"shot{k}.jpg", size=(160, 120), number=k) for k in range(3)],
+        "a": footage.make_clip(root / "a.mp4", seconds=3.0, fps=10, size=(192, 108)),
+        "b": footage.make_clip(root / "b.mkv", seconds=2.0, fps=12, size=(120, 160)),
+        "images": [footage.make_image(root / f"shot{k}.jpg", size=(160, 120), number=k) for k in range(3)],
     }
 
 
@@ -141,8 +141,8 @@ def test_an_encoder_that_does_not_fit_the_profile_names_the_key(tiny_models, tmp
 
 
 def test_a_video_that_yields_no_frame_is_a_media_error(tiny_models, clips, monkeypatch):
-    from rkvideo import video
-    monkeypatch.setattr(video, "sample", lambda *a, **k: iter(()))
+    from rkvideo import media
+    monkeypatch.setattr(media, "sample", lambda *a, **k: iter(()))
     with pipeline.Describer(config_mod.load(tiny_models.config)) as describer:
-        with pytest.raises(video.MediaError, match="no frame could be decoded"):
+        with pytest.raises(media.MediaError, match="no frame could be decoded"):
             describer.describe([clips["a"]], kind="video")

@@ -10,7 +10,7 @@ import pytest
 
 from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
 from rkvideo import models, preprocess, rknn, vision
-from rkvideo.video import Frame
+from rkvideo.media import Frame
 
 pytest.importorskip("onnxruntime", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
 pytest.importorskip("onnx", reason="needs the [cpu] extra: pip install -e '.[cpu]'")

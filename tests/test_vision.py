@@ -12,7 +12,7 @@ import pytest
 
 from doubles.encoders import ScriptedEncoder, failing_on, signature
 from rkvideo import models, preprocess, vision
-from rkvideo.video import Frame, MediaError
+from rkvideo.media import Frame, MediaError
 
 PROFILE = dataclasses.replace(models.get("qwen2-vl-2b"), input_size=32, tokens_per_image=4, embed_width=3)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-import media
+import footage
 from doubles import daemon
 from rkvideo import cli
 
@@ -61,10 +61,10 @@ def test_bad_files_end_failed_or_skipped_with_a_reason_while_good_files_are_desc
     odd_name = daemon.clip(folder / "Einfahrt Tür 東門 1.mp4", 5)
     nested = daemon.clip(folder / "day 2" / "late.MP4", 6)        # recursive, upper-case suffix
     source = daemon.clip(tmp_path / "source.mp4", 7)
-    empty = media.write_bytes(folder / "empty.mp4", b"")
-    truncated = media.truncate(source, folder / "truncated.mp4", keep=0.4)
-    noise = media.write_bytes(folder / "noise.mp4", os.urandom(20000))
-    audio = media.make_clip(folder / "audio.mp4", seconds=1.0, audio_only=True)
+    empty = footage.write_bytes(folder / "empty.mp4", b"")
+    truncated = footage.truncate(source, folder / "truncated.mp4", keep=0.4)
+    noise = footage.write_bytes(folder / "noise.mp4", os.urandom(20000))
+    audio = footage.make_clip(folder / "audio.mp4", seconds=1.0, audio_only=True)
     directory = folder / "x.mp4"
     directory.mkdir()
     pipe = folder / "pipe.mp4"
@@ -144,7 +144,7 @@ def test_slowly_written_file_is_described_once_after_it_stops_growing(tmp_path):
     db = tmp_path / "rkvideo.db"
     calls = tmp_path / "calls.log"
     # Matroska is readable while it is written, so describing it early would "work" with fewer frames.
-    source = media.clip("slow.mkv", seconds=3.0, fps=10, size=(64, 48))
+    source = footage.clip("slow.mkv", seconds=3.0, fps=10, size=(64, 48))
     data = source.read_bytes()
     proc = daemon.start(folder, db, config, env=daemon.environment(RKVIDEO_FAKE_LOG=calls))
     try:
@@ -625,7 +625,7 @@ def test_backoff_keeps_a_failing_job_from_blocking_the_queue(tmp_path):
 def test_list_show_and_search_agree_with_the_database(tmp_path, capsys):
     folder = tmp_path / "cameras"
     paths = daemon.clips(folder, 3, prefix="cam")
-    media.write_bytes(folder / "broken.mp4", b"\x00" * 1000)
+    footage.write_bytes(folder / "broken.mp4", b"\x00" * 1000)
     config = daemon.write_config(tmp_path)
     db = tmp_path / "rkvideo.db"
     assert daemon.once(folder, db, config).returncode == 0
@@ -822,7 +822,7 @@ def test_a_missing_folder_is_retried_by_systemd_and_a_file_is_a_usage_error(tmp_
     missing = daemon.once(tmp_path / "not mounted", db, config)
     assert missing.returncode == cli.EXIT_RUNTIME, missing.stderr
     assert "folder not found (not mounted yet?" in missing.stderr
-    not_a_folder = media.write_bytes(tmp_path / "file.mp4", b"x")
+    not_a_folder = footage.write_bytes(tmp_path / "file.mp4", b"x")
     wrong = daemon.once(not_a_folder, db, config)
     assert wrong.returncode == cli.EXIT_USAGE and "not a folder" in wrong.stderr
     unit = (ROOT / "systemd" / "rkvideo.service").read_text()

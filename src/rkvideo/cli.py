@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, models, video
+from . import __version__, config as config_mod, models, media
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -108,13 +108,13 @@ def split_inputs(paths: list) -> tuple[list, list]:
     videos, images = [], []
     for raw in paths:
         suffix = Path(raw).suffix.lower()
-        if suffix in video.IMAGE_SUFFIXES:
+        if suffix in media.IMAGE_SUFFIXES:
             images.append(raw)
-        elif suffix in video.VIDEO_SUFFIXES:
+        elif suffix in media.VIDEO_SUFFIXES:
             videos.append(raw)
         else:
-            raise CLIError(f"{raw}: not a video or image file name (videos: {' '.join(video.VIDEO_SUFFIXES)}; "
-                           f"images: {' '.join(video.IMAGE_SUFFIXES)})")
+            raise CLIError(f"{raw}: not a video or image file name (videos: {' '.join(media.VIDEO_SUFFIXES)}; "
+                           f"images: {' '.join(media.IMAGE_SUFFIXES)})")
     return videos, images
 
 
@@ -183,7 +183,7 @@ def _describe_one(describer, kind: str, inputs: list, args, progress: Progress) 
             inputs, kind=kind, frames=args.frames, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
             seek=args.seek, on_text=_echo if stream_text else None, on_plan=planned.append,
             on_frame=lambda f: progress.frame(label, f, planned[0].frames))
-    except (video.MediaError, budget.BudgetError, pipeline.SetupError) as exc:
+    except (media.MediaError, budget.BudgetError, pipeline.SetupError) as exc:
         progress.done()
         error(str(exc))
         return EXIT_USAGE

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import assemble, budget, models, preprocess, video
+from . import assemble, budget, models, preprocess, media
 from .config import Config
 
 
@@ -127,7 +127,7 @@ class Describer:
     def describe(self, inputs: list, *, kind: str, frames: int | None = None, prompt: str | None = None,
                  max_new_tokens: int | None = None, seek: str | None = None,
                  on_text: Callable[[str], None] | None = None,
-                 on_frame: Callable[[video.Frame], None] | None = None,
+                 on_frame: Callable[[media.Frame], None] | None = None,
                  on_plan: Callable[[budget.Plan], None] | None = None) -> Result:
         """Describe one video (``kind="video"``, one input) or a set of images as one request.
 
@@ -144,9 +144,9 @@ class Describer:
             on_plan(plan)
         notes: list = []
         if kind == "video":
-            stream = video.sample(str(inputs[0]), plan.frames, seek or cfg.describe.seek, notes)
+            stream = media.sample(str(inputs[0]), plan.frames, seek or cfg.describe.seek, notes)
         else:
-            stream = video.load_images([str(p) for p in inputs[:plan.frames]])
+            stream = media.load_images([str(p) for p in inputs[:plan.frames]])
         if plan.capped:
             notes.append(f"{plan.requested} frames requested, {plan.frames} fit the "
                          f"{plan.max_context}-token context")
@@ -159,7 +159,7 @@ class Describer:
         else:
             picked, text, tokens, timings = self._run(stream, prompt, plan, kind, on_text, on_frame)
         if kind == "video" and not picked:
-            raise video.MediaError(f"{inputs[0]}: no frame could be decoded (check the file plays)")
+            raise media.MediaError(f"{inputs[0]}: no frame could be decoded (check the file plays)")
         return Result(inputs=[str(p) for p in inputs], kind=kind, frames=[_frame_info(f) for f in picked],
                       prompt=prompt, model=self._model_info(), tokens=tokens,
                       frames_capped_by_budget=plan.capped, timings=timings, text=text, notes=notes,
@@ -216,5 +216,5 @@ class Describer:
         self.close()
 
 
-def _frame_info(frame: video.Frame) -> dict:
+def _frame_info(frame: media.Frame) -> dict:
     return {"index": frame.index, "pts": frame.pts, "seconds": round(frame.seconds, 3), "source": frame.source}

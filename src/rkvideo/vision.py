@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Protocol
 import numpy as np
 
 from . import assemble, preprocess
-from .video import Frame
+from .media import Frame
 
 
 class VisionError(RuntimeError):

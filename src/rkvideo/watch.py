@@ -545,7 +545,7 @@ class Daemon:
 
     def _intake(self, path: str, st) -> None:
         """A settled file: queue it, or record why not (bad file, duplicate, same as before)."""
-        from . import store, video
+        from . import store, media
         if not store.valid_name(path):
             # SQLite text must be UTF-8; such a file cannot even be listed. Say so once per run.
             if path not in self.bad_names:
@@ -588,8 +588,8 @@ class Daemon:
                          duplicate_of=original["id"])
             return
         try:
-            info = video.probe(path)
-        except video.MediaError as exc:
+            info = media.probe(path)
+        except media.MediaError as exc:
             self._record(path, "failed", _reason(exc, path), st, digest=digest)
             return
         job_id = self.store.put(path, "queued", size=st.st_size, mtime=st.st_mtime, digest=digest,
@@ -687,7 +687,7 @@ class Worker(threading.Thread):
         self.progress = time.monotonic()
 
     def _run(self, db, job: dict) -> None:
-        from . import assemble, budget, llm, video
+        from . import assemble, budget, llm, media
         path, job_id = job["path"], job["id"]
         self.current, self.progress = job, time.monotonic()
         start = time.perf_counter()
@@ -714,7 +714,7 @@ class Worker(threading.Thread):
                 db.requeue(job_id)
                 log.info("stopped while describing %s [job %d]; it stays queued", path, job_id)
                 return
-            except (video.MediaError, budget.BudgetError, assemble.ShapeError) as exc:
+            except (media.MediaError, budget.BudgetError, assemble.ShapeError) as exc:
                 self._failed(db, job, _reason(exc, path), permanent=True)
                 return
             except Exception as exc:    # noqa: BLE001 - runtime errors are retried, whatever their type

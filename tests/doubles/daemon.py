@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-import media
+import footage
 
 LAUNCHER = Path(__file__).with_name("run_daemon.py")
 DEADLINE = 30.0
@@ -44,7 +44,7 @@ def write_config(folder: Path, settle: float = 0.2, max_attempts: int = 3, sidec
 
 def clip(path: Path, number: int) -> Path:
     """A small real clip; different numbers give different content (different lengths)."""
-    source = media.clip(f"daemon{number}.mp4", seconds=1.0 + 0.1 * number, fps=10, size=(64, 48))
+    source = footage.clip(f"daemon{number}.mp4", seconds=1.0 + 0.1 * number, fps=10, size=(64, 48))
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, path)
     return path

@@ -1,6 +1,6 @@
-"""rkvideo.video on real encoded files (made by tests/media.py with PyAV).
+"""rkvideo.media on real encoded files (made by tests/footage.py with PyAV).
 
-The ground truth for every clip is a full decode (media.frame_table); the
+The ground truth for every clip is a full decode (footage.frame_table); the
 sampler's answers are checked against the sampling rules, and each returned
 picture's drawn frame number is checked against its timestamp, so a frame
 that is merely labelled right cannot pass.
@@ -14,9 +14,9 @@ import av
 import numpy as np
 import pytest
 
-import media
-from rkvideo import video
-from rkvideo.video import MediaError
+import footage
+from rkvideo import media
+from rkvideo.media import MediaError
 
 EPS = 1e-9
 
@@ -38,8 +38,8 @@ CLIPS = {
 
 def needs_encoder(name: str):
     codec = CLIPS[name].get("codec", "h264")
-    return pytest.mark.skipif(not media.has_encoder(codec),
-                              reason=f"this PyAV build has no {media.ENCODERS[codec]} encoder to make the clip")
+    return pytest.mark.skipif(not footage.has_encoder(codec),
+                              reason=f"this PyAV build has no {footage.ENCODERS[codec]} encoder to make the clip")
 
 
 def clip_param(name):
@@ -50,14 +50,14 @@ ALL = [clip_param(name) for name in CLIPS]
 
 
 def get(name):
-    return media.clip(name, **CLIPS[name])
+    return footage.clip(name, **CLIPS[name])
 
 
 class Truth:
     """Every frame of a clip, from a full decode, in seconds from its first frame."""
 
     def __init__(self, path):
-        table = media.frame_table(path)
+        table = footage.frame_table(path)
         first = table[0][1]
         self.pts = [p for p, _, _ in table]
         self.secs = [t - first for _, t, _ in table]
@@ -87,15 +87,15 @@ def check_frames(frames, path, truth):
     for f in frames:
         i = truth.pts.index(f.pts)
         assert f.seconds == pytest.approx(truth.secs[i], abs=1e-6)
-        assert media.frame_number(f.image) == i, "the picture is not the frame its timestamp names"
-        assert media.is_upright(f.image)
+        assert footage.frame_number(f.image) == i, "the picture is not the frame its timestamp names"
+        assert footage.is_upright(f.image)
 
 
 # ----------------------------------------------------------------- targets
 
 def test_targets_are_segment_centres():
-    assert video.targets(0.0, 8.0, 4) == [1.0, 3.0, 5.0, 7.0]
-    assert video.targets(5.0, 2.0, 1) == [6.0]
+    assert media.targets(0.0, 8.0, 4) == [1.0, 3.0, 5.0, 7.0]
+    assert media.targets(5.0, 2.0, 1) == [6.0]
 
 
 # ------------------------------------------------------------------- probe
@@ -103,7 +103,7 @@ def test_targets_are_segment_centres():
 @pytest.mark.parametrize("name", ALL)
 def test_probe(name):
     kw = CLIPS[name]
-    info = video.probe(get(name))
+    info = media.probe(get(name))
     truth = Truth(get(name))
     assert info.start == pytest.approx(kw.get("start_pts", 0.0) + (0.2 if name.endswith(".ts") else 0.0), abs=1e-3)
     if kw.get("vfr"):
@@ -122,7 +122,7 @@ def test_probe_counts_frames_without_duration_headers():
     path = get("live.mkv")
     with av.open(str(path)) as c:
         assert c.duration is None and c.streams.video[0].duration is None
-    info = video.probe(path)
+    info = media.probe(path)
     assert info.duration == pytest.approx(4.0)
     assert info.frame_count == 40
 
@@ -133,9 +133,9 @@ def test_probe_counts_frames_without_duration_headers():
 @pytest.mark.parametrize("name", ALL)
 def test_fast_mode_rules(name, n):
     path, truth = get(name), Truth(get(name))
-    duration = video.probe(path).duration
+    duration = media.probe(path).duration
     notes = []
-    frames = list(video.sample(path, n, "fast", notes))
+    frames = list(media.sample(path, n, "fast", notes))
     check_frames(frames, path, truth)
     # A segment with no frame of its own (VFR gaps) is skipped, with a note.
     filled = [seg for seg in segments(duration, n) if truth.in_range(seg[0], seg[2] - 2 * EPS)]
@@ -155,8 +155,8 @@ def test_fast_mode_rules(name, n):
 @pytest.mark.parametrize("name", ALL)
 def test_exact_mode_picks_first_frame_at_or_after_target(name, n):
     path, truth = get(name), Truth(get(name))
-    duration = video.probe(path).duration
-    frames = list(video.sample(path, n, "exact"))
+    duration = media.probe(path).duration
+    frames = list(media.sample(path, n, "exact"))
     check_frames(frames, path, truth)
     expected = [truth.pts[truth.first_at_or_after(t)] for _, t, _ in segments(duration, n)]
     assert [f.pts for f in frames] == list(dict.fromkeys(expected))
@@ -166,23 +166,23 @@ def test_fast_takes_a_near_keyframe_without_decoding_further(spy):
     # 4 s at 25 fps, keyframes at 0, 1, 2, 3 s; N=3 puts a keyframe inside
     # every target's quarter-segment window (targets 0.67, 2.0, 3.33 s).
     path = get("h264.mp4")
-    frames = list(video.sample(path, 3, "fast"))
+    frames = list(media.sample(path, 3, "fast"))
     assert [round(f.seconds, 3) for f in frames] == [1.0, 2.0, 3.0]
     assert spy["frames"] == 3, "only the keyframes themselves should be decoded"
 
 
 def test_fast_decodes_less_than_exact(spy):
     path = get("h264.mp4")
-    list(video.sample(path, 5, "exact"))
+    list(media.sample(path, 5, "exact"))
     exact = spy["frames"]
     spy["frames"] = 0
-    list(video.sample(path, 5, "fast"))
+    list(media.sample(path, 5, "fast"))
     assert spy["frames"] < exact
 
 
 def test_targets_in_one_gop_keep_decoding_instead_of_seeking(spy):
-    path = media.clip("onegop.mp4", seconds=4, fps=25, gop=250)   # a single keyframe
-    frames = list(video.sample(path, 8, "exact"))
+    path = footage.clip("onegop.mp4", seconds=4, fps=25, gop=250)   # a single keyframe
+    frames = list(media.sample(path, 8, "exact"))
     assert len(frames) == 8
     assert spy["seeks"] == 1
     assert spy["frames"] <= 100, "no frame should be decoded twice"
@@ -198,69 +198,69 @@ def test_mpegts_seek_lands_late_and_sampler_corrects_it():
         c.seek(target, stream=s, backward=True)
         landed = next(c.decode(s)).pts
     assert landed > target
-    (frame,) = video.sample(path, 1, "exact")
+    (frame,) = media.sample(path, 1, "exact")
     assert frame.pts == truth.pts[truth.first_at_or_after(3.0)]
 
 
 def test_start_time_is_subtracted_from_seconds():
     for name in ("start5.mp4", "start5.mkv"):
-        info = video.probe(get(name))
+        info = media.probe(get(name))
         assert info.start == pytest.approx(5.0) and info.duration == pytest.approx(2.0)
-        frames = list(video.sample(get(name), 4, "exact"))
+        frames = list(media.sample(get(name), 4, "exact"))
         assert [round(f.seconds, 3) for f in frames] == [0.3, 0.8, 1.3, 1.8]
 
 
 def test_variable_frame_rate_uses_timestamps_not_frame_numbers():
     # 20 fps for the first second, 5 fps after: frame index and time disagree.
     path, truth = get("vfr.mp4"), Truth(get("vfr.mp4"))
-    frames = list(video.sample(path, 4, "exact"))
-    duration = video.probe(path).duration
+    frames = list(media.sample(path, 4, "exact"))
+    duration = media.probe(path).duration
     for f, (_, t, _) in zip(frames, segments(duration, 4)):
         assert f.seconds >= t - EPS
-        assert media.frame_number(f.image) == truth.first_at_or_after(t)
+        assert footage.frame_number(f.image) == truth.first_at_or_after(t)
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_rotated_recordings_come_out_upright(rotation):
-    path = media.clip(f"rot{rotation}.mp4", seconds=1, fps=10, rotation=rotation)
-    info = video.probe(path)
+    path = footage.clip(f"rot{rotation}.mp4", seconds=1, fps=10, rotation=rotation)
+    info = media.probe(path)
     assert (info.width, info.height, info.rotation) == (160, 120, rotation)
     with av.open(str(path)) as c:     # stored sideways or upside down...
         stored = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    assert not media.is_upright(stored)
-    for mode in video.MODES:          # ...returned upright
-        frames = list(video.sample(path, 3, mode))
-        assert all(f.image.shape == (120, 160, 3) and media.is_upright(f.image) for f in frames)
+    assert not footage.is_upright(stored)
+    for mode in media.MODES:          # ...returned upright
+        frames = list(media.sample(path, 3, mode))
+        assert all(f.image.shape == (120, 160, 3) and footage.is_upright(f.image) for f in frames)
 
 
 # ------------------------------------------------------------ short clips
 
-@pytest.mark.parametrize("mode", video.MODES)
+@pytest.mark.parametrize("mode", media.MODES)
 def test_short_clip_returns_every_frame_with_a_note(mode):
-    path = media.clip("three.mp4", seconds=0.3, fps=10)
+    path = footage.clip("three.mp4", seconds=0.3, fps=10)
     notes = []
-    frames = list(video.sample(path, 8, mode, notes))
-    assert [media.frame_number(f.image) for f in frames] == [0, 1, 2]
+    frames = list(media.sample(path, 8, mode, notes))
+    assert [footage.frame_number(f.image) for f in frames] == [0, 1, 2]
     assert notes == ["only 3 frames in clip, 8 requested"]
 
 
 def test_clip_with_exactly_n_frames_has_no_note():
     notes = []
-    frames = list(video.sample(media.clip("three.mp4", seconds=0.3, fps=10), 3, "fast", notes))
+    frames = list(media.sample(footage.clip("three.mp4", seconds=0.3, fps=10), 3, "fast", notes))
     assert len(frames) == 3 and notes == []
 
 
 def test_single_frame_clip():
-    path = media.clip("one.mkv", seconds=0.1, fps=10)
+    path = footage.clip("one.mkv", seconds=0.1, fps=10)
     notes = []
-    (frame,) = video.sample(path, 4, "exact", notes)
+    (frame,) = media.sample(path, 4, "exact", notes)
     assert frame.seconds == 0.0 and notes == ["only 1 frame in clip, 4 requested"]
 
 
 # ------------------------------------------------------------- the API shape
 
 def test_sample_is_lazy_and_can_stop_early():
-    frames = video.sample(get("h264.mp4"), 5)
+    frames = media.sample(get("h264.mp4"), 5)
     first = next(frames)
     assert first.index == 0 and first.pts is not None
     frames.close()
@@ -268,58 +268,58 @@ def test_sample_is_lazy_and_can_stop_early():
 
 def test_bad_arguments_raise_at_once():
     with pytest.raises(ValueError, match="mode"):
-        video.sample(get("h264.mp4"), 3, "slow")
+        media.sample(get("h264.mp4"), 3, "slow")
     with pytest.raises(ValueError, match="at least 1"):
-        video.sample(get("h264.mp4"), 0)
+        media.sample(get("h264.mp4"), 0)
 
 
 def test_audio_track_is_ignored():
-    frames = list(video.sample(get("sound.mp4"), 4))
+    frames = list(media.sample(get("sound.mp4"), 4))
     assert len(frames) == 4
 
 
 # ---------------------------------------------------------- damaged files
 
 def small_clip(tmp_path, name, **kw):
-    return media.make_clip(tmp_path / name, seconds=6, fps=10, gop=10, **kw)
+    return footage.make_clip(tmp_path / name, seconds=6, fps=10, gop=10, **kw)
 
 
 def test_truncated_mp4_keeps_frames_before_the_cut(tmp_path):
     src = small_clip(tmp_path, "whole.mp4", faststart=True)   # index first, so the cut hits the frames
-    path = media.truncate(src, tmp_path / "cut.mp4", keep=0.75)
+    path = footage.truncate(src, tmp_path / "cut.mp4", keep=0.75)
     notes = []
-    frames = list(video.sample(path, 8, "exact", notes))
+    frames = list(media.sample(path, 8, "exact", notes))
     # The frames are spread over what is left of the recording.
     assert frames and max(f.seconds for f in frames) < 5
-    assert all(media.frame_number(f.image) == round(f.seconds * 10) for f in frames)
+    assert all(footage.frame_number(f.image) == round(f.seconds * 10) for f in frames)
     assert any("truncated" in n for n in notes), notes
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".avi"])
 def test_truncated_files_are_noted(tmp_path, suffix):
     src = small_clip(tmp_path, "whole" + suffix, **({"codec": "mjpeg"} if suffix == ".avi" else {}))
-    path = media.truncate(src, tmp_path / ("cut" + suffix), keep=0.6)
+    path = footage.truncate(src, tmp_path / ("cut" + suffix), keep=0.6)
     notes = []
-    frames = list(video.sample(path, 8, "fast", notes))
+    frames = list(media.sample(path, 8, "fast", notes))
     assert frames and max(f.seconds for f in frames) < 5
     assert any("truncated" in n for n in notes), notes
 
 
 def test_mp4_cut_before_its_index_is_a_media_error(tmp_path):
     src = small_clip(tmp_path, "whole.mp4")          # index (moov) written last
-    path = media.truncate(src, tmp_path / "cut.mp4", keep=0.5)
+    path = footage.truncate(src, tmp_path / "cut.mp4", keep=0.5)
     with pytest.raises(MediaError, match="not a readable video"):
-        list(video.sample(path, 4))
+        list(media.sample(path, 4))
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts", ".avi"])
 def test_corrupt_bytes_do_not_hang_or_crash(tmp_path, suffix):
     kw = {"codec": "mjpeg"} if suffix == ".avi" else {}
     src = small_clip(tmp_path, "whole" + suffix, faststart=suffix == ".mp4", **kw)
-    path = media.corrupt(src, tmp_path / ("bad" + suffix), at=0.5, size=48)
-    for mode in video.MODES:
+    path = footage.corrupt(src, tmp_path / ("bad" + suffix), at=0.5, size=48)
+    for mode in media.MODES:
         try:
-            frames = list(video.sample(path, 8, mode))
+            frames = list(media.sample(path, 8, mode))
         except MediaError as exc:
             assert str(path) in str(exc)
         else:
@@ -330,17 +330,17 @@ def test_damaged_packets_are_skipped_and_decoding_goes_on(tmp_path):
     """Single-threaded decoders reject a damaged packet (frame-threaded ones
     drop it silently); either way the frames after it still come out."""
     src = small_clip(tmp_path, "whole.mp4", faststart=True)
-    path = media.corrupt(src, tmp_path / "bad.mp4", at=0.5, size=48)
+    path = footage.corrupt(src, tmp_path / "bad.mp4", at=0.5, size=48)
     with av.open(str(path)) as container:        # PyAV's default: slice threads only
         stream = container.streams.video[0]
-        cursor = video._Cursor(container, stream, video._timeline(container, stream, str(path)))
+        cursor = media._Cursor(container, stream, media._timeline(container, stream, str(path)))
         cursor.seek(cursor.line.floor)
         times = []
         while (frame := cursor.take()) is not None:
             times.append(cursor.line.seconds(frame.pts))
     assert cursor.damaged > 0 and cursor.error is not None
     assert max(times) == pytest.approx(5.9)
-    notes = video._notes(str(path), cursor.line, cursor, 8, 8, [])
+    notes = media._notes(str(path), cursor.line, cursor, 8, 8, [])
     assert any("damaged packet" in n for n in notes), notes
 
 
@@ -357,10 +357,10 @@ def unusable(tmp_path):
     """name -> (path, words the message must contain)."""
     cases = {
         "missing": (tmp_path / "missing.mp4", "file not found"),
-        "empty": (media.write_bytes(tmp_path / "empty.mp4", b""), "file is empty"),
+        "empty": (footage.write_bytes(tmp_path / "empty.mp4", b""), "file is empty"),
         "directory": (tmp_path / "folder.mp4", "is a directory"),
-        "text": (media.write_bytes(tmp_path / "notes.mp4", b"not a video at all\n" * 50), "not a readable video"),
-        "audio only": (media.make_clip(tmp_path / "voice.mp4", audio_only=True), "has audio but no video stream"),
+        "text": (footage.write_bytes(tmp_path / "notes.mp4", b"not a video at all\n" * 50), "not a readable video"),
+        "audio only": (footage.make_clip(tmp_path / "voice.mp4", audio_only=True), "has audio but no video stream"),
         "fifo": (tmp_path / "pipe.mp4", "is not a regular file"),
     }
     (tmp_path / "folder.mp4").mkdir()
@@ -372,20 +372,20 @@ def unusable(tmp_path):
 def test_unusable_files_raise_one_clear_line(tmp_path, case):
     path, words = unusable(tmp_path)[case]
     with pytest.raises(MediaError) as sampled:
-        list(video.sample(path, 4))
+        list(media.sample(path, 4))
     check_error(sampled.value, path, words)
     with pytest.raises(MediaError) as probed:
-        video.probe(path)
+        media.probe(path)
     check_error(probed.value, path, words)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file, so permissions cannot be tested")
 def test_unreadable_file(tmp_path):
-    path = media.make_clip(tmp_path / "locked.mp4", seconds=0.5)
+    path = footage.make_clip(tmp_path / "locked.mp4", seconds=0.5)
     path.chmod(0)
     try:
         with pytest.raises(MediaError) as err:
-            list(video.sample(path, 2))
+            list(media.sample(path, 2))
         check_error(err.value, path, "permission denied")
     finally:
         path.chmod(stat.S_IRUSR | stat.S_IWUSR)
@@ -393,13 +393,13 @@ def test_unreadable_file(tmp_path):
 
 def test_file_the_user_may_not_read(tmp_path, monkeypatch):
     """The same check as above, run as any user: os.access says no."""
-    path = media.make_clip(tmp_path / "locked.mp4", seconds=0.5)
-    monkeypatch.setattr(video.os, "access", lambda *a, **k: False)
+    path = footage.make_clip(tmp_path / "locked.mp4", seconds=0.5)
+    monkeypatch.setattr(media.os, "access", lambda *a, **k: False)
     with pytest.raises(MediaError) as err:
-        list(video.sample(path, 2))
+        list(media.sample(path, 2))
     check_error(err.value, path, "permission denied")
     with pytest.raises(MediaError) as err:
-        next(video.load_images([path]))
+        next(media.load_images([path]))
     check_error(err.value, path, "permission denied")
 
 
@@ -407,17 +407,17 @@ def test_file_the_user_may_not_read(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("orientation", [None, 1, 3, 6, 8, 2, 5])
 def test_jpeg_exif_orientation_is_applied(orientation):
-    path = media.image(f"photo{orientation}.jpg", size=(160, 120), exif_orientation=orientation, number=5)
-    (frame,) = video.load_images([path])
+    path = footage.image(f"photo{orientation}.jpg", size=(160, 120), exif_orientation=orientation, number=5)
+    (frame,) = media.load_images([path])
     assert frame.image.shape == (120, 160, 3) and frame.image.dtype == np.uint8
-    assert media.is_upright(frame.image)
-    assert media.frame_number(frame.image) == 5
+    assert footage.is_upright(frame.image)
+    assert footage.frame_number(frame.image) == 5
 
 
 def test_load_images_fields_and_rgb_order(tmp_path):
-    jpg = media.image("a.jpg", size=(160, 120), number=1)
-    png = media.image("b.png", size=(64, 48), number=2)
-    frames = list(video.load_images([jpg, png]))
+    jpg = footage.image("a.jpg", size=(160, 120), number=1)
+    png = footage.image("b.png", size=(64, 48), number=2)
+    frames = list(media.load_images([jpg, png]))
     assert [(f.index, f.pts, f.seconds, f.source) for f in frames] == [(0, None, 0.0, str(jpg)), (1, None, 0.0, str(png))]
     assert frames[1].image.shape == (48, 64, 3)
     red = frames[1].image[2, 2]
@@ -425,14 +425,14 @@ def test_load_images_fields_and_rgb_order(tmp_path):
 
 
 def test_bad_images_raise_media_error(tmp_path):
-    good = media.image("good.png", size=(32, 24))
-    broken = media.write_bytes(tmp_path / "broken.jpg", b"\xff\xd8 not really a jpeg")
-    frames = video.load_images([good, broken, tmp_path / "gone.png"])
+    good = footage.image("good.png", size=(32, 24))
+    broken = footage.write_bytes(tmp_path / "broken.jpg", b"\xff\xd8 not really a jpeg")
+    frames = media.load_images([good, broken, tmp_path / "gone.png"])
     assert next(frames).index == 0              # lazy: the good one comes first
     with pytest.raises(MediaError) as err:
         next(frames)
     check_error(err.value, broken, "not a readable image")
-    frames = video.load_images([tmp_path / "gone.png"])
+    frames = media.load_images([tmp_path / "gone.png"])
     with pytest.raises(MediaError) as err:
         next(frames)
     check_error(err.value, tmp_path / "gone.png", "file not found")
@@ -449,10 +449,10 @@ def sample_files(suffixes):
     return sorted(os.path.join(SAMPLES, f) for f in os.listdir(SAMPLES) if f.lower().endswith(suffixes))
 
 
-@pytest.mark.parametrize("path", sample_files(video.VIDEO_SUFFIXES), ids=os.path.basename)
+@pytest.mark.parametrize("path", sample_files(media.VIDEO_SUFFIXES), ids=os.path.basename)
 def test_sample_videos_decode(path):
     notes = []
-    frames = list(video.sample(path, 4, "fast", notes))
+    frames = list(media.sample(path, 4, "fast", notes))
     assert len(frames) == 4 and notes == []
     # phone.mov is stored landscape with a 90° display matrix: it shows portrait.
     shape = (320, 240, 3) if path.endswith("phone.mov") else (240, 320, 3)
@@ -460,10 +460,10 @@ def test_sample_videos_decode(path):
 
 
 def test_sample_images_load():
-    paths = sample_files(video.IMAGE_SUFFIXES)
+    paths = sample_files(media.IMAGE_SUFFIXES)
     if not paths:
         pytest.skip("samples/ has no images; run samples/make_samples.py")
-    images = {os.path.basename(f.source): f.image for f in video.load_images(paths)}
+    images = {os.path.basename(f.source): f.image for f in media.load_images(paths)}
     house = images["house.jpg"]              # stored sideways, EXIF orientation 6
     assert house.shape == (240, 320, 3)
     sky, grass = house[5, 5].astype(int), house[-5, 5].astype(int)
@@ -476,7 +476,7 @@ def test_sample_images_load():
 def spy(monkeypatch):
     """Count the sampler's seeks and the frames its decoder hands out."""
     counts = {"seeks": 0, "frames": 0}
-    seek, decode = video._Cursor.seek, video._Cursor._decode
+    seek, decode = media._Cursor.seek, media._Cursor._decode
 
     def counting_seek(self, ts):
         counts["seeks"] += 1
@@ -487,6 +487,6 @@ def spy(monkeypatch):
             counts["frames"] += 1
             yield frame
 
-    monkeypatch.setattr(video._Cursor, "seek", counting_seek)
-    monkeypatch.setattr(video._Cursor, "_decode", counting_decode)
+    monkeypatch.setattr(media._Cursor, "seek", counting_seek)
+    monkeypatch.setattr(media._Cursor, "_decode", counting_decode)
     return counts
