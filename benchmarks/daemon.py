@@ -11,7 +11,7 @@ are described, and repeats with N new clips.
 
 Printed per round: files per second, and the median per-file overhead of
 the daemon outside the describe call: for consecutive jobs, the time between
-two commits minus the time the second one spent in ``Describer.describe``
+two commits minus the time the second one spent in ``Describer.describe_video``
 (which holds decoding and the runtime). That difference is everything the
 daemon adds: claiming, stat, transactions with fsync, logging, and the main
 thread's queueing (fingerprint, probe, insert) competing for the CPU.
@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 CONFIG = """
 [model]
+vision = "{vision}"
+llm = "{llm}"
 tokens_per_image = 4
 embed_width = 8
 [describe]
@@ -140,7 +142,10 @@ def main() -> int:
     staging.mkdir()
     config = work / "config.toml"
     kinds = '["txt", "json", "vtt"]' if args.sidecars else "[]"
-    config.write_text(CONFIG.format(settle=args.settle, sidecars=kinds))
+    # Empty model files: run_daemon.py registers the test-double runtimes for their suffixes.
+    from doubles import fake_runtime
+    vision, llm = fake_runtime.write_models(work)
+    config.write_text(CONFIG.format(vision=vision, llm=llm, settle=args.settle, sidecars=kinds))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(work / "notify"))
     notify.settimeout(120)
@@ -166,7 +171,7 @@ def main() -> int:
             dropped = time.time()
             for clip in batch:
                 os.rename(staging / clip.name, folder / clip.name)
-            wait(lambda: done_count(db) >= (r + 1) * args.clips, proc, f"round {r + 1}")
+            wait(lambda target=(r + 1) * args.clips: done_count(db) >= target, proc, f"round {r + 1}")
             s = round_stats(db, first_id)
             time.sleep(0.5)
             rss, hwm = memory(proc.pid)

@@ -146,7 +146,8 @@ def _add_video(out, codec: str, fps: float, coded: tuple[int, int], gop, bframes
 
 
 def _add_audio(out):
-    codec = "pcm_s16le" if out.format.name == "avi" else ("libopus" if out.format.name in ("matroska", "webm") else "aac")
+    container = out.format.name
+    codec = "pcm_s16le" if container == "avi" else ("libopus" if container in ("matroska", "webm") else "aac")
     stream = out.add_stream(codec, rate=48000 if codec == "libopus" else 16000)
     stream.layout = "mono"
     return stream

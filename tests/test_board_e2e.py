@@ -15,7 +15,8 @@ import footage
 from doubles import rkllm_stub
 from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
 from doubles.fixtures import stub_build  # noqa: F401 (fixture)
-from rkvideo import cli, models, rknn
+from rkvideo import cli, models
+from rkvideo.vision import rknn
 
 pytest.importorskip("onnxruntime", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
 pytest.importorskip("onnx", reason="needs the [cpu] extra: pip install -e '.[cpu]'")

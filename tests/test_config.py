@@ -67,6 +67,7 @@ def test_lookup_order(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.chdir(work)
     monkeypatch.delenv("RKVIDEO_CONFIG", raising=False)
     assert config.load().describe.frames == 2            # ~/.config
@@ -94,3 +95,32 @@ def test_no_file_means_defaults(tmp_path, monkeypatch):
     monkeypatch.delenv("RKVIDEO_CONFIG", raising=False)
     monkeypatch.setattr(config, "candidates", lambda explicit=None: [tmp_path / "none.toml"])
     assert config.load() == config.Config()
+
+
+def test_xdg_config_home_replaces_dot_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("RKVIDEO_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for folder in ("home/.config/rkvideo", "xdg/rkvideo"):
+        (tmp_path / folder).mkdir(parents=True)
+    write(tmp_path / "home/.config/rkvideo", "[describe]\nframes = 2\n")      # not read: XDG wins
+    write(tmp_path / "xdg/rkvideo", "[describe]\nframes = 6\n")
+    assert config.candidates()[1] == tmp_path / "xdg/rkvideo/config.toml"
+    assert config.load().describe.frames == 6
+
+
+def test_database_defaults_to_the_user_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert config.Config().database_path() == tmp_path / "home/.local/share/rkvideo/rkvideo.db"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert config.Config().database_path() == tmp_path / "data/rkvideo/rkvideo.db"
+    cfg = config.read(write(tmp_path, '[watch]\ndb = "state/jobs.db"\n'))
+    assert cfg.database_path() == tmp_path.resolve() / "state/jobs.db"      # relative to the file
+
+
+def test_a_config_error_is_a_usage_error():
+    from rkvideo import errors
+    assert issubclass(config.ConfigError, errors.UsageError)
+    assert errors.exit_code(config.ConfigError("x")) == errors.EXIT_USAGE

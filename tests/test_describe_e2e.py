@@ -81,11 +81,11 @@ def test_the_command_line_streams_text_and_keeps_json_clean(tiny_models, clips):
 def test_a_second_clip_on_the_loaded_model_matches_a_fresh_model(tiny_models, clips):
     cfg = config_mod.load(tiny_models.config)
     with pipeline.Describer(cfg) as describer:
-        first = describer.describe([clips["a"]], kind="video")
-        other = describer.describe([clips["b"]], kind="video")
-        again = describer.describe([clips["a"]], kind="video")
+        first = describer.describe_video(clips["a"])
+        other = describer.describe_video(clips["b"])
+        again = describer.describe_video(clips["a"])
     with pipeline.Describer(cfg) as fresh:
-        new = fresh.describe([clips["a"]], kind="video")
+        new = fresh.describe_video(clips["a"])
     assert first.text == again.text == new.text
     assert other.frames != first.frames
 
@@ -99,18 +99,18 @@ def test_abort_stops_generation_and_the_describer_stays_usable(tiny_models, clip
             describer.abort()
 
         with pytest.raises(llm_mod.Interrupted) as err:
-            describer.describe([clips["a"]], kind="video", max_new_tokens=200, on_text=on_text)
+            describer.describe_video(clips["a"], max_new_tokens=200, on_text=on_text)
         assert err.value.generation.stop == "abort" and err.value.generation.new_tokens == 1
         assert len(pieces) == 1
-        after = describer.describe([clips["a"]], kind="video")
-    assert after.tokens["new"] == 16
+        after = describer.describe_video(clips["a"])
+    assert after.tokens.new == 16
 
 
 def test_sigterm_during_generation_exits_130(tiny_models, clips, capsys, monkeypatch):
     def echo_then_terminate(text):
         os.kill(os.getpid(), signal.SIGTERM)  # the handler aborts the LLM and raises KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_echo", echo_then_terminate)
+    monkeypatch.setattr(cli.describe, "echo", echo_then_terminate)
     before = signal.getsignal(signal.SIGTERM)
     code = cli.main(["describe", str(clips["a"]), "--config", str(tiny_models.config)])
     err = capsys.readouterr().err
@@ -145,4 +145,4 @@ def test_a_video_that_yields_no_frame_is_a_media_error(tiny_models, clips, monke
     monkeypatch.setattr(media, "sample", lambda *a, **k: iter(()))
     with pipeline.Describer(config_mod.load(tiny_models.config)) as describer:
         with pytest.raises(media.MediaError, match="no frame could be decoded"):
-            describer.describe([clips["a"]], kind="video")
+            describer.describe_video(clips["a"])

@@ -10,8 +10,9 @@ import pytest
 
 from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
 from doubles.fixtures import stub_build  # noqa: F401 (fixture)
-from rkvideo import cli, config, doctor, rkllm, rknn
-from rkvideo.llm import LLMError
+from rkvideo import cli, config, doctor
+from rkvideo.llm import LLMError, rkllm
+from rkvideo.vision import rknn
 
 ON_A_BOARD = "rk3588" in (Path("/proc/device-tree/compatible").read_bytes().decode(errors="replace")
                           if Path("/proc/device-tree/compatible").is_file() else "")
@@ -30,7 +31,8 @@ def test_this_machine_reports_no_npu_and_fails(no_config, capsys):
     out = capsys.readouterr().out
     assert code == 1
     first = next(line for line in out.splitlines() if line.startswith(("OK", "WARN", "FAIL")))
-    assert first.startswith("FAIL  soc") and f"no NPU: this {platform.machine()} machine is not an RK3588 board" in first
+    assert first.startswith("FAIL  soc")
+    assert f"no NPU: this {platform.machine()} machine is not an RK3588 board" in first
     assert "→ the NPU path (.rknn + .rkllm) runs only on an RK3588 board" in out
     assert "no NPU here, so the board path cannot run on this machine" in out.splitlines()[-1]
     for name in ("npu driver", "librknnrt.so", "librkllmrt.so", "rknn-toolkit-lite2", "cpu governor", "npu governor"):
@@ -107,7 +109,7 @@ def statuses(host, cfg_path):
     return {c.name: c for c in checks}
 
 
-def test_a_healthy_board_passes(board, capsys):
+def test_a_healthy_board_passes(board, capsys, monkeypatch):
     host, cfg = board
     checks = statuses(host, cfg)
     assert {n: c.status for n, c in checks.items() if c.status != "OK"} == {}
@@ -116,11 +118,21 @@ def test_a_healthy_board_passes(board, capsys):
     assert "outputs [[1, 16, 32]] match profile qwen2-vl-2b" in checks["encoder shapes"].message
     assert all(i.released for i in FakeRKNNLite.instances)
 
-    class Args:
-        json = False
-        config = str(cfg)
-    assert doctor.cmd_doctor(Args, host) == 0
+    assert doctor.examine(cfg, host).ok
+    monkeypatch.setattr(doctor, "Host", lambda: host)      # the command checks the fake board
+    assert cli.main(["doctor", "--config", str(cfg)]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("ready: nothing failed")
+
+
+def test_the_runner_gets_the_json_report_and_its_status(board, monkeypatch):
+    from click.testing import CliRunner
+    host, cfg = board
+    monkeypatch.setattr(doctor, "Host", lambda: host)
+    result = CliRunner().invoke(cli.rkvideo, ["doctor", "--config", str(cfg), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["ok"] is True
+    (host.root / "sys/module/rknpu/version").write_text("0.9.6\n")
+    result = CliRunner().invoke(cli.rkvideo, ["doctor", "--config", str(cfg), "--json"])
+    assert result.exit_code == 1 and json.loads(result.stdout)["ok"] is False
 
 
 def test_old_driver_fails(board):
@@ -235,10 +247,8 @@ def test_unreadable_debugfs_and_restricted_dmesg_say_root_is_needed(board, monke
     deny(monkeypatch, host.root / "sys/kernel/debug")
     assert not host.is_root and host.dmesg() is None
 
-    class Args:
-        json = False
-        config = str(cfg)
-    doctor.cmd_doctor(Args, host)
+    monkeypatch.setattr(doctor, "Host", lambda: host)      # the command checks the fake board
+    cli.main(["doctor", "--config", str(cfg)])
     lines = capsys.readouterr().out.splitlines()
     driver = next(i for i, line in enumerate(lines) if line.startswith("WARN  npu driver"))
     assert "cannot read the NPU driver version without root" in lines[driver]

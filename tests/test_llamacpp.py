@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-import types
 
 import numpy as np
 import pytest
 
 from rkvideo import assemble, config as config_mod, llm as llm_mod, models
-from rkvideo.llamacpp import grid, image_positions
+from rkvideo.llm.llamacpp import grid, image_positions
 from rkvideo.llm import Utf8Stream
 
 # ------------------------------------------------------------ pure helpers (no extra needed)
@@ -63,7 +62,7 @@ def tiny(tiny_models):
 
 @pytest.fixture(scope="module")
 def llm(tiny, tiny_models):
-    from rkvideo.llamacpp import LlamaCpp
+    from rkvideo.llm.llamacpp import LlamaCpp
     cfg, profile = tiny
     model = LlamaCpp(str(tiny_models.llm), cfg, profile)
     yield model
@@ -123,7 +122,7 @@ def test_generation_runs_to_the_limit_and_streams_what_it_returns(llm, tiny):
 
 
 def test_a_second_request_gets_the_same_text_as_a_fresh_model(llm, tiny, tiny_models):
-    from rkvideo.llamacpp import LlamaCpp
+    from rkvideo.llm.llamacpp import LlamaCpp
     cfg, profile = tiny
     clip_a = request_for(profile, embeddings(3, seed=1))
     clip_b = request_for(profile, embeddings(2, seed=2))
@@ -147,7 +146,7 @@ def test_the_embeddings_reach_the_model(llm, tiny):
 
 
 def test_seeded_sampling_is_deterministic(tiny, tiny_models):
-    from rkvideo.llamacpp import LlamaCpp
+    from rkvideo.llm.llamacpp import LlamaCpp
     cfg, profile = tiny
     sampled = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, top_k=40, top_p=0.95, temperature=1.0,
                                                                seed=7))
@@ -161,7 +160,7 @@ def test_seeded_sampling_is_deterministic(tiny, tiny_models):
 
 def test_an_end_of_generation_token_stops_at_once(tiny, tmp_path):
     from rkvideo import selftest
-    from rkvideo.llamacpp import LlamaCpp
+    from rkvideo.llm.llamacpp import LlamaCpp
     cfg, profile = tiny
     model = LlamaCpp(str(selftest.build_gguf(tmp_path / "eos.gguf", eos_first=True)), cfg, profile)
     try:
@@ -207,7 +206,7 @@ def test_embeddings_of_the_wrong_width_are_refused(llm, tiny):
 
 
 def test_tags_missing_from_the_vocabulary_are_refused_at_load(tiny, tiny_models):
-    from rkvideo.llamacpp import LlamaCpp
+    from rkvideo.llm.llamacpp import LlamaCpp
     cfg, profile = tiny
     with pytest.raises(llm_mod.LLMError, match=r"model\.img_start / model\.img_end"):
         LlamaCpp(str(tiny_models.llm), cfg, dataclasses.replace(profile, img_start="[[picture]]"))
@@ -234,9 +233,9 @@ def test_a_closed_model_refuses_work(tiny, tiny_models):
 
 
 def test_open_llm_dispatches_on_the_suffix(monkeypatch):
+    from rkvideo.llm import rkllm
     calls = []
-    fake = types.SimpleNamespace(open_rkllm=lambda *a: calls.append(a) or "rkllm-runtime")
-    monkeypatch.setitem(sys.modules, "rkvideo.rkllm", fake)
+    monkeypatch.setattr(rkllm, "open_rkllm", lambda *a: calls.append(a) or "rkllm-runtime")
     assert llm_mod.open_llm("/m/qwen.rkllm", "cfg", "profile", npu_vision=True) == "rkllm-runtime"
     assert calls == [("/m/qwen.rkllm", "cfg", "profile", True)]
     with pytest.raises(llm_mod.LLMError, match=r"model\.llm must be a \.rkllm .* or a \.gguf"):
@@ -251,7 +250,8 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch):
 
 
 def test_every_missing_portable_package_asks_for_the_same_extra(monkeypatch):
-    from rkvideo import onnxrt, selftest
+    from rkvideo import selftest
+    from rkvideo.vision import onnxrt
     from rkvideo.vision import VisionError
     for name in ("llama_cpp", "onnxruntime", "onnx"):
         monkeypatch.setitem(sys.modules, name, None)

@@ -418,7 +418,8 @@ def test_load_images_fields_and_rgb_order(tmp_path):
     jpg = footage.image("a.jpg", size=(160, 120), number=1)
     png = footage.image("b.png", size=(64, 48), number=2)
     frames = list(media.load_images([jpg, png]))
-    assert [(f.index, f.pts, f.seconds, f.source) for f in frames] == [(0, None, 0.0, str(jpg)), (1, None, 0.0, str(png))]
+    assert [(f.index, f.pts, f.seconds, f.source) for f in frames] == [(0, None, 0.0, str(jpg)),
+                                                                       (1, None, 0.0, str(png))]
     assert frames[1].image.shape == (48, 64, 3)
     red = frames[1].image[2, 2]
     assert red[0] > 200 and red[2] < 50, "expected RGB order (red top-left)"

@@ -14,11 +14,11 @@ import pytest
 
 from doubles import rkllm_stub
 from doubles.fixtures import stub_build  # noqa: F401 (fixture)
-from rkvideo import assemble, config, models, rkllm
-from rkvideo.llm import Interrupted, LLMError
+from rkvideo import assemble, config, models
+from rkvideo.llm import Interrupted, LLMError, rkllm
 
 # ------------------------------------------------------------------------------------------------
-# Layouts: (field, offset, size) from rkllm-rknn-facts.md §4 (1.2.1–1.2.3) and §5 (1.3.0).
+# Layouts: (field, offset, size) for 1.2.1–1.2.3 and 1.3.0 from docs/board.md, "RKLLM struct layouts".
 
 PARAM_12 = [("model_path", 0, 8), ("max_context_len", 8, 4), ("max_new_tokens", 12, 4), ("top_k", 16, 4),
             ("n_keep", 20, 4), ("top_p", 24, 4), ("temperature", 28, 4), ("repeat_penalty", 32, 4),
@@ -134,7 +134,7 @@ def test_unknown_or_older_versions_are_refused(stub_build, version):
 
 
 def test_explicit_setting_wins_but_a_contradicting_file_is_reported(stub_build, caplog):
-    with caplog.at_level(logging.WARNING, logger="rkvideo.rkllm"):
+    with caplog.at_level(logging.WARNING, logger="rkvideo.llm.rkllm"):
         assert rkllm.choose_layout("1.2", stub_build("1.3", "1.3.0"))[0] == "1.2"
     assert "1.3.0" in caplog.text and "llm.runtime" in caplog.text
 
@@ -286,14 +286,18 @@ def test_every_field_arrives(open_stub, layout):
 def test_the_chosen_layout_and_how_it_was_decided_are_shown_at_load(open_stub, layout, capsys, caplog):
     release = {"1.2": "1.2.3", "1.3": "1.3.0"}[layout]
     llm, _ = open_stub()
-    err = capsys.readouterr().err.splitlines()
-    # `rkvideo describe` sets up no logging: one stderr line, next to the runtime's own banner.
-    assert err == [f"rkvideo: {llm.library}: RKLLM struct layout {layout} (version string {release} in the "
-                   f"library); if the runtime's own version line disagrees, set llm.runtime"]
-    # Logging set up to show INFO (the watch daemon): the log gets it instead of stderr.
-    with caplog.at_level(logging.INFO, logger="rkvideo.rkllm"):
+    # Logging not set up to show INFO (`rkvideo describe`): one warning, which the command line shows
+    # on stderr next to the runtime's own banner (tests/test_board_e2e.py checks that end to end).
+    shown = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "rkvideo.llm.rkllm"]
+    assert shown == [(logging.WARNING, f"{llm.library}: RKLLM struct layout {layout} (version string {release} in "
+                                       f"the library); if the runtime's own version line disagrees, set llm.runtime")]
+    assert capsys.readouterr().err == ""        # a stage never writes to the terminal itself
+    # Logging set up to show INFO (the watch daemon): an info line.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rkvideo.llm.rkllm"):
         open_stub(cfg=make_config(open_stub.lib, runtime=layout))
-    assert f"{llm.library}: RKLLM struct layout {layout} (from llm.runtime)" in caplog.messages
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "rkvideo.llm.rkllm"] == [
+        (logging.INFO, f"{llm.library}: RKLLM struct layout {layout} (from llm.runtime)")]
     assert capsys.readouterr().err == ""
 
 

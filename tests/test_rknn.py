@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
-from rkvideo import models, preprocess, rknn, vision
+from rkvideo import models, preprocess, vision
+from rkvideo.vision import rknn
 from rkvideo.media import Frame
 
 pytest.importorskip("onnxruntime", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
@@ -102,7 +103,7 @@ def test_deepstack_outputs_are_read_and_interleaved(fake, tmp_path):
 
 def test_falls_back_to_fewer_workers_when_npu_memory_runs_out(fake, tmp_path, caplog):
     path, _ = make_encoder(tmp_path, npu_bytes=1500 * MB)
-    with caplog.at_level(logging.WARNING, logger="rkvideo.rknn"):
+    with caplog.at_level(logging.WARNING, logger="rkvideo.vision.rknn"):
         encoders = rknn.open_encoders(str(path), PROFILE, 3)
     try:
         assert len(encoders) == 2 and [i.core_mask for i in fake.instances if i.session] == [1, 2]
@@ -125,7 +126,7 @@ def test_no_core_at_all_is_an_error_and_releases_everything(fake, tmp_path):
 def test_pool_is_sized_from_the_file_before_trying(fake, tmp_path, monkeypatch, caplog):
     path, _ = make_encoder(tmp_path)
     monkeypatch.setattr(rknn, "DOMAIN_BYTES", int(path.stat().st_size * rknn.OVERHEAD * 2.5))
-    with caplog.at_level(logging.WARNING, logger="rkvideo.rknn"):
+    with caplog.at_level(logging.WARNING, logger="rkvideo.vision.rknn"):
         encoders = rknn.open_encoders(str(path), PROFILE, 3)
     for e in encoders:
         e.close()
@@ -135,7 +136,7 @@ def test_pool_is_sized_from_the_file_before_trying(fake, tmp_path, monkeypatch, 
 
 def test_more_workers_than_cores_are_capped(fake, tmp_path, caplog):
     path, _ = make_encoder(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="rkvideo.rknn"):
+    with caplog.at_level(logging.WARNING, logger="rkvideo.vision.rknn"):
         encoders = rknn.open_encoders(str(path), PROFILE, 5)
     for e in encoders:
         e.close()

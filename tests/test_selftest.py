@@ -73,7 +73,8 @@ def test_the_written_config_overrides_the_profile(selftest, tmp_path):
     cfg = config_mod.load(work.config)
     profile = models.resolve(cfg.model)
     base = models.get(selftest.PROFILE)
-    assert (profile.input_size, profile.tokens_per_image, profile.embed_width, profile.max_context) == (56, 16, 64, 1024)
+    shape = (profile.input_size, profile.tokens_per_image, profile.embed_width, profile.max_context)
+    assert shape == (56, 16, 64, 1024)
     assert (profile.img_start, profile.chat) == (base.img_start, base.chat)
     assert cfg.resolve_path(cfg.model.vision) == work.encoder
     assert cfg.resolve_path(cfg.model.llm) == work.llm
@@ -103,7 +104,7 @@ def test_selftest_prints_pass_and_says_the_text_is_meaningless(tiny_models):
 
 
 def test_selftest_fails_when_a_repeat_differs(tiny_models, tmp_path, monkeypatch, capsys):
-    from rkvideo import llamacpp
+    from rkvideo.llm import llamacpp
     real = llamacpp.LlamaCpp.generate
     calls = []
 
@@ -127,11 +128,22 @@ def test_selftest_without_the_extra_is_one_line(monkeypatch, capsys, tmp_path):
     assert err.startswith("rkvideo: error:") and "pip install 'rkvideo[cpu]'" in err and "\n" not in err
 
 
-def test_selftest_help_has_examples():
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    text = sub.choices["selftest"].format_help()
+def test_selftest_help_has_examples(capsys):
+    assert cli.main(["selftest", "--help"]) == 0
+    text = capsys.readouterr().out
     assert "--workdir" in text and "rkvideo describe st/clip.mp4 --config st/config.toml" in text
+
+
+def test_the_report_is_a_record_and_the_command_prints_it(tiny_models, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from rkvideo import selftest
+    report = selftest.check(tmp_path / "st")                   # no printing below the command line
+    assert report["pass"] is True and report["workdir"] == str(tmp_path / "st")
+    monkeypatch.setattr(selftest, "check", lambda workdir=None: {**report, "pass": False})
+    result = CliRunner().invoke(cli.rkvideo, ["selftest", "--workdir", str(tmp_path / "st")])
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == "FAIL"
+    assert "[ok] repeat is identical" in result.output
 
 
 def test_random_weights_have_no_special_or_byte_output_rows(selftest, tmp_path):

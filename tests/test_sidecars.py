@@ -1,4 +1,4 @@
-"""Sidecar files: names, the output folder, WebVTT cues, atomic writes."""
+"""Sidecar files: renderers by name, names, the output folder, WebVTT cues, atomic writes."""
 import json
 import os
 import re
@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from rkvideo import sidecars
+from rkvideo import config, output
+from rkvideo.output import sidecars
+from rkvideo.output.vtt import sentences, webvtt
 
 FRAMES = [{"index": i, "pts": None, "seconds": s} for i, s in enumerate([1.25, 3.75, 6.25, 8.75])]
 TEXT = "A van stops. A man gets out. He carries a box to the door."
@@ -20,7 +22,7 @@ def cues(vtt: str) -> list:
 
 
 def test_vtt_has_one_cue_per_frame_covering_the_clip_in_order():
-    vtt = sidecars.vtt(FRAMES, 10.0, TEXT)
+    vtt = webvtt(FRAMES, 10.0, TEXT)
     assert vtt.startswith("WEBVTT\n\n")
     found = cues(vtt)
     assert len(found) == len(FRAMES)
@@ -30,13 +32,24 @@ def test_vtt_has_one_cue_per_frame_covering_the_clip_in_order():
     # Three sentences over four cues, in order, none lost.
     texts = [t for _, _, t in found]
     assert texts[0] == "A van stops." and texts[-1] == "He carries a box to the door."
-    assert [s for s in dict.fromkeys(texts)] == sidecars.sentences(TEXT)
+    assert [s for s in dict.fromkeys(texts)] == sentences(TEXT)
 
 
 def test_vtt_escapes_markup_and_handles_long_times():
-    vtt = sidecars.vtt([{"seconds": 4000.0}], 4000.5, "a <b> & --> c")
+    vtt = webvtt([{"seconds": 4000.0}], 4000.5, "a <b> & --> c")
     assert "a &lt;b&gt; &amp; --&gt; c" in vtt
     assert "01:06:40.500" in vtt
+
+
+def test_every_configurable_kind_has_a_renderer_by_its_name():
+    assert output.KINDS == config.SIDECARS
+    rec = "/cams/a.mp4"
+    result = {"text": TEXT, "frames": FRAMES}
+    assert output.renderer("txt")(rec, result, 10.0) == TEXT + "\n"
+    assert json.loads(output.renderer("json")(rec, result, 10.0)) == {"recording": rec, **result}
+    assert output.renderer("vtt")(rec, result, 10.0) == webvtt(FRAMES, 10.0, TEXT)
+    with pytest.raises(ValueError, match="known: txt, json, vtt"):
+        output.renderer("srt")
 
 
 def test_targets_beside_the_recording_or_mirrored_under_an_output_folder(tmp_path):
@@ -74,6 +87,19 @@ def test_write_all_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
         sidecars.write_all(rec, {"text": "new text", "frames": FRAMES}, 10.0, ["txt"])
     assert (tmp_path / "a.mp4.txt").read_text() == TEXT + "\n"         # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4.json", "a.mp4.txt", "a.mp4.vtt"]
+
+
+def test_the_rename_hook_sees_the_temporary_file_complete_and_the_target_not_yet_written(tmp_path):
+    rec = tmp_path / "a.mp4"
+    seen = []
+
+    def before_rename(path):
+        temps = [p for p in tmp_path.iterdir() if p.name.startswith(".a.mp4.txt.")]
+        seen.append((path, [t.read_text() for t in temps], path.exists()))
+
+    sidecars.write_all(rec, {"text": TEXT, "frames": FRAMES}, 10.0, ["txt"], before_rename=before_rename)
+    assert seen == [(tmp_path / "a.mp4.txt", [TEXT + "\n"], False)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4.txt"]
 
 
 def test_stale_temp_files_of_killed_writers_are_removed_and_nothing_else(tmp_path):

@@ -1,18 +1,23 @@
-"""The database on its own: schema, queue transitions, atomic finish, fingerprints, search."""
+"""The job store on its own, on real database files: schema and migrations, queue transitions, atomic
+finish, read-only opens, fingerprints, search."""
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
 
-from rkvideo import store
+from rkvideo import errors, store
+from rkvideo.store import Status
 
 
 def result(text="A red car parks.", prompt="Describe what happens in this video.", path="/cam/a.mp4"):
-    """Stands in for pipeline.Result: the attributes store.py reads."""
+    """Stands in for pipeline.Result: the attributes the store reads."""
     return SimpleNamespace(inputs=[path], kind="video", text=text, prompt=prompt,
                            frames=[{"index": 0, "pts": 100, "seconds": 0.5, "source": path}],
                            model={"profile": "qwen2-vl-2b", "vision": "enc.rknn", "llm": "llm.rkllm"},
@@ -22,13 +27,23 @@ def result(text="A red car parks.", prompt="Describe what happens in this video.
 
 @pytest.fixture
 def db(tmp_path):
-    s = store.Store(tmp_path / "sub" / "rkvideo.db")
+    s = store.open_store(tmp_path / "sub" / "rkvideo.db")
     yield s
     s.close()
 
 
+def sql(path, statement, params=()):
+    """Plain SQL on the file, the way any other tool reads it."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            return conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()
+
+
 def test_schema_is_plain_tables_in_wal_mode_with_a_version(db, tmp_path):
-    conn = sqlite3.connect(db.path)
+    conn = sqlite3.connect(db.location)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"jobs", "descriptions", "descriptions_fts", "schema_version"} <= tables
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -37,172 +52,237 @@ def test_schema_is_plain_tables_in_wal_mode_with_a_version(db, tmp_path):
     assert {"text", "model", "vision_model", "llm_model", "prompt", "frames", "prompt_tokens", "new_tokens",
             "timings", "created_at"} <= columns
     conn.close()
-    store.Store(db.path).close()        # opening again adds nothing
-    conn = sqlite3.connect(db.path)
+    store.open_store(db.location).close()        # opening again adds nothing
+    conn = sqlite3.connect(db.location)
     assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
     conn.close()
 
 
+def test_the_store_is_a_job_store_and_its_errors_are_runtime_failures(db):
+    assert isinstance(db, store.JobStore)
+    assert issubclass(store.StoreError, errors.RuntimeFailure)
+
+
+def test_statuses_are_the_words_stored_in_the_database(db):
+    assert [s.value for s in Status] == ["queued", "running", "done", "failed", "skipped"]
+    assert f"{Status.DONE}" == str(Status.DONE) == "%s" % Status.DONE == "done"  # noqa: UP031 - as logging does
+    db.put("/cam/a.mp4", Status.SKIPPED, error="a copy")
+    assert sql(db.location, "SELECT status FROM jobs") == [("skipped",)]
+    assert db.counts() == {Status.SKIPPED: 1} and db.counts()["skipped"] == 1
+
+
 def test_newer_schema_is_refused(db):
-    db.db.execute("UPDATE schema_version SET version = ?", [store.SCHEMA_VERSION + 1])
-    with pytest.raises(store.StoreError, match="newer than this rkvideo"):
-        store.Store(db.path)
+    sql(db.location, "UPDATE schema_version SET version = ?", [store.SCHEMA_VERSION + 1])
+    with pytest.raises(store.StoreError, match="newer than this rkvideo") as caught:
+        store.open_store(db.location)
+    assert db.location in str(caught.value)
 
 
 def test_read_only_commands_do_not_create_a_database(tmp_path):
-    with pytest.raises(store.StoreError, match="no database yet"):
-        store.Store(tmp_path / "missing.db", create=False)
-    assert not (tmp_path / "missing.db").exists()
+    for kwargs in ({"create": False}, {"readonly": True}):
+        with pytest.raises(store.StoreError, match="no database yet"):
+            store.open_store(tmp_path / "missing.db", **kwargs)
+        assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_database_that_is_not_rkvideos_is_refused_not_changed(tmp_path):
+    other = tmp_path / "other.db"
+    sql(other, "CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
+    with pytest.raises(store.StoreError, match=f"{other}: not an rkvideo database"):
+        store.open_store(other)
+    assert sql(other, "SELECT name FROM sqlite_master WHERE type = 'table'") == [("photos",)]
+    with pytest.raises(store.StoreError, match="not an rkvideo database"):
+        store.open_store(other, readonly=True)
+    (tmp_path / "notes.db").write_text("not a database at all " * 100)
+    with pytest.raises(store.StoreError, match="notes.db: cannot open the database"):
+        store.open_store(tmp_path / "notes.db")
+    with pytest.raises(store.StoreError, match="only a database file path"):
+        store.open_store("postgresql://queue.local/rkvideo")
 
 
 def test_daemon_lock_survives_other_handles_on_the_lock_file_closing(db, tmp_path):
     """A POSIX lock would vanish when any descriptor of the file closes in the process; flock does not."""
     db.lock_daemon()
-    os.close(os.open(f"{db.path}.lock", os.O_RDWR))              # e.g. another Store creating a schema
+    os.close(os.open(f"{db.location}.lock", os.O_RDWR))              # e.g. another store creating a schema
     other = subprocess.run([sys.executable, "-c", "import sys; from rkvideo import store\n"
-                            "try:\n    store.Store(sys.argv[1]).lock_daemon()\n"
-                            "except store.StoreError as exc:\n    sys.exit(str(exc))", str(db.path)],
+                            "try:\n    store.open_store(sys.argv[1]).lock_daemon()\n"
+                            "except store.StoreError as exc:\n    sys.exit(str(exc))", db.location],
                            capture_output=True, text=True, timeout=60)
     assert other.returncode == 1 and "another `rkvideo watch` is using this database" in other.stderr
-    db.close()                                                  # the lock goes with the Store
-    again = store.Store(db.path)
+    db.close()                                                  # the lock goes with the store
+    again = store.open_store(db.location)
     again.lock_daemon()
     again.close()
 
 
 def test_job_lifecycle_claim_retry_fail(db):
-    first = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
-    second = db.put("/cam/b.mp4", "queued", size=20, mtime=2.0, digest="h2")
-    job = db.claim_next()
-    assert (job["id"], job["status"], job["attempts"]) == (first, "running", 1)
+    first = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    second = db.put("/cam/b.mp4", Status.QUEUED, size=20, mtime=2.0, digest="h2")
+    job = db.claim("board-1")
+    assert (job.id, job.status, job.attempts) == (first, Status.RUNNING, 1)
     db.fail(first, "boom", retry_in=3600)               # backing off: the next job goes first
-    assert db.claim_next()["id"] == second
-    assert db.claim_next() is None
-    assert db.job(first)["status"] == "queued" and db.job(first)["not_before"] > store.now()
+    assert db.claim("board-1").id == second
+    assert db.claim("board-1") is None
+    assert db.job(first).status == Status.QUEUED
+    assert db.job(first).not_before > datetime.now(timezone.utc).isoformat()
     db.fail(second, "bad file")
-    assert (db.job(second)["status"], db.job(second)["error"]) == ("failed", "bad file")
+    assert (db.job(second).status, db.job(second).error) == (Status.FAILED, "bad file")
     assert db.retry() == 1                               # default: every failed job
-    assert (db.job(second)["status"], db.job(second)["attempts"], db.job(second)["error"]) == ("queued", 0, None)
+    assert (db.job(second).status, db.job(second).attempts, db.job(second).error) == (Status.QUEUED, 0, None)
+
+
+def test_claim_records_the_worker(db):
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    claimed = db.claim("door-board:1234")
+    assert claimed.worker == "door-board:1234" and db.job(job_id).worker == "door-board:1234"
+    assert sql(db.location, "SELECT worker, status FROM jobs") == [("door-board:1234", "running")]
+    assert claimed == db.job(job_id)                     # the claimed job is the row as stored
 
 
 def test_recover_requeues_then_fails_a_job_that_keeps_dying(db):
-    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
-    db.claim_next()
-    assert [j["id"] for j in db.recover(max_attempts=2)[0]] == [job_id]
-    assert db.job(job_id)["status"] == "queued"
-    db.claim_next()
-    requeued, failed = db.recover(max_attempts=2)
-    assert requeued == [] and [j["id"] for j in failed] == [job_id]
-    assert db.job(job_id)["status"] == "failed"
-    assert "stopped during each of 2 attempts" in db.job(job_id)["error"]
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    db.claim("board-1")
+    # One daemon per database (lock_daemon): every running job is an orphan, whoever claimed it.
+    assert [j.id for j in db.recover("board-2", max_attempts=2)[0]] == [job_id]
+    assert db.job(job_id).status == Status.QUEUED
+    db.claim("board-2")
+    requeued, failed = db.recover("board-2", max_attempts=2)
+    assert requeued == [] and [j.id for j in failed] == [job_id]
+    assert db.job(job_id).status == Status.FAILED
+    assert "stopped during each of 2 attempts" in db.job(job_id).error
 
 
 def test_requeue_after_a_clean_stop_does_not_count_the_attempt(db):
-    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
-    db.claim_next()
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    db.claim("board-1")
     db.requeue(job_id)
-    assert (db.job(job_id)["status"], db.job(job_id)["attempts"]) == ("queued", 0)
+    assert (db.job(job_id).status, db.job(job_id).attempts) == (Status.QUEUED, 0)
 
 
-def test_finish_is_one_transaction(db, monkeypatch):
-    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
-    job = db.claim_next()
-    real = db.db.execute
+def test_finish_is_one_transaction(db):
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    job = db.claim("board-1")
+    seen = []
 
-    def fail_on_done(sql, *args):
-        if sql.startswith("UPDATE jobs SET status = 'done'"):
-            raise sqlite3.OperationalError("disk I/O error")
-        return real(sql, *args)
+    def power_cut():
+        # Inside the transaction: this connection sees both writes, nothing is committed yet.
+        seen.append((db.job(job_id).status, len(db.descriptions(job_id))))
+        seen.append(sql(db.location, "SELECT status FROM jobs"))
+        raise OSError("power cut")
 
-    monkeypatch.setattr(db.db, "execute", fail_on_done)
-    with pytest.raises(sqlite3.OperationalError):
-        db.finish(job, result())
-    monkeypatch.undo()
+    with pytest.raises(OSError, match="power cut"):
+        db.finish(job, result(), before_commit=power_cut)
+    assert seen == [(Status.DONE, 1), [("running",)]]
     # The description inserted before the failure was rolled back with it.
-    assert db.descriptions(job_id) == [] and db.job(job_id)["status"] == "running"
+    assert db.descriptions(job_id) == [] and db.job(job_id).status == Status.RUNNING
     db.finish(job, result())
-    assert db.job(job_id)["status"] == "done" and len(db.descriptions(job_id)) == 1
+    assert db.job(job_id).status == Status.DONE and len(db.descriptions(job_id)) == 1
 
 
 def test_descriptions_keep_every_field_as_plain_json(db):
-    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
-    db.finish(db.claim_next(), result(), timings={"describe": 2.0})
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim("board-1"), result(), timings={"describe": 2.0})
     (row,) = db.descriptions(job_id)
     assert row["frames"] == [{"index": 0, "pts": 100, "seconds": 0.5, "source": "/cam/a.mp4"}]
     assert row["timings"] == {"generate": 1.5, "describe": 2.0}
     assert (row["model"], row["vision_model"], row["llm_model"]) == ("qwen2-vl-2b", "enc.rknn", "llm.rkllm")
     assert (row["prompt_tokens"], row["vision_tokens"], row["new_tokens"]) == (300, 198, 12)
-    assert (row["hash"], row["path"], row["source"]) == ("h1", "/cam/a.mp4", "watch")
-    raw = db.db.execute("SELECT frames, notes FROM descriptions").fetchone()
+    assert (row["hash"], row["path"], row["source"], row["kind"]) == ("h1", "/cam/a.mp4", "watch", "video")
+    (raw,) = sql(db.location, "SELECT frames, notes FROM descriptions")
     assert json.loads(raw[1]) == ["a note"] and isinstance(raw[0], str)
 
 
+def test_token_counts_may_come_as_a_record_with_as_dict(db):
+    """pipeline.Result carries typed Tokens; the store reads them through as_dict()."""
+    tokens = SimpleNamespace(as_dict=lambda: {"prompt": 7, "vision": 5, "new": 3})
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim("board-1"), SimpleNamespace(**{**vars(result()), "tokens": tokens}))
+    (row,) = db.descriptions(job_id)
+    assert (row["prompt_tokens"], row["vision_tokens"], row["new_tokens"]) == (7, 5, 3)
+
+
+def test_jobs_as_dicts_are_the_rows_of_the_jobs_table(db):
+    db.put("/cam/a.mp4", Status.QUEUED, root="/cam", size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim("board-1"), result())
+    db.put("/cam/b.mp4", Status.FAILED, root="/cam", error="empty file (0 bytes)")
+    conn = sqlite3.connect(db.location)
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
+    conn.close()
+    listed = [j.as_dict() for j in db.jobs()]
+    assert [{k: v for k, v in j.items() if k != "descriptions"} for j in listed] == rows
+    assert list(listed[0]) == list(rows[0]) + ["descriptions"]        # the columns' order, count last
+    assert [j["descriptions"] for j in listed] == [1, 0]
+    assert "descriptions" not in db.job(1).as_dict()                   # counted by jobs() only
+    assert [j.path for j in db.jobs(Status.FAILED)] == ["/cam/b.mp4"]
+
+
 def test_drop_keeps_jobs_that_have_descriptions(db):
-    kept = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
-    db.finish(db.claim_next(), result())
-    gone = db.put("/cam/b.mp4", "queued", size=20, mtime=2.0, digest="h2")
+    kept = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim("board-1"), result())
+    gone = db.put("/cam/b.mp4", Status.QUEUED, size=20, mtime=2.0, digest="h2")
     assert db.drop(kept) == ("kept", None) and db.drop(gone) == ("dropped", None)
     assert db.job(kept) is not None and db.job(gone) is None
 
 
 def test_a_described_job_queued_again_goes_back_to_done_when_its_file_is_deleted(db):
-    job_id = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
-    db.finish(db.claim_next(), result())
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim("board-1"), result())
     for running in (False, True):               # deleted while queued again, or while being described
         assert db.retry([job_id]) == 1
         if running:
-            db.claim_next()
+            db.claim("board-1")
         assert db.drop(job_id, running=running) == ("kept", None)
         job = db.job(job_id)
-        assert (job["status"], job["not_before"], job["started_at"]) == ("done", None, None)
-        assert "earlier description is kept" in job["error"] and len(db.descriptions(job_id)) == 1
+        assert (job.status, job.not_before, job.started_at) == (Status.DONE, None, None)
+        assert "earlier description is kept" in job.error and len(db.descriptions(job_id)) == 1
 
 
 def _copy(db, path, original):
-    return db.put(path, "skipped", size=10, mtime=1.0, digest=db.job(original)["hash"],
+    return db.put(path, Status.SKIPPED, size=10, mtime=1.0, digest=db.job(original).hash,
                   error=store.same_content(db.job(original)), duplicate_of=original)
 
 
 def test_dropping_an_undescribed_original_queues_its_oldest_copy(db):
-    original = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    original = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
     first, second = _copy(db, "/cam/a-copy.mp4", original), _copy(db, "/cam/a-copy2.mp4", original)
     what, promoted = db.drop(original)
-    assert (what, promoted) == ("dropped", {"id": first, "path": "/cam/a-copy.mp4"})
+    assert (what, promoted.id, promoted.path) == ("dropped", first, "/cam/a-copy.mp4")
     job = db.job(first)
-    assert (job["status"], job["duplicate_of"], job["error"], job["attempts"]) == ("queued", None, None, 0)
+    assert (job.status, job.duplicate_of, job.error, job.attempts) == (Status.QUEUED, None, None, 0)
     # The other copy now points at the one that will be described.
     other = db.job(second)
-    assert (other["status"], other["duplicate_of"]) == ("skipped", first)
-    assert other["error"] == "same content as /cam/a-copy.mp4 (job %d)" % first
-    assert db.claim_next()["id"] == first
+    assert (other.status, other.duplicate_of) == (Status.SKIPPED, first)
+    assert other.error == f"same content as /cam/a-copy.mp4 (job {first})"
+    assert db.claim("board-1").id == first
 
 
 def test_a_described_original_keeps_its_copies_skipped(db):
-    original = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
-    db.finish(db.claim_next(), result())
+    original = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    db.finish(db.claim("board-1"), result())
     copy = _copy(db, "/cam/a-copy.mp4", original)
     assert db.drop(original) == ("kept", None)
-    assert (db.job(copy)["status"], db.job(copy)["duplicate_of"]) == ("skipped", original)
+    assert (db.job(copy).status, db.job(copy).duplicate_of) == (Status.SKIPPED, original)
     # New content at a done path: the old content is described, the copy stays skipped too.
-    db.put("/cam/a.mp4", "queued", size=11, mtime=2.0, digest="h2")
-    assert db.job(copy)["status"] == "skipped"
+    db.put("/cam/a.mp4", Status.QUEUED, size=11, mtime=2.0, digest="h2")
+    assert db.job(copy).status == Status.SKIPPED
 
 
 def test_new_content_at_an_undescribed_original_queues_its_copy(db):
-    original = db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")
+    original = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
     copy = _copy(db, "/cam/a-copy.mp4", original)
-    db.put("/cam/a.mp4", "queued", size=10, mtime=1.0, digest="h1")      # same content: nothing moves
-    assert db.job(copy)["status"] == "skipped"
-    db.put("/cam/a.mp4", "queued", size=12, mtime=3.0, digest="h3")      # rewritten before it was described
-    assert (db.job(copy)["status"], db.job(copy)["duplicate_of"]) == ("queued", None)
+    db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")      # same content: nothing moves
+    assert db.job(copy).status == Status.SKIPPED
+    db.put("/cam/a.mp4", Status.QUEUED, size=12, mtime=3.0, digest="h3")      # rewritten before it was described
+    assert (db.job(copy).status, db.job(copy).duplicate_of) == (Status.QUEUED, None)
 
 
 def test_search_ranks_and_marks_the_word(db):
     texts = {"/cam/a.mp4": "A red car parks. The red car leaves.", "/cam/b.mp4": "A dog sleeps on a red mat.",
              "/cam/c.mp4": "Nobody is there."}
     for path, text in texts.items():
-        db.put(path, "queued", size=1, mtime=1.0, digest=path)
-        db.finish(db.claim_next(), result(text, path=path))
+        db.put(path, Status.QUEUED, size=1, mtime=1.0, digest=path)
+        db.finish(db.claim("board-1"), result(text, path=path))
     hits = db.search("red car")
     assert [h["path"] for h in hits] == ["/cam/a.mp4"]
     assert "[red] [car]" in hits[0]["snippet"]
@@ -214,49 +294,243 @@ def test_search_ranks_and_marks_the_word(db):
 
 
 def test_move_folder_moves_only_that_folder(db):
-    db.put("/cam/day/a.mp4", "queued")
-    db.put("/cam/day2/b.mp4", "queued")
+    db.put("/cam/day/a.mp4", Status.QUEUED)
+    db.put("/cam/day2/b.mp4", Status.QUEUED)
     assert db.move_folder("/cam/day", "/cam/archive") == 1
     assert db.job_at("/cam/archive/a.mp4") and db.job_at("/cam/day2/b.mp4")
+
+
+def test_jobs_record_their_watched_folder_and_the_path_below_it(db):
+    job_id = db.put("/srv/cams/door/0800.mp4", Status.QUEUED, root="/srv/cams/")
+    job = db.job(job_id)
+    assert (job.path, job.root, job.relpath) == ("/srv/cams/door/0800.mp4", "/srv/cams", "door/0800.mp4")
+    db.put("/srv/cams/door/0800.mp4", Status.QUEUED, digest="new")         # no root given: the old one stays
+    assert db.job(job_id).relpath == "door/0800.mp4"
+    db.move(job_id, "/srv/cams/door/0801.mp4")                             # renamed inside the folder
+    assert (db.job(job_id).root, db.job(job_id).relpath) == ("/srv/cams", "door/0801.mp4")
+    db.move_folder("/srv/cams/door", "/srv/cams/front")
+    assert db.job(job_id).relpath == "front/0801.mp4"
+    db.move_folder("/srv/cams/front", "/srv/yard/front", root="/srv/yard")  # into another watched folder
+    assert (db.job(job_id).root, db.job(job_id).relpath) == ("/srv/yard", "front/0801.mp4")
+    db.move(job_id, "/tmp/0801.mp4")                                       # out of every watched folder
+    assert (db.job(job_id).root, db.job(job_id).relpath) == (None, None)
+    outside = db.put("/elsewhere/a.mp4", Status.QUEUED, root="/srv/cams")   # not in that folder: no root
+    assert (db.job(outside).root, db.job(outside).relpath) == (None, None)
 
 
 def test_save_result_adds_a_description_per_call(tmp_path):
     clip = tmp_path / "a.mp4"
     clip.write_bytes(b"not really a video, but a file with content")
     path = tmp_path / "rkvideo.db"
-    store.save_result(path, result(path=str(clip)))
-    store.save_result(path, result("Someone waves.", prompt="Who is there?", path=str(clip)))
-    s = store.Store(path)
-    job = s.job_at(str(clip))
-    assert job["status"] == "done" and job["hash"] == store.fingerprint(clip)
-    assert [d["prompt"] for d in s.descriptions(job["id"])] == ["Describe what happens in this video.",
-                                                                "Who is there?"]
-    s.close()
+    with store.open_store(path) as s:
+        s.save_result(result(path=str(clip)))
+    with store.open_store(path) as s:
+        s.save_result(result("Someone waves.", prompt="Who is there?", path=str(clip)))
+    with store.open_store(path) as s:
+        job = s.job_at(str(clip))
+        assert job.status == Status.DONE and job.hash == store.fingerprint(clip)
+        assert [d["prompt"] for d in s.descriptions(job.id)] == ["Describe what happens in this video.",
+                                                                 "Who is there?"]
+        assert [d["source"] for d in s.descriptions(job.id)] == ["describe", "describe"]
 
 
-def test_save_result_that_cannot_insert_leaves_no_done_job(tmp_path, monkeypatch):
+def test_save_result_that_cannot_insert_leaves_no_done_job(tmp_path):
     """A job must never be done without a description: the daemon would skip its file forever."""
     clip, queued = tmp_path / "a.mp4", tmp_path / "b.mp4"
     clip.write_bytes(b"a file with content")
     queued.write_bytes(b"another file with content")
     path = tmp_path / "rkvideo.db"
-    s = store.Store(path)
-    s.put(str(queued), "queued", size=1, mtime=1.0, digest="old content")
-    s.close()
-
-    def broken_insert(self, *args, **kwargs):
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(store.Store, "_insert_description", broken_insert)
+    with store.open_store(path) as s:
+        s.put(str(queued), Status.QUEUED, size=1, mtime=1.0, digest="old content")
+    # The disk fills up just when the description is written.
+    sql(path, "CREATE TRIGGER full BEFORE INSERT ON descriptions BEGIN "
+              "SELECT RAISE(ABORT, 'database or disk is full'); END")
     for target in (clip, queued):
-        with pytest.raises(store.StoreError, match="disk is full"):
-            store.save_result(path, result(path=str(target)))
-    monkeypatch.undo()
-    s = store.Store(path)
-    assert s.job_at(str(clip)) is None
-    assert (s.job_at(str(queued))["status"], s.job_at(str(queued))["hash"]) == ("queued", "old content")
-    assert s.db.execute("SELECT count(*) FROM descriptions").fetchone()[0] == 0
-    s.close()
+        with store.open_store(path) as s, pytest.raises(store.StoreError, match="disk is full") as caught:
+            s.save_result(result(path=str(target)))
+        assert str(path) in str(caught.value) and str(target) in str(caught.value)
+    sql(path, "DROP TRIGGER full")
+    with store.open_store(path) as s:
+        assert s.job_at(str(clip)) is None
+        assert (s.job_at(str(queued)).status, s.job_at(str(queued)).hash) == (Status.QUEUED, "old content")
+    assert sql(path, "SELECT count(*) FROM descriptions") == [(0,)]
+
+
+# ---------------------------------------------------------------- migrations
+
+# The schema as the code before migrations created it (schema_version 1), statement for statement.
+OLD_SCHEMA = """
+PRAGMA journal_mode = wal;
+CREATE TABLE "jobs" (
+   "id" INTEGER PRIMARY KEY, "path" TEXT NOT NULL, "size" INTEGER, "mtime" REAL, "hash" TEXT,
+   "duration" REAL, "status" TEXT NOT NULL, "attempts" INTEGER NOT NULL DEFAULT 0, "error" TEXT,
+   "duplicate_of" INTEGER, "not_before" TEXT, "created_at" TEXT, "updated_at" TEXT, "started_at" TEXT,
+   "finished_at" TEXT);
+CREATE UNIQUE INDEX "idx_jobs_path" ON "jobs" ("path");
+CREATE INDEX "idx_jobs_status_id" ON "jobs" ("status", "id");
+CREATE INDEX "idx_jobs_hash" ON "jobs" ("hash");
+CREATE TABLE "descriptions" (
+   "id" INTEGER PRIMARY KEY, "job_id" INTEGER NOT NULL REFERENCES "jobs"("id"), "path" TEXT, "hash" TEXT,
+   "kind" TEXT, "inputs" TEXT, "text" TEXT, "model" TEXT, "vision_model" TEXT, "llm_model" TEXT,
+   "prompt" TEXT, "frames" TEXT, "frame_count" INTEGER, "prompt_tokens" INTEGER, "vision_tokens" INTEGER,
+   "new_tokens" INTEGER, "timings" TEXT, "notes" TEXT, "source" TEXT, "created_at" TEXT);
+CREATE INDEX "idx_descriptions_job_id" ON "descriptions" ("job_id");
+CREATE VIRTUAL TABLE "descriptions_fts" USING FTS5 ("text", content="descriptions");
+CREATE TRIGGER "descriptions_ai" AFTER INSERT ON "descriptions" BEGIN
+  INSERT INTO "descriptions_fts" (rowid, "text") VALUES (new.rowid, new."text");
+END;
+CREATE TRIGGER "descriptions_ad" AFTER DELETE ON "descriptions" BEGIN
+  INSERT INTO "descriptions_fts" ("descriptions_fts", rowid, "text") VALUES('delete', old.rowid, old."text");
+END;
+CREATE TRIGGER "descriptions_au" AFTER UPDATE ON "descriptions" BEGIN
+  INSERT INTO "descriptions_fts" ("descriptions_fts", rowid, "text") VALUES('delete', old.rowid, old."text");
+  INSERT INTO "descriptions_fts" (rowid, "text") VALUES (new.rowid, new."text");
+END;
+CREATE TABLE "schema_version" ("version" INTEGER);
+INSERT INTO schema_version (version) VALUES (1);
+INSERT INTO jobs (path, size, mtime, hash, status, attempts, created_at, updated_at, finished_at)
+  VALUES ('/srv/cams/door/0800.mp4', 10, 1.5, 'h1', 'done', 1, '2024-05-01T08:00:00.000000+00:00',
+          '2024-05-01T08:01:00.000000+00:00', '2024-05-01T08:01:00.000000+00:00');
+INSERT INTO jobs (path, size, mtime, hash, status, attempts, created_at, updated_at)
+  VALUES ('/srv/cams/door/0900.mp4', 20, 2.5, 'h2', 'queued', 0, '2024-05-01T09:00:00.000000+00:00',
+          '2024-05-01T09:00:00.000000+00:00');
+INSERT INTO descriptions (job_id, path, hash, kind, inputs, text, model, frames, frame_count, timings, notes,
+                          source, created_at)
+  VALUES (1, '/srv/cams/door/0800.mp4', 'h1', 'video', '["/srv/cams/door/0800.mp4"]',
+          'A parcel is left at the door.', 'qwen2-vl-2b', '[]', 0, '{}', '[]', 'watch',
+          '2024-05-01T08:01:00.000000+00:00');
+"""
+
+
+def old_database(path):
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(OLD_SCHEMA)
+    conn.close()
+    return path
+
+
+def test_a_database_made_before_migrations_opens_keeps_its_rows_and_gains_the_new_columns(tmp_path):
+    path = old_database(tmp_path / "rkvideo.db")
+    before = sql(path, "SELECT * FROM jobs ORDER BY id")
+    with store.open_store(path) as s:
+        jobs = s.jobs()
+        assert [(j.path, j.status, j.descriptions) for j in jobs] == [
+            ("/srv/cams/door/0800.mp4", Status.DONE, 1), ("/srv/cams/door/0900.mp4", Status.QUEUED, 0)]
+        assert (jobs[0].root, jobs[0].relpath, jobs[0].worker) == (None, None, None)
+        assert [h["path"] for h in s.search("parcel")] == ["/srv/cams/door/0800.mp4"]
+        s.finish(s.claim("board-1"), result("A cat walks by.", path="/srv/cams/door/0900.mp4"))
+        assert [h["path"] for h in s.search("cat")] == ["/srv/cams/door/0900.mp4"]
+    after = sql(path, "SELECT * FROM jobs ORDER BY id")
+    assert after[0] == before[0] + (None, None, None)         # old columns unchanged, new ones last
+    assert sql(path, "SELECT version FROM schema_version") == [(1,)]     # older rkvideo still opens it
+    applied = [name for (name,) in sql(path, "SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert len(applied) == 2 and applied[0].startswith("0001") and applied[1].startswith("0002")
+    store.open_store(path).close()                            # opening again applies nothing
+    assert len(sql(path, "SELECT name FROM _sqlite_migrations")) == 2
+    assert sql(path, "SELECT count(*) FROM schema_version") == [(1,)]
+
+
+def test_a_new_database_and_a_migrated_one_have_the_same_schema(tmp_path):
+    store.open_store(tmp_path / "new.db").close()
+    store.open_store(old_database(tmp_path / "old.db")).close()
+
+    def shape(path):
+        tables = [name for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type IN ('table', 'index', "
+                                                "'trigger') ORDER BY name")]
+        return tables, {t: sql(path, f"PRAGMA table_xinfo({t})") for t in ("jobs", "descriptions")}
+
+    assert shape(tmp_path / "new.db") == shape(tmp_path / "old.db")
+
+
+def test_a_read_only_open_reads_an_old_database_without_migrating_it(tmp_path):
+    path = old_database(tmp_path / "rkvideo.db")
+    with store.open_store(path, readonly=True) as s:
+        assert [(j.path, j.root, j.relpath) for j in s.jobs()] == [
+            ("/srv/cams/door/0800.mp4", None, None), ("/srv/cams/door/0900.mp4", None, None)]
+        assert s.job_at("/srv/cams/door/0800.mp4").as_dict()["root"] is None
+    assert "root" not in [r[1] for r in sql(path, "PRAGMA table_info(jobs)")]
+
+
+# ---------------------------------------------------------------- read-only opens
+
+def test_a_read_only_store_never_writes(db):
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    with store.open_store(db.location, readonly=True) as reader:
+        assert reader.job(job_id).path == "/cam/a.mp4"
+        with pytest.raises(store.StoreError, match="readonly"):
+            reader.put("/cam/b.mp4", Status.QUEUED)
+        db.put("/cam/c.mp4", Status.QUEUED)             # the writer goes on; the reader sees its commits
+        assert [j.path for j in reader.jobs()] == ["/cam/a.mp4", "/cam/c.mp4"]
+
+
+@pytest.fixture
+def shared_folder():
+    """A folder another user can reach (pytest's tmp_path is private to its user)."""
+    folder = tempfile.mkdtemp(prefix="rkvideo-store-")
+    os.chmod(folder, 0o755)
+    yield folder
+    os.chmod(folder, 0o755)
+    shutil.rmtree(folder)
+
+
+def read_as_other_user(folder: str, path: str) -> dict:
+    """Open ``path`` read-only as a user who may read it but write neither it nor its folder.
+
+    As root: a forked child that becomes ``nobody`` (the interpreter is already loaded, it may be in a
+    folder that user cannot reach). Otherwise: this user, with the write bits removed.
+    """
+    import rkvideo.store.sqlite  # noqa: F401 - loaded before the child drops privileges
+
+    def read() -> dict:
+        try:
+            with store.open_store(path, readonly=True) as s:
+                return {"paths": [j.path for j in s.jobs()], "hits": len(s.search("car"))}
+        except store.StoreError as exc:
+            return {"error": str(exc)}
+
+    if os.geteuid() != 0:
+        os.chmod(path, 0o444)
+        os.chmod(folder, 0o555)
+        try:
+            return read()
+        finally:
+            os.chmod(folder, 0o755)
+            os.chmod(path, 0o644)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child: drop to nobody, read, report, exit without running pytest's cleanup
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            answer = read()
+        except BaseException as exc:   # noqa: BLE001 - reported to the parent
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(w, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        answer = json.loads(f.read())
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_a_user_who_cannot_write_reads_with_and_without_a_daemon_running(shared_folder):
+    path = os.path.join(shared_folder, "rkvideo.db")
+    with store.open_store(path) as s:
+        s.put("/cam/a.mp4", Status.QUEUED, size=1, mtime=1.0, digest="h1")
+        s.finish(s.claim("board-1"), result("A red car."))
+    os.chmod(shared_folder, 0o755)
+    # No daemon: no -wal file, the reader cannot create one; the file alone is the database.
+    assert not os.path.exists(path + "-wal")
+    assert read_as_other_user(shared_folder, path) == {"paths": ["/cam/a.mp4"], "hits": 1}
+    # A daemon has it open: the reader goes through its -wal and -shm files and sees its commits.
+    with store.open_store(path) as daemon:
+        daemon.put("/cam/b.mp4", Status.QUEUED)
+        assert os.path.exists(path + "-wal") and os.path.exists(path + "-shm")
+        assert read_as_other_user(shared_folder, path) == {"paths": ["/cam/a.mp4", "/cam/b.mp4"], "hits": 1}
+    assert sql(path, "SELECT count(*) FROM jobs") == [(2,)]
 
 
 # ---------------------------------------------------------------- fingerprints

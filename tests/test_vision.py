@@ -5,7 +5,6 @@ import dataclasses
 import sys
 import threading
 import time
-import types
 
 import numpy as np
 import pytest
@@ -256,25 +255,29 @@ def test_open_pool_refuses_an_unknown_suffix():
 
 
 def test_open_pool_hands_rknn_files_to_the_rknn_runtime(monkeypatch):
+    from rkvideo.vision import rknn
     calls = []
 
     def open_encoders(path, profile, workers):
         calls.append((path, workers))
         return [ScriptedEncoder(path) for _ in range(workers)]
 
-    monkeypatch.setitem(sys.modules, "rkvideo.rknn", types.SimpleNamespace(open_encoders=open_encoders))
+    monkeypatch.setattr(rknn, "open_encoders", open_encoders)
     pool = vision.open_pool("/models/vision.rknn", PROFILE, 3, 2)
     assert calls == [("/models/vision.rknn", 3)] and pool.workers == 3 and pool.queue_size == 2
+    # The NPU runtime says so: the LLM then loads into the other NPU memory domain.
+    assert vision.runtime_for("/models/vision.RKNN").npu and not vision.runtime_for("v.onnx").npu
 
 
 def test_open_pool_closes_the_encoders_when_the_shapes_are_wrong(monkeypatch):
+    from rkvideo.vision import rknn
     made = []
 
     def open_encoders(path, profile, workers):
         made.extend(ScriptedEncoder(path, tokens=9) for _ in range(workers))
         return list(made)
 
-    monkeypatch.setitem(sys.modules, "rkvideo.rknn", types.SimpleNamespace(open_encoders=open_encoders))
+    monkeypatch.setattr(rknn, "open_encoders", open_encoders)
     with pytest.raises(vision.VisionError, match="tokens_per_image"):
         vision.open_pool("v.rknn", PROFILE, 2)
     assert [e.closed for e in made] == [1, 1]
@@ -354,7 +357,7 @@ def test_onnx_export_with_dynamic_shapes_and_grid_input_is_probed_once(tmp_path,
 
 
 def test_onnx_threads_are_split_between_workers(tmp_path, monkeypatch, builders):
-    from rkvideo import onnxrt
+    from rkvideo.vision import onnxrt
     path = builders.build_encoder(tmp_path / "enc.onnx")
     seen = []
     real = onnxrt.OnnxEncoder

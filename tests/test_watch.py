@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -684,37 +683,23 @@ def test_describe_db_stores_results_and_keeps_each_prompt(tmp_path, capsys):
 # ------------------------------------------------------ in-process units
 
 def test_watchdog_pings_stop_while_the_runtime_makes_no_progress(tmp_path, monkeypatch):
-    from rkvideo import config as config_mod, watch
+    from rkvideo.daemon import Notifier
+    from rkvideo.store import Job
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.setblocking(False)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")
-    owner = watch.Daemon(config_mod.Config(), [tmp_path], tmp_path / "rkvideo.db")
-
-    class Busy:
-        current = {"path": "x.mp4"}
-        progress = time.monotonic() - 60                # last frame or token a minute ago
-
+    notifier = Notifier()           # what the daemon's main loop reports through, once per tick
+    current = Job(id=1, path="x.mp4")
     try:
-        owner.worker = Busy()
-        owner._report()
+        notifier.report(current, time.monotonic() - 60)         # last frame or token a minute ago
         assert "WATCHDOG=1" not in _notifications(sock)
-        Busy.progress = time.monotonic()
-        owner._report()
+        notifier.report(current, time.monotonic())
         assert "WATCHDOG=1" in _notifications(sock)
     finally:
-        owner.store.close()
-
-
-class IdleWorker:
-    """Stands in for the worker thread in the in-process tests: nothing running."""
-    current = None
-    progress = 0.0
-
-    def __init__(self):
-        self.wake = threading.Event()
+        notifier.close()
 
 
 def test_queueing_a_big_batch_pings_the_watchdog_between_every_two_files(tmp_path, monkeypatch):
@@ -723,7 +708,8 @@ def test_queueing_a_big_batch_pings_the_watchdog_between_every_two_files(tmp_pat
     WATCHDOG_USEC is 1 µs, so the rate limit (a quarter of it) never holds a ping back and every ping
     the daemon tries to send arrives. The test counts pings per file; it measures no time.
     """
-    from rkvideo import config as config_mod, watch
+    from rkvideo import config as config_mod, store
+    from rkvideo.daemon import Service
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
@@ -733,8 +719,10 @@ def test_queueing_a_big_batch_pings_the_watchdog_between_every_two_files(tmp_pat
     folder = tmp_path / "cameras"
     paths = [daemon.clip(folder / f"day{n:02d}" / "0800.mp4", n) for n in range(12)]
     paths += daemon.clips(folder, 12, first=12)
-    owner = watch.Daemon(config_mod.Config(), [folder], tmp_path / "rkvideo.db")
-    owner.worker = IdleWorker()
+    db = tmp_path / "rkvideo.db"
+    jobs = store.open_store(db)
+    # Not run: its watcher and intake are driven by hand, with no worker (idle) and no model.
+    service = Service(config_mod.Config(), [folder], jobs, open_store=lambda: store.open_store(db))
     pings = [0]
 
     def counted(step, record):
@@ -745,31 +733,69 @@ def test_queueing_a_big_batch_pings_the_watchdog_between_every_two_files(tmp_pat
         return call
 
     scanned, queued = [], []
-    monkeypatch.setattr(owner, "_watch", counted(owner._watch, scanned))
-    monkeypatch.setattr(owner, "_intake", counted(owner._intake, queued))
+    watcher = service.watcher
+    watcher.watch = counted(watcher.watch, scanned)
+    service.intake.settled = counted(service.intake.settled, queued)
     try:
-        owner._scan(str(folder))
-        for entry in owner.pending.values():
-            entry[1] -= owner.settle                # settled already: no waiting in this test
-        owner._settle_pending()
-        assert [daemon.status(owner.db_path, p) for p in paths] == ["queued"] * len(paths)
+        watcher.scan(str(folder))
+        for entry in watcher.pending.values():
+            entry[1] -= watcher.settle              # settled already: no waiting in this test
+        watcher.settle_pending()
+        assert [daemon.status(db, p) for p in paths] == ["queued"] * len(paths)
     finally:
-        owner.store.close()
+        jobs.close()
+        service.notifier.close()
     assert len(scanned) == len(queued) == len(paths)
     # At least one ping between any two files, so the longest silence is one file's work, not the batch's.
     assert all(b > a for a, b in zip(scanned, scanned[1:])), scanned
     assert all(b > a for a, b in zip(queued, queued[1:])), queued
 
 
+def test_the_retry_policy_goes_by_the_kind_of_error(tmp_path):
+    """Interrupted: back in the queue, the attempt given back; UsageError: failed at once with the
+    reason; anything else: retried after the back-off, and counted towards the failure streak."""
+    from rkvideo import config as config_mod, errors, store
+    from rkvideo.daemon import Roots, Worker
+
+    clip = daemon.clip(tmp_path / "a.mp4", 0)
+    st = clip.stat()
+    jobs = store.open_store(tmp_path / "rkvideo.db")
+
+    class Failing:
+        error: Exception
+
+        def describe_video(self, path, **callbacks):
+            raise self.error
+
+    describer = Failing()
+    worker = Worker(open_store=lambda: jobs, describer=describer, config=config_mod.Config(),
+                    roots=Roots([tmp_path]), worker_id="test", look_again=lambda path: None)
+    seen = {}
+    try:
+        for error in (errors.Interrupted(), errors.RuntimeFailure("the NPU hung"),
+                      errors.UsageError(f"{clip}: no frame could be decoded")):
+            jobs.put(str(clip), store.Status.QUEUED, size=st.st_size, mtime=st.st_mtime)
+            describer.error = error
+            worker.run_job(jobs, jobs.claim("test"))
+            job = jobs.job_at(str(clip))
+            seen[type(error).__name__] = (job.status, job.attempts, job.error, job.not_before is not None)
+    finally:
+        jobs.close()
+    assert seen == {"Interrupted": ("queued", 0, None, False),
+                    "RuntimeFailure": ("queued", 1, "RuntimeFailure: the NPU hung", True),
+                    "UsageError": ("failed", 1, "no frame could be decoded", False)}
+    assert worker.failing == {job.id}       # only the runtime failure counts towards FAILURE_STREAK
+
+
 def test_watchdog_pings_are_rate_limited(tmp_path, monkeypatch):
-    from rkvideo import watch
+    from rkvideo.daemon import Notifier
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.setblocking(False)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "8000000")            # 8 s: at most one ping per 2 s
-    notifier = watch.Notifier()
+    notifier = Notifier()
     now = [1000.0]
     notifier.clock = lambda: now[0]
     try:
@@ -782,8 +808,8 @@ def test_watchdog_pings_are_rate_limited(tmp_path, monkeypatch):
 
 
 def test_patterns_are_case_insensitive_and_skip_hidden_files():
-    from rkvideo import watch
-    match = watch.Matcher(["*.mp4", "*.mkv"])
+    from rkvideo.daemon import Matcher
+    match = Matcher(["*.mp4", "*.mkv"])
     assert match("/x/CAM1.MP4") and match("/x/a.mkv") and match("/x/b c.Mp4")
     assert not match("/x/.a.mp4.tmp") and not match("/x/.partial.mp4") and not match("/x/a.mp4.txt")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .budget import BudgetError, estimate_tokens
+from .errors import UsageError
 from .models import Profile
 
 PER_IMAGE = "per_image"
@@ -27,7 +28,7 @@ SINGLE = "single"
 PLACEHOLDER = "<image>"
 
 
-class ShapeError(ValueError):
+class ShapeError(UsageError):
     """Embeddings do not have the shape the model profile says."""
 
 

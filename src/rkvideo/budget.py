@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import UsageError
 
-class BudgetError(ValueError):
+
+class BudgetError(UsageError):
     """Not even one frame fits; the message says which setting to lower."""
 
 

@@ -7,7 +7,10 @@ loaders do not do. Every setting has a default, so an empty file is valid and
 `rkvideo describe --dry-run` works with no config at all.
 
 Lookup order (first hit wins): ``--config PATH``, ``$RKVIDEO_CONFIG``,
-``./config.toml``, ``~/.config/rkvideo/config.toml``, ``/etc/rkvideo/config.toml``.
+``./config.toml``, ``$XDG_CONFIG_HOME/rkvideo/config.toml`` (``~/.config/...``
+when it is unset), ``/etc/rkvideo/config.toml``. The per-user folders come from
+platformdirs, which follows the XDG base-directory rules instead of assuming
+``~/.config`` and ``~/.local/share``.
 """
 from __future__ import annotations
 
@@ -18,14 +21,21 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
+
+from .errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 
-class ConfigError(ValueError):
-    """A setting is missing, misspelled or of the wrong type."""
+APP = "rkvideo"
+
+
+class ConfigError(UsageError):
+    """A setting is missing, misspelled or of the wrong type (a usage error: exit status 2)."""
 
 
 @dataclass
@@ -95,7 +105,8 @@ class WatchConfig:
     max_attempts: int = 3
     # Seconds before the first retry; doubles with every further attempt.
     retry_backoff: float = 30.0
-    db: str = "~/.local/share/rkvideo/rkvideo.db"
+    # Empty: rkvideo.db in the per-user data folder, $XDG_DATA_HOME/rkvideo (~/.local/share/rkvideo).
+    db: str = ""
 
 
 @dataclass
@@ -123,6 +134,20 @@ class Config:
             path = self.source.parent / path
         return path
 
+    def database_path(self) -> Path:
+        """``watch.db``, or ``rkvideo.db`` in the per-user data folder when it is not set."""
+        return self.resolve_path(self.watch.db) if self.watch.db else default_database()
+
+
+def user_config() -> Path:
+    """``$XDG_CONFIG_HOME/rkvideo/config.toml``, ``~/.config/rkvideo/config.toml`` when it is unset."""
+    return platformdirs.user_config_path(APP) / "config.toml"
+
+
+def default_database() -> Path:
+    """``$XDG_DATA_HOME/rkvideo/rkvideo.db``, ``~/.local/share/rkvideo/rkvideo.db`` when it is unset."""
+    return platformdirs.user_data_path(APP) / "rkvideo.db"
+
 
 CHOICES = {
     ("model", "normalize"): ("", "encoder", "host"),
@@ -140,8 +165,7 @@ def candidates(explicit: str | os.PathLike | None = None) -> list[Path]:
         return [Path(explicit).expanduser()]
     if os.environ.get("RKVIDEO_CONFIG"):
         return [Path(os.environ["RKVIDEO_CONFIG"]).expanduser()]
-    return [Path("config.toml"), Path("~/.config/rkvideo/config.toml").expanduser(),
-            Path("/etc/rkvideo/config.toml")]
+    return [Path("config.toml"), user_config(), Path("/etc/rkvideo/config.toml")]
 
 
 def load(explicit: str | os.PathLike | None = None) -> Config:

@@ -6,7 +6,8 @@ not at all — a driver older than 0.9.8, ``librknnrt.so`` not in ``/usr/lib``
 (the only place RKNNLite looks), a ``librkllmrt.so`` whose struct layout
 cannot be told, models that do not fit the RAM or the NPU's 4 GiB memory
 domain, CPU/NPU clocks left on a power-saving governor. Each is one line,
-OK / WARN / FAIL, with the fix; only FAIL makes the exit code non-zero.
+OK / WARN / FAIL, with the fix; only a FAIL makes the report fail.
+The checks return records (``Report``); the command line prints them.
 
 Every path is read through ``Host`` (the filesystem root, library dirs,
 environment, dmesg), so the checks run against a fake tree in tests.
@@ -16,14 +17,15 @@ from __future__ import annotations
 import glob
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+
+from . import config as config_mod, models
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 MIN_DRIVER = (0, 9, 8)
@@ -182,8 +184,7 @@ def check_librknnrt(host: Host) -> Check:
 
 
 def check_librkllmrt(host: Host, cfg) -> Check:
-    from . import rkllm
-    from .llm import LLMError
+    from .llm import LLMError, rkllm
     configured = str(cfg.resolve_path(cfg.llm.library)) if cfg is not None and cfg.llm.library else ""
     dirs = tuple(str(host.path(d)) for d in host.lib_dirs)
     found = next((p for p in rkllm.library_candidates(configured, host.env, dirs) if _exists(p, file=True)), None)
@@ -250,7 +251,7 @@ def _meminfo(host: Host) -> dict:
 
 
 def check_memory(host: Host, cfg, vision: Path | None, llm: Path | None) -> list[Check]:
-    from . import rknn
+    from .vision import rknn
     checks = []
     workers = min(max(1, cfg.vision.workers), len(rknn.MASKS))
     vision_size = vision.stat().st_size if vision else 0
@@ -287,8 +288,7 @@ def check_encoder_shapes(host: Host, cfg, profile, vision: Path | None, ready: b
     if not ready:
         return Check("encoder shapes", WARN, "not checked (needs the NPU, its driver, /usr/lib/librknnrt.so and "
                      "rknn-toolkit-lite2)")
-    from . import rknn
-    from .vision import VisionError
+    from .vision import VisionError, rknn
     try:
         encoders = rknn.open_encoders(str(vision), profile, 1)
     except VisionError as exc:
@@ -326,7 +326,6 @@ def check_governors(host: Host) -> list[Check]:
 
 
 def run_checks(cfg=None, host: Host | None = None, config_error: str | None = None) -> list[Check]:
-    from . import models
     host = host or Host()
     checks = check_soc(host)
     checks.append(check_driver(host, rockchip=checks[0].status != FAIL))
@@ -356,7 +355,7 @@ def run_checks(cfg=None, host: Host | None = None, config_error: str | None = No
 
 
 # ------------------------------------------------------------------------------------------------
-# The command
+# The report
 
 def summary(checks: list[Check]) -> str:
     fails = [c for c in checks if c.status == FAIL]
@@ -369,49 +368,30 @@ def summary(checks: list[Check]) -> str:
     return f"{len(fails)} FAIL, {len(warns)} WARN: fix the FAIL lines, then run `rkvideo doctor` again"
 
 
-def render(checks: list[Check]) -> str:
-    width = max(len(c.name) for c in checks)
-    lines = ["rkvideo doctor: RK3588 board check", ""]
-    for c in checks:
-        lines.append(f"{c.status:<4}  {c.name:<{width}}  {c.message}")
-        if c.fix and c.status != OK:
-            lines.append(f"{'':4}  {'':<{width}}  → {c.fix}")
-    lines += ["", summary(checks)]
-    return "\n".join(lines)
+@dataclass
+class Report:
+    """Every check, in order; ``ok`` when none FAILs (WARN lines are advice)."""
+    checks: list
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == FAIL for c in self.checks)
+
+    @property
+    def summary(self) -> str:
+        return summary(self.checks)
+
+    def as_dict(self) -> dict:
+        """The JSON `rkvideo doctor --json` prints."""
+        return {"ok": self.ok, "summary": self.summary, "checks": [asdict(c) for c in self.checks]}
 
 
-def add_parser(sub) -> None:
-    from .cli import _add_config, _formatter   # here: cli imports this module
-    p = sub.add_parser(
-        "doctor", formatter_class=_formatter,
-        help="check the RK3588 board setup (NPU driver, runtimes, models)",
-        description="""Check what the NPU path needs, one line each (OK / WARN / FAIL, with the fix):
-SoC and kernel, the NPU driver version (0.9.8 or newer; reading it may need root),
-/usr/lib/librknnrt.so, librkllmrt.so and its struct layout, rknn-toolkit-lite2, the
-configured model files against free memory and the NPU memory domain, the encoder's
-output shapes against the profile, and the CPU/NPU governors.
-Exit code 0 only when nothing FAILs.""",
-        epilog="""examples:
-  rkvideo doctor
-  sudo rkvideo doctor --config /etc/rkvideo/config.toml     root can read the NPU driver version
-  rkvideo doctor --json | jq '.checks[] | select(.status != "OK")'""")
-    p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
-    _add_config(p)
-    p.set_defaults(func=cmd_doctor)
-
-
-def cmd_doctor(args, host: Host | None = None) -> int:
-    from . import config as config_mod
+def examine(config_path: str | os.PathLike | None = None, host: Host | None = None) -> Report:
+    """Check this machine (or ``host``) with the config found from ``config_path``; a config that cannot
+    be read is one FAIL line, not an error: the board checks still run."""
     cfg, error = None, None
     try:
-        cfg = config_mod.load(args.config)
+        cfg = config_mod.load(config_path)
     except config_mod.ConfigError as exc:
         error = str(exc)
-    checks = run_checks(cfg, host, error)
-    failed = any(c.status == FAIL for c in checks)
-    if args.json:
-        print(json.dumps({"ok": not failed, "summary": summary(checks), "checks": [asdict(c) for c in checks]},
-                         ensure_ascii=False))
-    else:
-        print(render(checks))
-    return 1 if failed else 0
+    return Report(run_checks(cfg, host, error))

@@ -43,14 +43,16 @@ import bisect
 import math
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Iterator
 
 import av
 import cv2
 import numpy as np
+
+from .errors import UsageError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".ts")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -61,7 +63,7 @@ MODES = ("fast", "exact")
 _INDEXED = {"mov", "mp4", "avi", "matroska", "webm"}
 
 
-class MediaError(ValueError):
+class MediaError(UsageError):
     """A file cannot be used: the message names the file and the fix."""
 
 
@@ -505,7 +507,8 @@ def _notes(path: str, line: _Timeline, cursor: _Cursor, n: int, count: int, miss
             notes.append(f"{cursor.damaged} damaged packet(s) skipped, the first{at}: {cursor.error[1]} "
                          "(the file is damaged; pictures near it may be missing or smeared)")
         else:
-            notes.append(f"reading stopped{at}: {cursor.error[1]} (the file is damaged or cut; frames past it are missing)")
+            notes.append(f"reading stopped{at}: {cursor.error[1]} "
+                         "(the file is damaged or cut; frames past it are missing)")
     if line.header_end and line.header_end - line.end > max(line.ticks(1.0), (line.header_end - line.start) // 20):
         notes.append(f"the video stops at {line.duration:.1f} s but its header says "
                      f"{float((line.header_end - line.start) * line.base):.1f} s (truncated file?)")

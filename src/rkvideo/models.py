@@ -4,8 +4,8 @@ A profile holds the facts that decide whether output is right or silently
 wrong: the encoder's input size, tokens per image, embedding width, number of
 encoder outputs (Qwen3-VL's DeepStack), image tags, where normalisation
 happens, and how prompts and timestamps are written. The figures come from
-Rockchip's model zoo, demos and the Hugging Face processors (see
-``shared/reference/rkllm-rknn-facts.md`` §11). Facts no source confirmed are
+Rockchip's model zoo, demos and the Hugging Face processors (docs/board.md,
+"Model families"). Facts no source confirmed are
 listed in ``unverified``; every one of them can be overridden in the
 ``[model]`` section of config.toml, and the runtimes check token counts and
 widths against the model files before any frame is encoded.
@@ -13,7 +13,9 @@ widths against the model files before any frame is encoded.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .errors import UsageError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -136,7 +138,9 @@ OVERRIDABLE = ("input_size", "tokens_per_image", "embed_width", "encoder_outputs
                "img_content", "normalize", "max_context")
 
 
-class UnknownProfile(KeyError):
+class UnknownProfile(UsageError, KeyError):
+    """No profile of that name; a KeyError too, for callers that look profiles up like a dict."""
+
     def __str__(self) -> str:
         return f"unknown model profile {self.args[0]!r}; known: {', '.join(PROFILES)} (see `rkvideo models`)"
 

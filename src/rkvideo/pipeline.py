@@ -4,42 +4,77 @@ The CLI and the daemon both go through ``Describer``: it loads the runtimes
 once (the LLM first, then the encoders, as Rockchip's demos do so that the two
 NPU memory domains are laid out predictably), plans the frame count against
 the context budget, and runs one request at a time. It never knows which
-runtime it drives: the runtimes are chosen from the model files' suffixes in
-``vision.open_pool`` and ``llm.open_llm``, and tests pass their own in.
+runtime it drives: ``vision`` and ``llm`` choose them from the model files,
+the vision runtime says whether it runs on the NPU (the LLM then takes the
+other memory domain), and tests pass their own stages in or register their
+own runtimes.
+
+A result is typed (``Result`` with ``Kind``, ``Tokens``, ``Timings``) so its
+readers cannot mistype a key; ``Result.as_json()`` is the one JSON shape of
+``describe --json``, the sidecars and the database.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Callable
 
-from . import assemble, budget, models, preprocess, media
+from . import assemble, budget, media, models, preprocess
 from .config import Config
+from .errors import UsageError
+from .llm import open_llm
+from .vision import open_pool, runtime_for
 
 
-class SetupError(ValueError):
+class SetupError(UsageError):
     """The configuration cannot work (missing model file, mismatched widths)."""
+
+
+class Kind(str, Enum):
+    """What one request describes: one video's frames, or a set of still images."""
+    VIDEO = "video"
+    IMAGES = "images"
+
+    def __str__(self) -> str:      # "video" in messages and f-strings, as the plain string was
+        return self.value
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """``prompt``: text tokens of the prefill (template, question, timestamps); ``vision``: image
+    tokens with their tags; ``new``: generated. Dry runs report the planner's upper bound of ``prompt``."""
+    prompt: int = 0
+    vision: int = 0
+    new: int = 0
+
+    def as_dict(self) -> dict:
+        return {"prompt": self.prompt, "vision": self.vision, "new": self.new}
+
+
+class Timings(dict):
+    """Seconds per stage (decode, preprocess, encode, vision, prefill, generate), JSON-ready."""
 
 
 @dataclass
 class Result:
-    inputs: list
-    kind: str                       # "video" or "images"
-    frames: list                    # [{index, pts, seconds}]
+    inputs: list[str]
+    kind: Kind
+    frames: list[dict]              # [{index, pts, seconds, source}]
     prompt: str
-    model: dict
-    tokens: dict                    # prompt, vision, new
+    model: dict                     # profile, vision, llm
+    tokens: Tokens
     frames_capped_by_budget: bool
-    timings: dict                   # seconds per stage
-    text: str | None
+    timings: Timings
+    text: str | None                # None in dry runs
     notes: list = field(default_factory=list)
     plan: dict = field(default_factory=dict)
 
     def as_json(self) -> dict:
-        return {"inputs": self.inputs, "kind": self.kind, "frames": self.frames, "prompt": self.prompt,
-                "model": self.model, "tokens": self.tokens,
-                "frames_capped_by_budget": self.frames_capped_by_budget, "timings": self.timings,
+        return {"inputs": self.inputs, "kind": self.kind.value, "frames": self.frames, "prompt": self.prompt,
+                "model": self.model, "tokens": self.tokens.as_dict(),
+                "frames_capped_by_budget": self.frames_capped_by_budget, "timings": dict(self.timings),
                 "text": self.text, "notes": self.notes, "plan": self.plan}
 
 
@@ -66,8 +101,14 @@ def _where(config: Config) -> str:
 
 _KINDS = {"vision": "vision encoder (.rknn or .onnx)", "llm": "LLM (.rkllm or .gguf)"}
 
+OnText = Callable[[str], None]
+OnFrame = Callable[[media.Frame], None]
+OnPlan = Callable[[budget.Plan], None]
+
 
 class Describer:
+    """Loaded runtimes and the settings to describe with; one request at a time."""
+
     def __init__(self, config: Config, *, dry_run: bool = False, vision=None, llm=None):
         self.config = config
         try:
@@ -89,15 +130,14 @@ class Describer:
             raise
 
     def _load(self) -> None:
-        from . import llm as llm_mod, vision as vision_mod
         start = time.perf_counter()
         vision_path, llm_path = model_file(self.config, "vision"), model_file(self.config, "llm")
-        npu = vision_path.suffix.lower() == ".rknn"
+        runtime = runtime_for(vision_path)
         if self.llm is None:
-            self.llm = llm_mod.open_llm(str(llm_path), self.config, self.profile, npu_vision=npu)
+            self.llm = open_llm(str(llm_path), self.config, self.profile, npu_vision=runtime.npu)
         if self.vision is None:
-            self.vision = vision_mod.open_pool(str(vision_path), self.profile, self.config.vision.workers,
-                                               self.config.vision.queue_size)
+            self.vision = open_pool(str(vision_path), self.profile, self.config.vision.workers,
+                                    self.config.vision.queue_size)
         self.load_seconds = time.perf_counter() - start
 
     def _check_widths(self) -> None:
@@ -110,62 +150,63 @@ class Describer:
                 f"profile {self.profile.name} says {want} (use the encoder and LLM from the same model "
                 f"release, or fix model.embed_width / model.encoder_outputs)")
 
-    @property
-    def rule(self) -> str:
-        return getattr(self.llm, "placeholder_rule", assemble.PER_IMAGE)
-
-    def plan(self, prompt: str, frames: int, max_new_tokens: int, kind: str) -> budget.Plan:
+    def plan(self, prompt: str, frames: int, max_new_tokens: int, kind: Kind) -> budget.Plan:
         chat = self.profile.chat
         prompt_tokens = budget.estimate_tokens(chat.system, chat.prefix, chat.postfix, prompt)
         # Worst case per frame: its stamp text (long timestamps) and the line break.
-        stamp = self.profile.stamp(999, 99999.9) if kind == "video" else "Image 999: "
+        stamp = self.profile.stamp(999, 99999.9) if Kind(kind) is Kind.VIDEO else "Image 999: "
         frame_tokens = self.profile.frame_tokens() + budget.estimate_tokens(stamp, "\n")
         return budget.plan(frames, max_context=self.profile.max_context, prompt_tokens=prompt_tokens,
                            frame_tokens=frame_tokens, max_new_tokens=max_new_tokens,
                            reserve=self.config.llm.reserve)
 
-    def describe(self, inputs: list, *, kind: str, frames: int | None = None, prompt: str | None = None,
-                 max_new_tokens: int | None = None, seek: str | None = None,
-                 on_text: Callable[[str], None] | None = None,
-                 on_frame: Callable[[media.Frame], None] | None = None,
-                 on_plan: Callable[[budget.Plan], None] | None = None) -> Result:
-        """Describe one video (``kind="video"``, one input) or a set of images as one request.
-
-        ``tokens`` in the result: ``prompt`` = text tokens of the prefill (template, question,
-        timestamps), ``vision`` = image tokens with their tags, ``new`` = generated. Dry runs
-        report the planner's upper-bound estimate of ``prompt``.
-        """
+    def describe_video(self, path, *, frames: int | None = None, prompt: str | None = None,
+                       max_new_tokens: int | None = None, seek: str | None = None, on_text: OnText | None = None,
+                       on_frame: OnFrame | None = None, on_plan: OnPlan | None = None) -> Result:
+        """Describe one video: ``frames`` evenly spaced frames (capped by the budget), one request."""
         cfg = self.config
-        prompt = prompt or (cfg.describe.prompt if kind == "video" else cfg.describe.image_prompt)
-        max_new = max_new_tokens or cfg.llm.max_new_tokens
-        wanted = (frames or cfg.describe.frames) if kind == "video" else len(inputs)
-        plan = self.plan(prompt, wanted, max_new, kind)
+        prompt = prompt or cfg.describe.prompt
+        plan = self._plan(prompt, frames or cfg.describe.frames, max_new_tokens, Kind.VIDEO, on_plan)
+        notes: list = []
+        stream = media.sample(str(path), plan.frames, seek or cfg.describe.seek, notes)
+        result = self._describe(Kind.VIDEO, [path], stream, prompt, plan, notes, on_text, on_frame)
+        if not result.frames:
+            raise media.MediaError(f"{path}: no frame could be decoded (check the file plays)")
+        return result
+
+    def describe_images(self, paths: list, *, prompt: str | None = None, max_new_tokens: int | None = None,
+                        on_text: OnText | None = None, on_frame: OnFrame | None = None,
+                        on_plan: OnPlan | None = None) -> Result:
+        """Describe a set of still images as one request (as many as the budget allows, in order)."""
+        prompt = prompt or self.config.describe.image_prompt
+        plan = self._plan(prompt, len(paths), max_new_tokens, Kind.IMAGES, on_plan)
+        stream = media.load_images([str(p) for p in paths[:plan.frames]])
+        return self._describe(Kind.IMAGES, paths, stream, prompt, plan, [], on_text, on_frame)
+
+    def _plan(self, prompt: str, wanted: int, max_new_tokens: int | None, kind: Kind, on_plan) -> budget.Plan:
+        plan = self.plan(prompt, wanted, max_new_tokens or self.config.llm.max_new_tokens, kind)
         if on_plan:
             on_plan(plan)
-        notes: list = []
-        if kind == "video":
-            stream = media.sample(str(inputs[0]), plan.frames, seek or cfg.describe.seek, notes)
-        else:
-            stream = media.load_images([str(p) for p in inputs[:plan.frames]])
+        return plan
+
+    def _describe(self, kind: Kind, inputs: list, stream: Iterable[media.Frame], prompt: str, plan: budget.Plan,
+                  notes: list, on_text, on_frame) -> Result:
         if plan.capped:
             notes.append(f"{plan.requested} frames requested, {plan.frames} fit the "
                          f"{plan.max_context}-token context")
         if self.dry_run:
             picked, timings = self._dry(stream, on_frame)
             n, per_frame = len(picked), self.profile.frame_tokens()
-            tokens = {"prompt": plan.prompt_tokens + n * (plan.frame_tokens - per_frame),
-                      "vision": n * per_frame, "new": 0}
+            tokens = Tokens(prompt=plan.prompt_tokens + n * (plan.frame_tokens - per_frame), vision=n * per_frame)
             text = None
         else:
             picked, text, tokens, timings = self._run(stream, prompt, plan, kind, on_text, on_frame)
-        if kind == "video" and not picked:
-            raise media.MediaError(f"{inputs[0]}: no frame could be decoded (check the file plays)")
         return Result(inputs=[str(p) for p in inputs], kind=kind, frames=[_frame_info(f) for f in picked],
                       prompt=prompt, model=self._model_info(), tokens=tokens,
                       frames_capped_by_budget=plan.capped, timings=timings, text=text, notes=notes,
                       plan=plan.as_dict())
 
-    def _dry(self, stream, on_frame) -> tuple[list, dict]:
+    def _dry(self, stream, on_frame) -> tuple[list, Timings]:
         """Everything up to the encoder: decode and preprocess, keep nothing heavy."""
         picked, prep = [], 0.0
         start = time.perf_counter()
@@ -177,29 +218,30 @@ class Describer:
             if on_frame:
                 on_frame(frame)
         total = time.perf_counter() - start
-        return picked, {"decode": round(total - prep, 4), "preprocess": round(prep, 4)}
+        return picked, Timings(decode=round(total - prep, 4), preprocess=round(prep, 4))
 
-    def _run(self, stream, prompt, plan, kind, on_text, on_frame):
+    def _run(self, stream, prompt, plan, kind, on_text, on_frame) -> tuple[list, str | None, Tokens, Timings]:
         encoded = self.vision.encode(stream, on_frame)
-        if not encoded.frames:      # nothing decoded: describe() names the file (assemble would blame shapes)
-            return [], None, {"prompt": 0, "vision": 0, "new": 0}, encoded.timings
-        stamps = [f.seconds for f in encoded.frames] if kind == "video" else None
-        request = assemble.build(self.profile, prompt, encoded.embeddings, stamps, rule=self.rule,
+        if not encoded.frames:      # nothing decoded: describe_video names the file (assemble would blame shapes)
+            return [], None, Tokens(), Timings(encoded.timings)
+        stamps = [f.seconds for f in encoded.frames] if kind is Kind.VIDEO else None
+        request = assemble.build(self.profile, prompt, encoded.embeddings, stamps, rule=self.llm.placeholder_rule,
                                  max_new_tokens=plan.max_new_tokens, max_context=plan.max_context,
                                  reserve=plan.reserve)
         generation = self.llm.generate(request, on_text)
         timings = {**encoded.timings, **generation.timings}
         # Runtimes count the whole prefill; report text and vision apart so they add up.
-        tokens = {"prompt": max(generation.prompt_tokens - request.vision_tokens, 0),
-                  "vision": request.vision_tokens, "new": generation.new_tokens}
-        return encoded.frames, generation.text, tokens, {k: round(v, 4) for k, v in timings.items()}
+        tokens = Tokens(prompt=max(generation.prompt_tokens - request.vision_tokens, 0),
+                        vision=request.vision_tokens, new=generation.new_tokens)
+        return encoded.frames, generation.text, tokens, Timings({k: round(v, 4) for k, v in timings.items()})
 
     def _model_info(self) -> dict:
         return {"profile": self.profile.name, "vision": self.config.model.vision or None,
                 "llm": self.config.model.llm or None}
 
     def abort(self) -> None:
-        if self.llm is not None and hasattr(self.llm, "abort"):
+        """Stop a running generation soon (it raises llm.Interrupted); safe from a signal handler."""
+        if self.llm is not None:
             self.llm.abort()
 
     def close(self) -> None:

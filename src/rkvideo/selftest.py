@@ -20,7 +20,6 @@ The same builders make the test fixtures (tests/conftest.py).
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import config as config_mod, pipeline
+from .errors import RuntimeFailure
 from .llm import CPU_EXTRA_HINT
+from .models import CLIP_MEAN, CLIP_STD
 
 # The tiny model family. Patch 14 on a 56-pixel input gives a 4×4 grid: 16 tokens.
 PROFILE = "qwen2-vl-2b"
@@ -69,7 +71,7 @@ CORPUS = [
 ]
 
 
-class SelftestError(RuntimeError):
+class SelftestError(RuntimeFailure):
     """A builder cannot run (missing extra)."""
 
 
@@ -96,8 +98,6 @@ def build_encoder(path, *, size: int = INPUT_SIZE, patch: int = PATCH, width: in
     """
     onnx = _need("onnx")
     from onnx import TensorProto, helper, numpy_helper
-
-    from .models import CLIP_MEAN, CLIP_STD
 
     rng = np.random.default_rng(seed)
     grid = size // patch
@@ -359,9 +359,27 @@ def build_workdir(root) -> Workdir:
 STAGES = ("decode", "preprocess", "encode", "vision", "prefill", "generate")
 
 
+def check(workdir=None) -> dict:
+    """The self-test's report (``pass``, ``checks``, ``results``, ``timings``; ``error`` when the
+    pipeline stopped). Built in ``workdir`` and kept there, or in a temporary folder removed afterwards
+    (then ``workdir`` is None in the report). A missing extra raises ``SelftestError``; whatever else
+    stops the pipeline is the self-test's finding, reported as a FAIL."""
+    try:
+        if workdir:
+            return run(Path(workdir))
+        with tempfile.TemporaryDirectory(prefix="rkvideo-selftest-") as tmp:
+            report = run(Path(tmp))
+            report["workdir"] = None
+            return report
+    except SelftestError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failure of the pipeline here is what the self-test reports
+        return {"pass": False, "error": f"{type(exc).__name__}: {exc}", "checks": [], "results": {},
+                "timings": {}}
+
+
 def run(root) -> dict:
     """Build everything in ``root`` and describe the clip (twice) and the image pair."""
-    from . import config as config_mod, pipeline
 
     report = {"pass": False, "workdir": str(root), "checks": [], "results": {}, "timings": {}}
     t0 = time.perf_counter()
@@ -372,9 +390,9 @@ def run(root) -> dict:
     with pipeline.Describer(cfg) as describer:
         report["timings"]["load"] = round(time.perf_counter() - t0, 4)
         streamed: list = []
-        video = describer.describe([work.clip], kind="video", on_text=streamed.append)
-        images = describer.describe(work.images, kind="images")
-        again = describer.describe([work.clip], kind="video")
+        video = describer.describe_video(work.clip, on_text=streamed.append)
+        images = describer.describe_images(work.images)
+        again = describer.describe_video(work.clip)
     report["results"] = {"video": video.as_json(), "images": images.as_json(), "video_again": again.as_json()}
     checks = report["checks"]
 
@@ -383,86 +401,14 @@ def run(root) -> dict:
 
     for name, result, frames in (("video", video, cfg.describe.frames), ("images", images, len(work.images))):
         check(f"{name} frames", len(result.frames) == frames, f"{len(result.frames)} of {frames}")
-        check(f"{name} text", isinstance(result.text, str) and result.tokens["new"] >= 1,
-              f"{result.tokens['new']} new tokens")
+        check(f"{name} text", isinstance(result.text, str) and result.tokens.new >= 1,
+              f"{result.tokens.new} new tokens")
         missing = [s for s in STAGES if s not in result.timings]
         check(f"{name} timings", not missing, "missing " + ", ".join(missing) if missing else "all stages")
         vision_rows = len(result.frames) * TOKENS
-        check(f"{name} prompt tokens", result.tokens["prompt"] > vision_rows,
-              f"{result.tokens['prompt']} prefilled ({vision_rows} of them vision rows)")
+        check(f"{name} prompt tokens", result.tokens.prompt > vision_rows,
+              f"{result.tokens.prompt} prefilled ({vision_rows} of them vision rows)")
     check("streamed text", "".join(streamed) == video.text, "on_text pieces join to the result")
     check("repeat is identical", again.text == video.text, "a second request sees nothing of the first")
     report["pass"] = all(c["ok"] for c in checks)
     return report
-
-
-# ---------------------------------------------------------------- command
-
-def add_parser(sub) -> None:
-    import argparse
-    p = sub.add_parser(
-        "selftest", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="run the whole pipeline on tiny generated models (needs the [cpu] extra)",
-        description="Build a tiny random-weight ONNX vision encoder and GGUF LLM (shaped like Qwen2-VL), "
-                    "write a config.toml for them, generate a clip and two images, and describe them "
-                    "through the real pipeline: frame sampling, ONNX Runtime, the assembler and llama.cpp. "
-                    "Prints PASS or FAIL with per-stage timings. Nothing is downloaded. The generated text "
-                    "is meaningless by design: the weights are random.",
-        epilog="""examples:
-  rkvideo selftest                          build in a temporary directory, print PASS/FAIL
-  rkvideo selftest --workdir st             keep the models, config and media in ./st
-  rkvideo describe st/clip.mp4 --config st/config.toml --json
-  rkvideo selftest --json | jq .pass""")
-    p.add_argument("--workdir", metavar="DIR",
-                   help="build in DIR and keep the files (default: a temporary directory, removed afterwards)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.set_defaults(func=cmd_selftest)
-
-
-def cmd_selftest(args) -> int:
-    """0 on PASS, 1 on FAIL or when the pipeline cannot run here."""
-    try:
-        if args.workdir:
-            report = run(Path(args.workdir))
-        else:
-            with tempfile.TemporaryDirectory(prefix="rkvideo-selftest-") as tmp:
-                report = run(Path(tmp))
-                report["workdir"] = None
-    except SelftestError as exc:  # a missing extra: one line, like every rkvideo error
-        print(f"rkvideo: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # whatever stops the pipeline here is the self-test's finding
-        report = {"pass": False, "error": f"{type(exc).__name__}: {exc}", "checks": [], "results": {},
-                  "timings": {}}
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-    else:
-        _print_report(report, args.workdir)
-    return 0 if report["pass"] else 1
-
-
-def _seconds(timings: dict) -> str:
-    return ", ".join(f"{k} {timings[k]:.3f}s" for k in STAGES if k in timings)
-
-
-def _print_report(report: dict, workdir) -> None:
-    out = sys.stdout
-    print("rkvideo selftest: tiny random-weight models built here; their text is meaningless by design.", file=out)
-    if report.get("error"):
-        print(f"  error: {report['error']}", file=out)
-    t = report["timings"]
-    if t:
-        print(f"  build models {t['build']:.3f}s, load {t.get('load', 0):.3f}s", file=out)
-    for key, label in (("video", "video"), ("images", "images"), ("video_again", "again")):
-        result = report["results"].get(key)
-        if result:
-            print(f"  {label:<7} {len(result['frames'])} frames, {result['tokens']['prompt']} prompt + "
-                  f"{result['tokens']['new']} new tokens: {_seconds(result['timings'])}", file=out)
-            print(f"          text: {result['text']!r}", file=out)
-    for c in report["checks"]:
-        print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}", file=out)
-    if workdir:
-        root = Path(workdir)
-        print(f"  files kept in {root}; try: rkvideo describe {root / 'clip.mp4'} --config {root / 'config.toml'}",
-              file=out)
-    print("PASS" if report["pass"] else "FAIL", file=out)

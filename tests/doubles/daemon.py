@@ -15,11 +15,15 @@ from pathlib import Path
 
 import footage
 
+from . import fake_runtime
+
 LAUNCHER = Path(__file__).with_name("run_daemon.py")
 DEADLINE = 30.0
 
 CONFIG = """
 [model]
+vision = "{vision}"
+llm = "{llm}"
 tokens_per_image = 4
 embed_width = 8
 [describe]
@@ -36,9 +40,12 @@ sidecars = {sidecars}
 
 
 def write_config(folder: Path, settle: float = 0.2, max_attempts: int = 3, sidecars=("txt", "json", "vtt")) -> Path:
+    """``folder``/config.toml, naming model files beside it that the test-double runtimes open."""
     path = folder / "config.toml"
     listed = "[" + ", ".join(f'"{s}"' for s in sidecars) + "]"
-    path.write_text(CONFIG.format(settle=settle, max_attempts=max_attempts, sidecars=listed))
+    vision, llm = fake_runtime.write_models(folder)
+    path.write_text(CONFIG.format(vision=vision.name, llm=llm.name, settle=settle, max_attempts=max_attempts,
+                                  sidecars=listed))
     return path
 
 

@@ -1,9 +1,9 @@
 """FakeRKNNLite: a TEST DOUBLE of ``rknnlite.api.RKNNLite`` (rknn-toolkit-lite2), for tests only.
 
 It has the real class's method names, signatures, constants and return
-conventions (rkllm-rknn-facts.md §13): ``load_rknn`` and ``init_runtime``
-return 0 or −1 and never raise, ``inference`` returns a list of arrays or
-None on any error, ``release`` returns None and is idempotent. Outputs are
+conventions (docs/board.md, "Vision encoder (RKNNLite)"): ``load_rknn`` and
+``init_runtime`` return 0 or −1 and never raise, ``inference`` returns a list
+of arrays or None on any error, ``release`` returns None and is idempotent. Outputs are
 real: a ``.rknn`` path runs its sibling ``.onnx`` through ONNX Runtime.
 
 The stand-in ``.rknn`` file is JSON written by ``write_rknn``: the mean/std

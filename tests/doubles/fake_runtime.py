@@ -2,9 +2,12 @@
 
 Not a runtime: the "embeddings" are zeros and the "description" is built from
 the clip's file name and frame times, so a search test can look for a word it
-knows will be there. Everything is controlled by environment variables so the
-real ``rkvideo watch`` code can run unchanged in a real subprocess
-(``tests/doubles/run_daemon.py``):
+knows will be there. The doubles are registered runtimes (``install``): model
+files named ``*.fakevision`` and ``*.fakellm`` (the tests' config names such
+files, see ``tests/doubles/daemon.py``) open them, so the real ``rkvideo
+watch`` and ``rkvideo describe`` code runs unchanged in a real subprocess
+(``tests/doubles/run_daemon.py``). Everything else is controlled by
+environment variables:
 
 * ``RKVIDEO_FAKE_ENCODE_SECONDS`` / ``RKVIDEO_FAKE_GENERATE_SECONDS``: latency per frame / per request;
 * ``RKVIDEO_FAKE_FAIL``: comma-separated words; a clip whose name contains one fails in generate;
@@ -13,12 +16,13 @@ real ``rkvideo watch`` code can run unchanged in a real subprocess
 * ``RKVIDEO_FAKE_LOG``: a file that gets one line per runtime call start/end: ``<event> <clip>``;
 * ``RKVIDEO_TEST_BLOCK_AT`` = ``point:n`` with ``RKVIDEO_TEST_MARKER`` = a file: at the n-th time the
   process reaches ``point`` it writes the marker and blocks for good, so a test can kill -9 it exactly
-  there. Points: ``encode`` (after the first frame), ``generate`` (after the first text), ``rename``
-  (a sidecar's temporary file written, not yet renamed), ``sidecar`` (sidecars written, not committed),
-  ``commit`` (description inserted, transaction open), ``claim``
-  (between jobs: the previous one committed, the next not yet taken);
-* ``RKVIDEO_TEST_NO_EVENTS=1`` turns file-system events off, ``RKVIDEO_TEST_RESCAN`` sets the seconds
-  between rescans (``watch.RESCAN``).
+  there. Points: ``encode`` (after the first frame) and ``generate`` (after the first text), reached
+  by the doubles here; ``claim`` (between jobs: the previous one committed, the next not yet taken),
+  ``rename`` (a sidecar's temporary file written, not yet renamed), ``sidecar`` (sidecars written,
+  not committed) and ``commit`` (description inserted and job done, transaction open), reached by the
+  daemon's worker, which calls its observers there (``rkvideo.daemon.add_observer``);
+* ``RKVIDEO_TEST_NO_EVENTS=1`` turns file-system events off (``daemon.Service.follow_events``),
+  ``RKVIDEO_TEST_RESCAN`` sets the seconds between rescans (``daemon.Service.rescan_seconds``).
 """
 from __future__ import annotations
 
@@ -29,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rkvideo import assemble, llm, models, vision
+from rkvideo import assemble, daemon, llm, vision
+
+VISION_SUFFIX, LLM_SUFFIX = ".fakevision", ".fakellm"
 
 
 class Points:
@@ -63,13 +69,20 @@ def _log(event: str, clip: str) -> None:
             f.write(f"{event} {clip} {time.monotonic():.6f}\n")
 
 
+class Seen:
+    """What the vision double saw last; the LLM double describes that clip. One per loaded pair."""
+
+    def __init__(self):
+        self.source = ""
+
+
 class FakeVision:
     """Consumes the frame stream (so decoding really happens) and returns zero embeddings."""
 
-    def __init__(self, profile: models.Profile):
+    def __init__(self, profile, seen: Seen):
         self.tokens, self.output_width = profile.tokens_per_image, profile.encoder_width
         self.latency = float(os.environ.get("RKVIDEO_FAKE_ENCODE_SECONDS", "0"))
-        self.last_source = ""
+        self.seen = seen
         self.seconds = 0.0          # time spent inside encode, for the benchmark
 
     def encode(self, frames, on_frame=None) -> vision.Encoded:
@@ -77,7 +90,7 @@ class FakeVision:
         got = []
         for frame in frames:
             if not got:
-                self.last_source = frame.source
+                self.seen.source = frame.source
                 _log("encode-start", Path(frame.source).name)
             got.append(frame)
             if on_frame:
@@ -88,7 +101,7 @@ class FakeVision:
                 POINTS.reach("encode", frame.source)
         if not got:
             raise vision.VisionError("fake vision: no frames")
-        _log("encode-end", Path(self.last_source).name)
+        _log("encode-end", Path(self.seen.source).name)
         embeddings = np.zeros((len(got), self.tokens, self.output_width), np.float32)
         elapsed = time.perf_counter() - start
         self.seconds += elapsed
@@ -101,12 +114,12 @@ class FakeVision:
 class FakeLLM:
     """Writes a description naming the clip, its frame count and times."""
 
-    path = "fake.gguf"
     placeholder_rule = assemble.PER_IMAGE
 
-    def __init__(self, profile: models.Profile, eyes: FakeVision):
+    def __init__(self, path: str, profile, seen: Seen):
+        self.path = path
         self.input_width = profile.encoder_width
-        self.eyes = eyes
+        self.seen = seen
         self.latency = float(os.environ.get("RKVIDEO_FAKE_GENERATE_SECONDS", "0"))
         self.fail = [w for w in os.environ.get("RKVIDEO_FAKE_FAIL", "").split(",") if w]
         self.gate = os.environ.get("RKVIDEO_FAKE_GATE", "")
@@ -117,7 +130,7 @@ class FakeLLM:
     def generate(self, request, on_text=None) -> llm.Generation:
         start = time.perf_counter()
         self.aborted.clear()    # like the real runtimes, an abort applies to the running request
-        clip = Path(self.eyes.last_source)
+        clip = Path(self.seen.source)
         _log("generate-start", clip.name)
         if any(word in clip.name for word in self.fail):
             _log("generate-fail", clip.name)
@@ -152,70 +165,38 @@ class FakeLLM:
         pass
 
 
-def open_describer(config):
-    """The daemon's ``watch.open_describer`` with the doubles injected."""
-    from rkvideo import pipeline
-    profile = models.resolve(config.model)
-    eyes = FakeVision(profile)
-    return pipeline.Describer(config, vision=eyes, llm=FakeLLM(profile, eyes))
+class Pairing:
+    """The Describer opens the LLM first, then the vision stage: the LLM's opener leaves the shared
+    ``Seen`` here and the vision opener takes it."""
+
+    def __init__(self):
+        self.seen = Seen()
+
+    def open_llm(self, path: str, config, profile, npu_vision: bool) -> FakeLLM:
+        self.seen = Seen()
+        return FakeLLM(path, profile, self.seen)
+
+    def open_vision(self, path: str, profile, workers: int, queue_size: int) -> FakeVision:
+        return FakeVision(profile, self.seen)
 
 
 def install() -> None:
-    """Swap the runtime (for `watch` and `describe`) and add the kill points around the store and
-    sidecar writes."""
-    from rkvideo import pipeline, sidecars, store, watch
-    watch.open_describer = open_describer
-    real = pipeline.Describer
-
-    class DescriberWithDoubles(real):
-        def __init__(self, config, *, dry_run=False, vision=None, llm=None):
-            if not dry_run and vision is None and llm is None:
-                profile = models.resolve(config.model)
-                vision = FakeVision(profile)
-                llm = FakeLLM(profile, vision)
-            super().__init__(config, dry_run=dry_run, vision=vision, llm=llm)
-
-    pipeline.Describer = DescriberWithDoubles
-
-    insert = store.Store._insert_description
-
-    def insert_then_point(self, job, *args, **kwargs):
-        row = insert(self, job, *args, **kwargs)
-        POINTS.reach("commit", job["path"])
-        return row
-
-    claim = store.Store.claim_next
-
-    def point_then_claim(self):
-        POINTS.reach("claim")
-        return claim(self)
-
-    write_all = sidecars.write_all
-
-    def write_then_point(recording, *args, **kwargs):
-        written = write_all(recording, *args, **kwargs)
-        POINTS.reach("sidecar", str(recording))
-        return written
-
-    class OsWithPoint:
-        """``os`` for sidecars.py only, with a kill point inside write_atomic (temp file written, not renamed)."""
-
-        def __getattr__(self, name):
-            return getattr(os, name)
-
-        def replace(self, src, dst, **kwargs):
-            folder = kwargs.get("dst_dir_fd")    # names are relative to the folder's descriptor
-            where = os.path.join(os.readlink(f"/proc/self/fd/{folder}"), dst) if folder is not None else dst
-            POINTS.reach("rename", str(where))
-            return os.replace(src, dst, **kwargs)
-
+    """Register the doubles as the runtimes of ``*.fakellm`` / ``*.fakevision`` model files, and the
+    kill points as an observer of the daemon; apply RKVIDEO_TEST_NO_EVENTS and RKVIDEO_TEST_RESCAN."""
+    pairing = Pairing()
+    llm.register(LLM_SUFFIX, pairing.open_llm)
+    vision.register(VISION_SUFFIX, pairing.open_vision)
+    daemon.add_observer(POINTS.reach)
     # A network share: inotify reports nothing, only the periodic rescan finds new files.
     if os.environ.get("RKVIDEO_TEST_NO_EVENTS"):
-        watch.Daemon._observe = lambda self: None
+        daemon.Service.follow_events = False
     if os.environ.get("RKVIDEO_TEST_RESCAN"):
-        watch.RESCAN = float(os.environ["RKVIDEO_TEST_RESCAN"])
+        daemon.Service.rescan_seconds = float(os.environ["RKVIDEO_TEST_RESCAN"])
 
-    store.Store._insert_description = insert_then_point
-    store.Store.claim_next = point_then_claim
-    sidecars.write_all = write_then_point
-    sidecars.os = OsWithPoint()
+
+def write_models(folder: Path) -> tuple[Path, Path]:
+    """Empty model files the doubles "load": (vision, llm) in ``folder``."""
+    paths = folder / f"fake{VISION_SUFFIX}", folder / f"fake{LLM_SUFFIX}"
+    for path in paths:
+        path.touch()
+    return paths

@@ -3,7 +3,7 @@
  *
  * It exports the RKLLM runtime's symbols with the struct layouts of runtime 1.2.1–1.2.3
  * (-DSTUB_ABI=12) or 1.3.0 (-DSTUB_ABI=13), written from the byte tables in
- * shared/reference/rkllm-rknn-facts.md §4–§5 (not from rkllm.h). It records everything the
+ * docs/board.md, "RKLLM struct layouts" (not from rkllm.h). It records everything the
  * binding passes and answers through the result callback, so tests can see every field arrive.
  *
  * The "model file" given to rkllm_init is a text file of key=value lines:

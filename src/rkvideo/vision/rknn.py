@@ -2,16 +2,18 @@
 
 Why one RKNNLite instance per NPU core: a transformer encoder gains little from
 splitting one model over cores (``NPU_CORE_0_1_2``), while three single-core
-instances encode three frames at once — the pool in ``vision`` drives each
+instances encode three frames at once — the pool in ``vision.pool`` drives each
 instance from one thread at a time, which is all the thread safety RKNNLite
 offers. Each instance holds its own copy of the weights and all of them share
-NPU IOMMU domain 0 (4 GiB), so big encoders may not fit three times: the pool
-is sized from the file first, and an instance whose ``init_runtime`` still
-fails is dropped with a warning instead of failing the whole load.
+NPU IOMMU domain 0 (4 GiB; docs/board.md, "NPU memory domains"), so big
+encoders may not fit three times: the pool is sized from the file first, and
+an instance whose ``init_runtime`` still fails is dropped with a warning
+instead of failing the whole load.
 
 RKNNLite reports errors only as return values (``load_rknn``/``init_runtime``
-return −1, ``inference`` returns None) and logs the reason itself; every one
-is checked here and turned into a VisionError naming the file and the core.
+return −1, ``inference`` returns None) and logs the reason itself (docs/board.md,
+"Vision encoder (RKNNLite)"); every one is checked here and turned into a VisionError naming
+the file and the core.
 
 RKNNLite has no query API for tensor shapes (``rknn_lite.py`` exposes none),
 so the input size comes from the profile and one warm-up inference on a grey
@@ -28,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import preprocess
-from .vision import VisionError, check_encoder
+from .. import preprocess
+from .base import VisionError, check_encoder
 
 log = logging.getLogger(__name__)
 

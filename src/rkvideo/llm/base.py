@@ -1,29 +1,33 @@
-"""Assembled request to text: the protocol every LLM runtime implements.
+"""What every LLM runtime shares: the LLM protocol, its result, its errors.
 
-Why a protocol and a dispatcher on the file suffix: the board runs ``.rkllm``
-files through Rockchip's C runtime, a PC runs ``.gguf`` files through
-llama.cpp, and the pipeline must not care which. Each runtime renders the
-runtime-neutral ``assemble.Request`` its own way (RKLLM expands ``<image>``
-placeholders itself, llama.cpp is fed token ids and embedding rows) and
-reports the same ``Generation``. The runtime modules are imported only when
-their file type is opened, so the core install never needs their packages.
+Why a module of its own: the runtimes (``llamacpp``, ``rkllm``) import these
+names, and the package's ``__init__`` imports the runtimes only when a file
+of theirs is opened. With the shared names here every arrow points one way —
+runtime → base, package → base — and no runtime imports the package that
+chooses it.
+
+The protocol states every capability the pipeline uses as a required member
+(``placeholder_rule``, ``input_width``, ``abort``), so the pipeline never has
+to probe a runtime with ``getattr`` or ``hasattr``.
 """
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
+
+from .. import errors
 
 # What a missing or broken portable-path package (onnxruntime, llama-cpp-python, onnx...) asks for.
 CPU_EXTRA_HINT = "install the [cpu] extra: pip install 'rkvideo[cpu]'"
 
 
-class LLMError(RuntimeError):
+class LLMError(errors.RuntimeFailure):
     """The LLM runtime failed (load, a return code, an error state); the message names the file."""
 
 
-class Interrupted(RuntimeError):
+class Interrupted(errors.Interrupted):
     """Generation was stopped (Ctrl-C, SIGTERM); partial text is in ``.generation``."""
     def __init__(self, generation=None):
         super().__init__("generation interrupted")
@@ -54,26 +58,17 @@ class Utf8Stream:
 
 
 class LLM(Protocol):
+    """One loaded model; ``generate`` runs one request at a time."""
     path: str
-    placeholder_rule: str     # assemble.PER_IMAGE or assemble.SINGLE
+    placeholder_rule: str     # assemble.PER_IMAGE or assemble.SINGLE: how many <image> the request holds
     input_width: int          # floats per embedding row the model accepts
 
-    def generate(self, request, on_text: Callable[[str], None] | None = None) -> Generation: ...
+    def generate(self, request, on_text: Callable[[str], None] | None = None) -> Generation:
+        """Text for one ``assemble.Request``; pieces go to ``on_text`` as they come.
+        Raises Interrupted (with the partial Generation) after ``abort()``."""
 
     def abort(self) -> None:
         """Ask a running generate() to stop soon; safe from a signal handler or another thread."""
 
-    def close(self) -> None: ...
-
-
-def open_llm(path: str, config, profile, npu_vision: bool = False) -> LLM:
-    """Load the LLM at ``path``; the runtime follows the suffix (.gguf, .rkllm)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".gguf":
-        from .llamacpp import open_llamacpp
-        return open_llamacpp(str(path), config, profile)
-    if suffix == ".rkllm":
-        from .rkllm import open_rkllm
-        return open_rkllm(str(path), config, profile, npu_vision)
-    raise LLMError(f"{path}: unknown LLM file type {suffix or '(no suffix)'!r} "
-                   f"(model.llm must be a .rkllm file for the NPU or a .gguf file for any PC)")
+    def close(self) -> None:
+        """Release the model; safe to call twice."""

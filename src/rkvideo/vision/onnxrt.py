@@ -26,8 +26,8 @@ import os
 
 import numpy as np
 
-from .llm import CPU_EXTRA_HINT
-from .vision import VisionError
+from ..llm.base import CPU_EXTRA_HINT
+from .base import VisionError
 
 
 def _ort():

@@ -38,12 +38,12 @@ import math
 import os
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from . import assemble
-from .llm import CPU_EXTRA_HINT, Generation, Interrupted, LLMError, Utf8Stream
+from .. import assemble
+from .base import CPU_EXTRA_HINT, Generation, Interrupted, LLMError, Utf8Stream
 
 # The ggml_log_level we keep (GGML_LOG_LEVEL_ERROR; llama-cpp-python's own comment
 # still lists the old numbering): errors, to explain a failed call.
@@ -115,7 +115,9 @@ def image_positions(pos: int, count: int, mrope: bool) -> tuple[np.ndarray, int]
 
 
 class LlamaCpp:
-    placeholder_rule = assemble.PER_IMAGE
+    """One loaded GGUF model (the ``LLM`` protocol); ``generate`` runs one request at a time."""
+
+    placeholder_rule = assemble.PER_IMAGE     # one <image> per frame, each with its timestamp
 
     def __init__(self, path: str, config, profile):
         L = self.L = _lib()

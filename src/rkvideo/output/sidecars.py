@@ -1,7 +1,13 @@
-"""Text files next to each recording: ``.txt``, ``.json`` and ``.vtt``.
+"""Text files next to each recording, rendered by name: ``txt``, ``json`` and ``vtt``.
 
 Why sidecars at all: NVR web UIs, file managers and video players find a file
-called like the recording; they cannot read a database.
+called like the recording; they cannot read a database. ``rkvideo watch``
+writes them for every recording it describes and ``rkvideo describe
+--sidecars`` for one, through the same ``write_all``.
+
+Why renderers by name: a sidecar kind is a name in ``output.sidecars`` (and
+``--sidecars``) and one function from a result to the file's text
+(``RENDERERS``); adding a kind adds one entry, and no caller lists kinds.
 
 Names keep the recording's whole file name: ``door.mp4`` → ``door.mp4.txt``,
 ``door.mp4.json``, ``door.mp4.vtt``. Stem names (``door.vtt``, the name every
@@ -28,12 +34,6 @@ killed is recognised by that pid no longer running, and the daemon removes it
 when it next scans the folder (``remove_stale_temps``). A pid that is in use
 again (after a reboot) keeps its stale file until the same sidecar is
 written by a process with that pid.
-
-The WebVTT file has one cue per sampled frame: the clip is cut at the
-midpoints between neighbouring frames, so each cue covers the stretch of the
-recording its frame stands for. The description is one text for the whole
-clip; its sentences are spread over the cues in order, because a description
-built from time-stamped frames narrates in time order.
 """
 from __future__ import annotations
 
@@ -42,11 +42,45 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
-KINDS = ("txt", "json", "vtt")
+from . import vtt
+
+# renderer(recording, result, duration) -> the file's text; ``result`` is ``Result.as_json()``.
+Renderer = Callable[[str, dict, float | None], str]
+
+
+def render_txt(recording: str, result: dict, duration: float | None) -> str:
+    """The description alone."""
+    return (result.get("text") or "").strip() + "\n"
+
+
+def render_json(recording: str, result: dict, duration: float | None) -> str:
+    """The whole result, with the recording it belongs to."""
+    return json.dumps({"recording": recording, **result}, ensure_ascii=False, indent=2) + "\n"
+
+
+def render_vtt(recording: str, result: dict, duration: float | None) -> str:
+    """WebVTT subtitles, one cue per sampled frame (see ``vtt``)."""
+    return vtt.webvtt(result.get("frames") or [], duration, result.get("text") or "")
+
+
+RENDERERS: dict[str, Renderer] = {"txt": render_txt, "json": render_json, "vtt": render_vtt}
+KINDS = tuple(RENDERERS)
 # write_atomic's temporary names: "." + recording name + "." + kind + "." + pid + "." + 16 hex + ".tmp"
-TEMP = re.compile(r"^\.(.+)\.(?:%s)\.(\d{1,10})(?:\.[0-9a-f]{16})?\.tmp$" % "|".join(KINDS))
+TEMP = re.compile(r"^\.(.+)\.(?:" + "|".join(KINDS) + r")\.(\d{1,10})(?:\.[0-9a-f]{16})?\.tmp$")
+
+# Called with a sidecar's final path once its temporary file is written and synced, before the rename.
+BeforeRename = Callable[[Path], None]
+
+
+def renderer(kind: str) -> Renderer:
+    """The renderer named ``kind``; a ValueError lists the known kinds (the config checks names first)."""
+    try:
+        return RENDERERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown sidecar kind {kind!r} (known: {', '.join(KINDS)})") from None
 
 
 def targets(recording: str | os.PathLike, kinds, out_dir: str | os.PathLike | None = None,
@@ -66,22 +100,18 @@ def targets(recording: str | os.PathLike, kinds, out_dir: str | os.PathLike | No
 
 
 def write_all(recording: str | os.PathLike, result: dict, duration: float | None, kinds,
-              out_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> list:
-    """Write the chosen sidecars for one result (``Result.as_json()``); returns the paths written."""
+              out_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None, *,
+              before_rename: BeforeRename | None = None) -> list:
+    """Write the chosen sidecars for one result (``Result.as_json()``); returns the paths written.
+    ``before_rename``: see ``write_atomic``."""
     written = []
     for kind, path in targets(recording, kinds, out_dir, root).items():
-        if kind == "txt":
-            body = (result.get("text") or "").strip() + "\n"
-        elif kind == "json":
-            body = json.dumps({"recording": str(recording), **result}, ensure_ascii=False, indent=2) + "\n"
-        else:
-            body = vtt(result.get("frames") or [], duration, result.get("text") or "")
-        write_atomic(path, body)
+        write_atomic(path, renderer(kind)(str(recording), result, duration), before_rename=before_rename)
         written.append(path)
     return written
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, *, before_rename: BeforeRename | None = None) -> None:
     """Write ``text`` to ``path`` through a fresh temporary file in the same folder and a rename.
 
     Anyone who may write into a watched folder could plant a symbolic link where the daemon is about
@@ -90,6 +120,9 @@ def write_atomic(path: Path, text: str) -> None:
     besides the pid, and it is created exclusively (``O_EXCL`` never opens an existing file or
     link), so it is always a new regular file. The rename replaces a link at the final name
     instead of writing through it.
+
+    ``before_rename(path)`` is called between the two steps, with the temporary file complete: the
+    moment a crash leaves a stale temporary file behind (the kill -9 tests stop the process there).
     """
     folder = _open_folder(path.parent)
     try:
@@ -101,6 +134,8 @@ def write_atomic(path: Path, text: str) -> None:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
+            if before_rename is not None:
+                before_rename(path)
             os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -152,48 +187,3 @@ def remove_stale_temps(folder: str | os.PathLike, names, wanted) -> list:
                 continue
             removed.append(path)
     return removed
-
-
-def segments(stamps: list, duration: float | None) -> list:
-    """(start, end) per frame: cut at midpoints between frames, from 0 to the clip's end."""
-    if not stamps:
-        return []
-    end = max(duration or 0.0, stamps[-1])
-    if end <= stamps[-1]:
-        # No duration known: give the last frame as long as the one before.
-        end = stamps[-1] + (stamps[-1] - stamps[-2] if len(stamps) > 1 else 1.0)
-    cuts = [(a + b) / 2 for a, b in zip(stamps, stamps[1:])]
-    return list(zip([0.0] + cuts, cuts + [end]))
-
-
-def sentences(text: str) -> list:
-    parts = re.split(r"(?<=[.!?。！？])\s+|\n+", text.strip())
-    return [p.strip() for p in parts if p.strip()]
-
-
-def vtt(frames: list, duration: float | None, text: str) -> str:
-    stamps = [float(f["seconds"]) for f in frames]
-    spans = segments(stamps, duration)
-    lines = sentences(text) or [""]
-    out = ["WEBVTT", ""]
-    for i, (start, end) in enumerate(spans):
-        # Sentences [i·S/N, (i+1)·S/N) belong to cue i; with fewer sentences than
-        # cues a sentence stays on screen over several cues.
-        first, last = i * len(lines) // len(spans), (i + 1) * len(lines) // len(spans)
-        cue = " ".join(lines[first:max(last, first + 1)])
-        out += [str(i + 1), f"{_clock(start)} --> {_clock(end)}", _escape(cue) or "…", ""]
-    return "\n".join(out)
-
-
-def _clock(seconds: float) -> str:
-    millis = round(max(seconds, 0.0) * 1000)
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"
-
-
-def _escape(text: str) -> str:
-    # Cue text is markup: escape it, and keep "-->" from ending the cue early.
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return " ".join(text.split())

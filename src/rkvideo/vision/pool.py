@@ -9,10 +9,9 @@ sampler decodes the next ones. The runtimes release the GIL while they run
 full-size frames in memory, and decoding frame k+1 overlaps encoding frame k.
 
 The pool is written once; a runtime only supplies ``Encoder`` instances
-(``.onnx`` → ``onnxrt``, ``.rknn`` → ``rknn``). Before any frame is encoded
-the pool reads tokens and width from the encoder's output shapes and checks
-them against the model profile, because a wrong T or D does not fail later —
-it produces fluent, wrong text.
+(see ``base``). Before any frame is encoded the pool reads tokens and width
+from the encoder's output shapes and checks them against the model profile,
+because a wrong T or D does not fail later — it produces fluent, wrong text.
 
 Threads live for one ``encode`` call: they are started per request and joined
 before it returns or raises, so an idle daemon runs no pool thread and an
@@ -23,40 +22,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from . import assemble, preprocess
-from .media import Frame
-
-
-class VisionError(RuntimeError):
-    """An encoder could not be loaded or failed on a frame; the message names both."""
-
-
-class Encoder(Protocol):
-    """One encoder instance. The pool drives each instance from one thread at a time."""
-    path: str                 # the model file, for error messages
-    normalize: str            # "encoder" (feed uint8 NHWC) or "host" (feed normalised float32 NCHW)
-    input_size: int           # square input side, read from the model
-    output_shapes: list       # one shape per output, read from the model
-
-    def run(self, tensor: np.ndarray) -> list:
-        """Raw outputs for one preprocessed frame; raises VisionError on a runtime error code."""
-
-    def close(self) -> None:
-        """Release the instance; safe to call twice."""
-
-
-@dataclass
-class Encoded:
-    frames: list              # the Frame objects, in index order (images kept)
-    embeddings: np.ndarray    # (N, T, E) float32, C-contiguous
-    timings: dict = field(default_factory=dict)   # seconds: decode, preprocess, encode, vision (wall)
-
+from .. import assemble, preprocess
+from ..media import Frame
+from .base import Encoded, VisionError, check_encoder
 
 # How often blocked threads look at the stop flag. Only the error path waits
 # this long; the normal path is woken by the queues themselves.
@@ -64,34 +37,9 @@ _POLL = 0.05
 THREAD_PREFIX = "rkvideo-vision"
 
 
-def check_encoder(encoder, profile) -> tuple[int, int]:
-    """(T, D) of ``encoder``, checked against ``profile``; VisionError names the key to fix."""
-    shapes = [tuple(s) for s in encoder.output_shapes]
-    if not shapes:
-        raise VisionError(f"{encoder.path}: the encoder reports no outputs")
-    try:
-        pairs = [assemble.token_width(s) for s in shapes]
-    except assemble.ShapeError as exc:
-        raise VisionError(f"{encoder.path}: {exc}") from None
-    if len(set(pairs)) != 1:
-        raise VisionError(f"{encoder.path}: outputs disagree on tokens × width: {shapes}")
-    tokens, width = pairs[0]
-    facts = [
-        ("encoder_outputs", len(shapes), profile.encoder_outputs, "outputs"),
-        ("tokens_per_image", tokens, profile.tokens_per_image, "tokens per image"),
-        ("embed_width", width, profile.embed_width, "floats per token per output"),
-        ("input_size", encoder.input_size, profile.input_size, "input side"),
-    ]
-    for key, got, want, what in facts:
-        if got != want:
-            raise VisionError(
-                f"{encoder.path}: the encoder has {got} {what}, profile {profile.name} says {want} "
-                f"(output shapes {shapes}; set model.{key} = {got} in config.toml if this encoder is right, "
-                f"or use the encoder that matches the profile)")
-    return tokens, width
-
-
 class VisionPool:
+    """Encoder instances of one model, driven by one thread each; ``encode`` is one request."""
+
     def __init__(self, encoders: list, profile, queue_size: int = 4):
         if not encoders:
             raise VisionError("the vision pool needs at least one encoder instance")
@@ -276,21 +224,3 @@ class _Run:
             raise VisionError(f"{where}: {exc}") from exc
         raise VisionError(f"{path}: {where}: {type(exc).__name__}: {exc}") from exc
 
-
-def open_pool(path: str, profile, workers: int, queue_size: int = 4) -> VisionPool:
-    """Load ``workers`` encoder instances of ``path`` (runtime chosen by suffix) into a pool."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        from .onnxrt import open_encoders
-    elif suffix == ".rknn":
-        from .rknn import open_encoders
-    else:
-        raise VisionError(f"{path}: unknown vision encoder type {suffix or '(no suffix)'!r} "
-                          f"(model.vision must be a .rknn file for the NPU or an .onnx file for any PC)")
-    encoders = open_encoders(str(path), profile, workers)
-    try:
-        return VisionPool(encoders, profile, queue_size)
-    except BaseException:
-        for encoder in encoders:
-            encoder.close()
-        raise

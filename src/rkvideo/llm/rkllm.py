@@ -4,10 +4,10 @@ Why ctypes and no C extension: the runtime is a closed binary that users copy
 onto the board, and rkvideo must install with pip alone. The price is that
 nothing checks the struct layouts for us — a wrong offset does not fail, it
 passes garbage (a wrong image count, a tag pointer read as a float). So the
-layouts below are written field by field from the byte tables in
-``shared/reference/rkllm-rknn-facts.md`` §4–§5, and the tests compare every
-offset and size against those tables and drive the binding through a C stub
-compiled from the same tables.
+layouts below are written field by field from the byte tables of
+docs/board.md, "RKLLM struct layouts", and the tests compare every offset and
+size against those tables and drive the binding through a C stub compiled
+from the same tables.
 
 Two ABIs are supported: runtime 1.2.1–1.2.3 ("1.2") and 1.3.0 ("1.3").
 Older runtimes (1.1.x, 1.2.0, 1.2.1b1) put the input union at a different
@@ -45,7 +45,6 @@ import ctypes
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from ctypes import (CFUNCTYPE, POINTER, Structure, Union, byref, c_bool, c_char_p, c_float, c_int, c_int8,
@@ -55,8 +54,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import assemble
-from .llm import Generation, Interrupted, LLMError, Utf8Stream
+from .. import assemble
+from .base import Generation, Interrupted, LLMError, Utf8Stream
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,8 @@ REQUIRED = ("rkllm_createDefaultParam", "rkllm_init", "rkllm_run", "rkllm_abort"
 
 
 # ----------------------------------------------------------------------------------------------
-# Struct layouts (facts §4 for 1.2.1–1.2.3, §5 for 1.3.0). Field order is the ABI: no _pack_.
+# Struct layouts for 1.2.1–1.2.3 and 1.3.0 (docs/board.md, "RKLLM struct layouts"). Field order is the ABI:
+# no _pack_.
 
 def _build(version: str) -> SimpleNamespace:
     class RKLLMExtendParam(Structure):          # 120 B, both versions
@@ -272,7 +272,8 @@ def inspect_library(path) -> dict:
     return {"versions": versions, "symbols": symbols, "machine": machine}
 
 
-# Releases whose layout this binding was checked against (facts §1). Anything else is refused:
+# Releases whose layout this binding was checked against (docs/board.md, "RKLLM runtime versions").
+# Anything else is refused:
 # a 1.2.x-looking literal can also be a bundled library's version (zlib 1.2.13), so the set is exact.
 KNOWN_RELEASES = {"1.2.1": "1.2", "1.2.2": "1.2", "1.2.3": "1.2", "1.3.0": "1.3"}
 
@@ -335,8 +336,9 @@ def load(path, version: str):
 def _announce_layout(library: str, layout: str, how: str) -> None:
     """Say once per load which layout was picked and why: a wrong one fails silently (see above).
 
-    To the log when logging is set up to show it (the watch daemon); otherwise one stderr line, next
-    to the runtime's own banner, since ``rkvideo describe`` does not configure logging.
+    An info line where logging is set up to show it (the watch daemon); otherwise a warning, so
+    that it is never lost: ``rkvideo describe`` shows warnings on stderr, next to the runtime's own
+    banner. Where it goes is the command line's choice; a stage never writes to the terminal.
     """
     message = f"{library}: RKLLM struct layout {layout} ({how})"
     if how.startswith("version string"):
@@ -344,7 +346,7 @@ def _announce_layout(library: str, layout: str, how: str) -> None:
     if log.isEnabledFor(logging.INFO) and log.hasHandlers():
         log.info("%s", message)
     else:
-        print(f"rkvideo: {message}", file=sys.stderr)
+        log.warning("%s", message)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,7 +412,8 @@ class RKLLM:
         else:
             param.ignore_eos_token = False
         # All RKNN contexts live in NPU IOMMU domain 0 (4 GiB); the LLM moves to domain 1
-        # whenever the vision encoder is an .rknn, or loading the encoder fails (facts §14).
+        # whenever the vision encoder runs on the NPU, or loading the encoder fails
+        # (docs/board.md, "NPU memory domains").
         param.extend_param.base_domain_id = 1 if npu_vision else 0
         param.extend_param.n_batch = 1
         param.extend_param.use_cross_attn = 0
@@ -559,7 +562,7 @@ class RKLLM:
             tags = self._tags()
             keep += tags
             image.image_start, image.image_end, image.image_content = tags
-            # The video sub-struct stays zeroed: frames go in as images (facts §10 rule 2).
+            # The video sub-struct stays zeroed: frames go in as images (docs/board.md, "Multimodal input").
         infer = s.RKLLMInferParam()
         infer.mode = INFER_GENERATE
         infer.keep_history = 0

@@ -1,0 +1,254 @@
+"""``rkvideo describe``: one request per video, or a set of images as one request.
+
+Why the command keeps going after a bad input: a batch (``samples/*.mp4``)
+should describe every file it can; each failure is one line on stderr and the
+exit status is the worst seen (2 for bad input, 1 for a runtime failure). A
+stop (Ctrl-C, SIGTERM) ends the whole command: the next input must not start.
+Text is streamed to stdout as it is generated; progress goes to stderr only
+when a person is watching, so ``--json`` output stays clean for scripts.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .. import config as config_mod, errors, media, pipeline, store
+from ..output import sidecars, terminal
+from .common import CONTEXT, config_option, db_option, error, json_option, load_config, stage_messages, warn
+
+EPILOG = """\b
+Examples:
+  rkvideo describe clip.mp4                       8 frames, default prompt, text to stdout
+  rkvideo describe clip.mp4 --frames 12 --prompt "Who enters the room?"
+  rkvideo describe a.jpg b.jpg c.jpg              one request over three images
+  rkvideo describe *.jpg --each                   one request per image
+  rkvideo describe samples/*.mp4 --dry-run --json plan only: frames, timestamps, token budget
+  rkvideo describe clip.mp4 --json | jq .text     JSON Lines for scripts
+  rkvideo describe clip.mp4 --db rkvideo.db       also store the result (rkvideo search/show)
+  rkvideo describe clip.mp4 --sidecars txt,vtt    also write clip.mp4.txt and clip.mp4.vtt
+
+\b
+With --json each result is one line: inputs, kind, frames (index, pts, seconds), prompt, model,
+tokens (prompt/vision/new), frames_capped_by_budget, timings (seconds per stage), text (null in
+dry runs), notes and plan. --frames above the context budget is capped with a warning."""
+
+
+@click.command("describe", context_settings=CONTEXT, epilog=EPILOG,
+               short_help="describe videos or a set of images")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--frames", "-n", type=int, metavar="N", help="frames per video (default: describe.frames)")
+@click.option("--prompt", "-p", metavar="TEXT", help="question to ask (default: describe.prompt)")
+@click.option("--max-new-tokens", type=int, metavar="N", help="generation limit (default: llm.max_new_tokens)")
+@click.option("--seek", type=click.Choice(["fast", "exact"]), help="frame picking (default: describe.seek)")
+@click.option("--each", is_flag=True, help="describe images one by one instead of as one set")
+@click.option("--dry-run", is_flag=True, help="decode and plan, stop before the vision encoder; needs no model files")
+@json_option("one JSON object per result (JSON Lines)")
+@db_option("also store each result in this database (rkvideo list/search/show)")
+@click.option("--sidecars", "sidecar_list", metavar="KINDS",
+              help="also write these sidecar files beside each input, as `rkvideo watch` does: a comma-separated "
+                   "list of txt, json, vtt (under output.dir when it is set)")
+@config_option
+def command(inputs, frames, prompt, max_new_tokens, seek, each, dry_run, as_json, db, sidecar_list, config):
+    """Describe each video with ONE generation over N evenly spaced frames, or a set of images as ONE
+    multi-image request. Video and image files are told apart by their suffix."""
+    cfg = load_config(config)
+    if frames is not None and frames < 1:
+        raise errors.UsageError(f"--frames must be at least 1, got {frames}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise errors.UsageError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    kinds = sidecar_kinds(sidecar_list)
+    requests = plan_requests(inputs, each)
+    if kinds and any(len(paths) > 1 for _, paths in requests):
+        raise errors.UsageError("--sidecars writes one set of files per input: add --each to describe the "
+                                "images one by one")
+    options = Options(frames, prompt, max_new_tokens, seek, dry_run, as_json, db, kinds)
+    with stage_messages():
+        describer = load(cfg, dry_run)
+        progress = Progress(sys.stderr.isatty() and not as_json)
+        worst = errors.EXIT_OK
+        with describer, stop_on_signals(describer):
+            for kind, paths in requests:
+                worst = max(worst, describe_one(describer, cfg, kind, paths, options, progress))
+    return worst
+
+
+def load(cfg, dry_run: bool):
+    """The describer with its runtimes loaded; a runtime library's own error is a runtime failure."""
+    try:
+        return pipeline.Describer(cfg, dry_run=dry_run)
+    except errors.RkvideoError:
+        raise
+    except RuntimeError as exc:
+        raise errors.RuntimeFailure(str(exc)) from None
+
+
+@dataclass
+class Options:
+    """The per-request settings of one ``describe`` run."""
+    frames: int | None
+    prompt: str | None
+    max_new_tokens: int | None
+    seek: str | None
+    dry_run: bool
+    as_json: bool
+    db: str | None
+    sidecars: list
+
+
+def sidecar_kinds(value: str | None) -> list:
+    """``txt,json,vtt`` → a list in the order given; an unknown kind is a usage error."""
+    if not value:
+        return []
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in config_mod.SIDECARS]
+    if unknown or not kinds:
+        raise errors.UsageError(f"--sidecars: unknown kind {(unknown or [value])[0]!r} "
+                                f"(known: {', '.join(config_mod.SIDECARS)})")
+    return list(dict.fromkeys(kinds))
+
+
+def split_inputs(paths) -> tuple[list, list]:
+    """Videos and images by suffix; anything else is a usage error."""
+    videos, images = [], []
+    for raw in paths:
+        suffix = Path(raw).suffix.lower()
+        if suffix in media.IMAGE_SUFFIXES:
+            images.append(raw)
+        elif suffix in media.VIDEO_SUFFIXES:
+            videos.append(raw)
+        else:
+            raise errors.UsageError(f"{raw}: not a video or image file name (videos: "
+                                    f"{' '.join(media.VIDEO_SUFFIXES)}; images: {' '.join(media.IMAGE_SUFFIXES)})")
+    return videos, images
+
+
+def plan_requests(paths, each: bool) -> list:
+    """``[(kind, [paths])]``: one request per video, the images as one set (or one each)."""
+    videos, images = split_inputs(paths)
+    requests = [(pipeline.Kind.VIDEO, [v]) for v in videos]
+    if images:
+        requests += [(pipeline.Kind.IMAGES, [i]) for i in images] if each else [(pipeline.Kind.IMAGES, images)]
+    return requests
+
+
+def describe_one(describer, cfg, kind: pipeline.Kind, paths: list, options: Options, progress: Progress) -> int:
+    """One request: its result on stdout, its failure as one line on stderr; returns the status."""
+    label = paths[0] if len(paths) == 1 else f"{len(paths)} images"
+    stream_text = not options.as_json and not options.dry_run
+    planned = []
+    callbacks = {"on_text": echo if stream_text else None, "on_plan": planned.append,
+                 "on_frame": lambda f: progress.frame(label, f, planned[0].frames)}
+    try:
+        if kind is pipeline.Kind.VIDEO:
+            result = describer.describe_video(paths[0], frames=options.frames, prompt=options.prompt,
+                                              max_new_tokens=options.max_new_tokens, seek=options.seek,
+                                              **callbacks)
+        else:
+            result = describer.describe_images(paths, prompt=options.prompt,
+                                               max_new_tokens=options.max_new_tokens, **callbacks)
+    except (KeyboardInterrupt, errors.Interrupted):
+        progress.done()
+        raise KeyboardInterrupt from None      # stop the whole command (common.Group says "interrupted")
+    except (errors.RkvideoError, RuntimeError) as exc:
+        progress.done()
+        # A usage error names its file already; a runtime failure gets the input in front.
+        error(str(exc) if isinstance(exc, errors.UsageError) else f"{label}: {exc}")
+        return errors.exit_code(exc)
+    progress.done()
+    for note in result.notes:
+        warn(f"{label}: {note}")
+    show(result, options.as_json, stream_text)
+    return keep(result, cfg, options)
+
+
+def show(result, as_json: bool, streamed: bool) -> None:
+    if as_json:
+        print(json.dumps(result.as_json(), ensure_ascii=False), flush=True)
+    elif result.text is None:
+        print(terminal.plan(result))
+    else:
+        print("" if streamed else result.text)     # after streamed text: just end its line
+        print(terminal.usage(result), file=sys.stderr)
+
+
+def keep(result, cfg, options: Options) -> int:
+    """Write the result's sidecars (``--sidecars``) and store it (``--db``); dry runs keep nothing. A
+    failure is one line on stderr and this input's status; the next input still runs."""
+    if result.text is None:
+        return errors.EXIT_OK
+    try:
+        if options.sidecars:
+            write_sidecars(result, cfg, options.sidecars)
+        if options.db:
+            save(Path(options.db).expanduser(), result)
+    except errors.RkvideoError as exc:
+        error(str(exc))
+        return errors.exit_code(exc)
+    return errors.EXIT_OK
+
+
+def save(db: Path, result) -> None:
+    """One result into the database (created if missing), as its job's description."""
+    jobs = store.open_store(db)
+    try:
+        jobs.save_result(result)
+    finally:
+        jobs.close()
+
+
+def write_sidecars(result, cfg, kinds: list) -> None:
+    """The files the daemon writes beside a recording, for this one input."""
+    path = result.inputs[0]
+    duration = media.probe(path).duration if result.kind is pipeline.Kind.VIDEO else None
+    out_dir = cfg.resolve_path(cfg.output.dir) if cfg.output.dir else None
+    try:
+        sidecars.write_all(path, result.as_json(), duration, kinds, out_dir)
+    except OSError as exc:
+        raise errors.RuntimeFailure(f"{path}: sidecar not written: {exc}") from None
+
+
+def echo(text: str) -> None:
+    """Generated text as it arrives (tests replace this to act in the middle of a generation)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+class Progress:
+    """Status lines on stderr, only when a person is watching."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def frame(self, label: str, frame, total: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r{label}: frame {frame.index + 1}/{total} at {frame.seconds:.1f}s   ")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+class stop_on_signals:
+    """SIGTERM behaves like Ctrl-C: abort the running generation, then unwind."""
+
+    def __init__(self, describer):
+        self.describer = describer
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        self.describer.abort()
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)

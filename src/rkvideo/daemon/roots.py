@@ -1,0 +1,43 @@
+"""The watched folders, and which of them a path belongs to.
+
+Why a record of its own: the watcher asks whether a path is followed at all,
+intake records the folder a job came from (its ``root``; the store keeps the
+path relative to it so boards that mount one share at different places agree
+on a recording), and the worker nests sidecars under ``output.dir`` by the
+folder's name. All three answer from the same list, given once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class Roots:
+    """Absolute, resolved folders, in the order they were given."""
+
+    def __init__(self, folders, recursive: bool = True):
+        self.folders = [Path(f) for f in folders]
+        self.paths = {str(f) for f in self.folders}
+        self.recursive = recursive
+
+    def __iter__(self):
+        return iter(self.folders)
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self.folders))
+
+    def root_of(self, path: str) -> str | None:
+        """The watched folder ``path`` is in (its job records it), the innermost one if they nest."""
+        return max((root for root in self.paths if path.startswith(f"{root}/")), key=len, default=None)
+
+    def first_containing(self, path: str) -> Path | None:
+        """The first folder, in the order given, that ``path`` is below (sidecars under output.dir
+        are nested by its name)."""
+        return next((r for r in self.folders if path.startswith(f"{r}/")), None)
+
+    def followed(self, path: str) -> bool:
+        """``path`` is where the daemon looks: directly in a watched folder, or anywhere below one if
+        ``watch.recursive``."""
+        if self.recursive:
+            return any(path.startswith(f"{root}/") for root in self.paths)
+        return os.path.dirname(path) in self.paths

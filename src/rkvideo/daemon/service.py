@@ -1,0 +1,249 @@
+"""The daemon as a whole: start-up, the main loop, signals, and stopping.
+
+Why this shape:
+
+* Two threads. The main thread owns everything that must stay responsive —
+  signals, file-system events, settle detection, queueing, systemd
+  notifications (``watcher``, ``intake``, ``notify``) — and the worker thread
+  owns the model and runs one request at a time (``worker``). A generation can
+  take a minute; the folder is still followed and the systemd watchdog still
+  pinged meanwhile.
+* The queue lives in the store, not in memory: a crash, kill -9 or power cut
+  loses at most the running request, which is described again after the
+  restart. ``Service`` receives its store (opened and locked by the caller, or
+  by ``watch`` below) and a way to open the worker's own connection; it never
+  decides which database it runs on.
+* ``run`` returns an ``Outcome``, not an exit status: the command line maps
+  it (a configuration error must not be restarted by systemd, a runtime
+  failure must). The one exception is a second SIGINT/SIGTERM, which cannot
+  wait to return: the caller's ``on_second_signal`` ends the process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from enum import Enum
+
+from .. import errors, pipeline, store
+from ..store import JobStore
+from . import hooks
+from .intake import Intake
+from .notify import Notifier
+from .roots import Roots
+from .watcher import RESCAN, Watcher
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(str, Enum):
+    """How ``Service.run`` ended."""
+    STOPPED = "stopped"                             # asked to stop, or --once done
+    RUNTIME_FAILURE = "runtime failure"             # worth a restart: a runtime, a database, a folder
+    CONFIGURATION_ERROR = "configuration error"     # a restart cannot help: fix the configuration
+
+
+def die_by_signal(signum: int) -> None:
+    """End the process by ``signum`` itself, with its default action."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+class Service:
+    """Follows ``roots`` and describes each settled recording once, into ``store``.
+
+    ``open_store()`` opens another connection to the same store (the worker's, in its own thread);
+    ``open_describer(config)`` loads the models (``pipeline.Describer``); ``once``: describe what
+    is there now, then stop; ``on_second_signal(signum)``: ends the process at once (default: die
+    by that signal).
+
+    ``rescan_seconds`` and ``follow_events`` are public settings for tests (a network share gives
+    no events, only rescans find its files); the command line never changes them.
+    """
+
+    rescan_seconds: float = RESCAN
+    follow_events: bool = True
+
+    def __init__(self, config, roots, store: JobStore, *, open_store: Callable[[], JobStore],
+                 open_describer: Callable = pipeline.Describer, once: bool = False, worker_id: str | None = None,
+                 on_second_signal: Callable[[int], None] = die_by_signal):
+        self.config, self.store, self.once = config, store, once
+        self.roots = Roots(roots, config.watch.recursive)
+        self.open_store, self.open_describer, self.on_second_signal = open_store, open_describer, on_second_signal
+        # Who claims the jobs: the board's name, the same after a restart (a queue shared by boards
+        # recovers a worker's own jobs by it).
+        self.worker_id = worker_id or socket.gethostname()
+        self.intake = Intake(store, self.roots)
+        self.watcher = Watcher(config, self.roots, self.intake, ping=self.ping, stopping=self.stopping,
+                               rescan=None if once else self.rescan_seconds)
+        self.notifier = Notifier()
+        self.worker: Worker | None = None
+        self.signalled = 0
+        self.stop_asked = False
+
+    # ------------------------------------------------------------ run
+
+    def run(self) -> Outcome:
+        previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        describer = None
+        try:
+            self.recover()
+            self.watcher.clean_output_dir()
+            log.info("loading the model (%s)", self.config.model.profile)
+            try:
+                describer = self.open_describer(self.config)
+            except errors.UsageError as exc:    # a missing model file, an unknown model.profile
+                log.error("%s", exc)
+                return Outcome.CONFIGURATION_ERROR
+            except RuntimeError as exc:         # errors.RuntimeFailure, or a runtime library's own
+                log.error("cannot load the model: %s", exc)
+                return Outcome.RUNTIME_FAILURE
+            if self.stopping():
+                return Outcome.STOPPED
+            log.info("model loaded in %.1fs; watching %s; database %s", describer.load_seconds, self.roots,
+                     self.store.location)
+            self.start_worker(describer)
+            if not self.once and self.follow_events:
+                self.watcher.follow()
+            self.notifier.send("READY=1\nSTATUS=scanning")
+            self.watcher.scan_all()
+            return self.loop()
+        except OSError as exc:
+            log.error("%s", exc)
+            return Outcome.RUNTIME_FAILURE
+        except Exception:       # noqa: BLE001 - one logged error, then systemd restarts us
+            log.exception("stopped by an unexpected error")
+            return Outcome.RUNTIME_FAILURE
+        finally:
+            self.notifier.send("STOPPING=1")
+            self.watcher.stop()
+            self.stop_worker(describer)
+            self.watcher.join(5)
+            if describer is not None:
+                describer.close()
+            self.summary()
+            self.notifier.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def start_worker(self, describer) -> None:
+        self.worker = Worker(open_store=self.open_store, describer=describer, config=self.config, roots=self.roots,
+                             worker_id=self.worker_id, look_again=self.watcher.look_again, observe=hooks.observe)
+        self.worker.start()
+
+    def loop(self) -> Outcome:
+        settle = self.config.watch.settle_seconds
+        tick = min(0.25, max(0.02, settle / 4))
+        deadline = time.monotonic() + settle + tick      # --once: how long the backlog may settle
+        worker = self.worker
+        while not self.stopping():
+            if self.watcher.step():
+                worker.wake.set()
+            self.notifier.report(worker.current, worker.progress)
+            if not worker.is_alive():
+                return Outcome.RUNTIME_FAILURE if worker.failed else Outcome.STOPPED
+            if self.once and (not self.watcher.pending or time.monotonic() > deadline):
+                self.watcher.give_up()
+                worker.final.set()
+                worker.wake.set()
+            time.sleep(tick)
+        if self.signalled:
+            log.info("stopping (signal %d)", self.signalled)
+        else:
+            log.info("stopping")
+        return Outcome.RUNTIME_FAILURE if worker.failed else Outcome.STOPPED
+
+    # ------------------------------------------------------------ stopping
+
+    def stop(self) -> None:
+        """Ask the daemon to stop, as SIGTERM does: the running request is aborted and requeued."""
+        self.stop_asked = True
+
+    def stopping(self) -> bool:
+        return bool(self.signalled) or self.stop_asked
+
+    def on_signal(self, signum, frame) -> None:
+        # Only a flag: anything that takes a lock here could deadlock with the interrupted code.
+        if self.signalled:
+            self.exit_now(signum)
+        self.signalled = signum
+
+    def exit_now(self, signum: int) -> None:
+        """A second SIGINT/SIGTERM: exit without waiting for a runtime that does not stop on abort().
+
+        The running job stays ``running`` in the store; the next start queues it again and counts
+        the attempt, as after a crash (the runtime may hang on this very file). os.write, not logging:
+        a signal handler must not wait for the logging or stderr locks of the code it interrupted.
+        """
+        current = self.worker.current if self.worker is not None else None
+        job = f"; {current.path} [job {current.id}] is queued again at the next start" if current else ""
+        stamp = "" if os.environ.get("JOURNAL_STREAM") else time.strftime("%Y-%m-%d %H:%M:%S ")
+        try:
+            os.write(2, f"{stamp}WARNING second signal ({signum}): exiting at once, without waiting for "
+                        f"the runtime{job}\n".encode(errors="backslashreplace"))
+        finally:
+            self.on_second_signal(signum)
+            die_by_signal(signum)       # in case the callback returned
+
+    def stop_worker(self, describer) -> None:
+        worker = self.worker
+        if worker is None:
+            return
+        worker.stop.set()
+        worker.wake.set()
+        waited = False
+        while worker.is_alive():
+            # Repeated: an abort that arrives between encode and generate is not lost.
+            if describer is not None:
+                describer.abort()
+            worker.join(0.2)
+            self.notifier.ping(True)
+            if worker.is_alive() and not waited:
+                waited = True
+                log.info("waiting for the running request to stop; a second Ctrl-C or SIGTERM exits at once")
+
+    # ------------------------------------------------------------ start-up, health, summary
+
+    def recover(self) -> None:
+        """Jobs a previous run left running go back to the queue (or fail, out of attempts); jobs whose
+        file is gone leave it."""
+        requeued, failed = self.store.recover(self.worker_id, self.config.watch.max_attempts)
+        for job in requeued:
+            log.warning("%s [job %d]: interrupted last time, queued again", job.path, job.id)
+        for job in failed:
+            log.error("failed %s [job %d]: the daemon stopped during each of its %d attempts",
+                      job.path, job.id, job.attempts)
+        self.intake.forget_missing()
+
+    def ping(self) -> None:
+        """The watchdog ping, if the worker is idle or making progress. Loops over files call it per file."""
+        worker = self.worker
+        if worker is None:
+            self.notifier.heartbeat(None, 0.0)
+        else:
+            self.notifier.heartbeat(worker.current, worker.progress)
+
+    def summary(self) -> None:
+        try:
+            counts = self.store.counts()
+        except Exception:   # noqa: BLE001 - the summary is informative only
+            return
+        log.info("queue: %s", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty")
+
+
+def watch(config, roots, database, *, once: bool = False,
+          on_second_signal: Callable[[int], None] = die_by_signal) -> Outcome:
+    """Open the store at ``database`` for this daemon alone (``StoreError`` when another one uses it),
+    run a ``Service`` on it until it stops, and close the store."""
+    jobs = store.open_store(database)
+    try:
+        jobs.lock_daemon()
+        service = Service(config, roots, jobs, open_store=lambda: store.open_store(database), once=once,
+                          on_second_signal=on_second_signal)
+        return service.run()
+    finally:
+        jobs.close()

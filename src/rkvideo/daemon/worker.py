@@ -1,0 +1,191 @@
+"""The worker thread: claim a job, describe it, write its outputs, finish it — and the retry policy.
+
+Why a thread of its own: the worker owns the model and runs one request at a
+time. A generation can take a minute; meanwhile the main thread keeps
+following the folder and pinging the watchdog. The worker has its own store
+connection (an SQLite connection belongs to one thread); the database is the
+only thing the two threads share.
+
+The whole retry policy is here, decided by the kind of error
+(``rkvideo.errors``), never by a list of classes:
+
+* ``Interrupted`` (a stop was asked for): the job goes back to the queue and
+  the attempt does not count;
+* ``UsageError`` (a bad file: damaged, too short, a shape no model takes):
+  the job fails at once, it would fail again;
+* anything else, ``RuntimeFailure`` above all: the job is retried after
+  ``watch.retry_backoff`` seconds, doubling with each attempt, until
+  ``watch.max_attempts``; then it fails with its reason.
+
+A runtime that fails on ``FAILURE_STREAK`` different recordings in a row is
+broken, not the recordings: the worker stops and the daemon exits with a
+runtime failure, so that systemd restarts it and the model is loaded afresh.
+
+Progress (a frame encoded, a token generated, a job finished) is stamped in
+``progress`` for the watchdog; stopping goes through ``Describer.abort()``.
+
+Observers (``rkvideo.daemon.add_observer``) are called at named points, so
+tests can stop the process exactly there: ``claim`` (between jobs),
+``rename`` (a sidecar's temporary file written, not renamed), ``sidecar``
+(sidecars written, not committed) and ``commit`` (description and ``done``
+written, transaction still open).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from .. import errors, output
+from ..store import JobStore, timings_text
+from .intake import drop_gone, reason, unchanged
+from .roots import Roots
+
+log = logging.getLogger(__name__)
+
+# Consecutive runtime failures on different recordings after which the daemon
+# exits (a runtime failure) so that systemd restarts it and the model is loaded afresh.
+FAILURE_STREAK = 3
+IDLE_POLL = 1.0      # seconds between queue checks when idle (picks up `rkvideo retry`)
+
+Observe = Callable[[str, str], None]     # observe(point, detail)
+
+
+class Worker(threading.Thread):
+    """Takes queued jobs one at a time and runs them through the one Describer.
+
+    ``open_store()`` opens the worker's own connection, in its thread. ``look_again(path)`` hands a
+    file that changed since it was queued back to the main thread, to settle again. ``observe``: see
+    the module docstring.
+    """
+
+    def __init__(self, *, open_store: Callable[[], JobStore], describer, config, roots: Roots, worker_id: str,
+                 look_again: Callable[[str], None], observe: Observe = lambda point, detail: None):
+        super().__init__(name="rkvideo-worker", daemon=True)
+        self.open_store, self.describer, self.config, self.roots = open_store, describer, config, roots
+        self.worker_id, self.look_again, self.observe = worker_id, look_again, observe
+        self.stop, self.wake, self.final = threading.Event(), threading.Event(), threading.Event()
+        self.current = None                 # the job being described
+        self.progress = time.monotonic()    # last frame, token or finished job
+        self.failed = False                 # stopped by a runtime failure: the daemon exits with one
+        self.failing: set = set()           # jobs that failed in a row, by id
+
+    def run(self) -> None:
+        store = None
+        try:
+            store = self.open_store()
+            while not self.stop.is_set():
+                self.observe("claim", "")
+                job = store.claim(self.worker_id)
+                if job is None:
+                    if self.final.is_set():
+                        return
+                    self.wake.wait(IDLE_POLL)
+                    self.wake.clear()
+                    continue
+                self.run_job(store, job)
+                if len(self.failing) >= FAILURE_STREAK:
+                    log.error("the runtime failed on %d recordings in a row; exiting so that the service "
+                              "restarts and reloads the model", len(self.failing))
+                    self.failed = True
+                    return
+        except Exception:       # noqa: BLE001 - the daemon must report, not vanish
+            log.exception("worker stopped by an unexpected error")
+            self.failed = True
+        finally:
+            self.current = None
+            if store is not None:
+                store.close()
+
+    def touch(self, *_) -> None:
+        # Progress only: raising here would have to cross the runtime's threads or a ctypes
+        # callback. Stopping goes through Describer.abort() instead.
+        self.progress = time.monotonic()
+
+    def run_job(self, store: JobStore, job) -> None:
+        path = job.path
+        self.current, self.progress = job, time.monotonic()
+        start = time.perf_counter()
+        try:
+            if self.stop.is_set():
+                store.requeue(job.id)
+                return
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                drop_gone(store, job, running=True)
+                return
+            if not unchanged(job, st):
+                # Not due again before the main thread has seen it settle, or this would spin.
+                store.requeue(job.id, delay=2 * self.config.watch.settle_seconds + 1)
+                self.look_again(path)
+                log.info("%s [job %d]: changed since it was queued; waiting for it to settle", path, job.id)
+                return
+            try:
+                result = self.describer.describe_video(path, on_frame=self.touch, on_text=self.touch)
+                if self.stop.is_set():
+                    raise errors.Interrupted()  # the text may be cut short by the abort; do not keep it
+            except Exception as exc:            # noqa: BLE001 - every failure is classified below
+                self.failed_job(store, job, exc)
+                return
+            self.finish(store, job, result, time.perf_counter() - start, start)
+        finally:
+            self.current = None
+            self.progress = time.monotonic()
+
+    def finish(self, store: JobStore, job, result, described: float, start: float) -> None:
+        current = store.job(job.id) or job     # a rename while describing moved the job
+        extra = {"describe": round(described, 4)}
+        if self.config.output.sidecars:
+            extra["sidecars"] = self.write_sidecars(current, job, result)
+        store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path))
+        self.failing.clear()
+        log.info("done %s [job %d] %d frames, %s new tokens; %s; total %.2fs", current.path, job.id,
+                 len(result.frames), result.tokens.new, timings_text(result.timings), time.perf_counter() - start)
+
+    def write_sidecars(self, current, job, result) -> float:
+        """The sidecars under the recording's current name; returns the seconds spent. A failure to
+        write them is logged and does not fail the job: the description is in the database."""
+        t0 = time.perf_counter()
+        out_dir = self.config.resolve_path(self.config.output.dir) if self.config.output.dir else None
+        try:
+            output.write_all(current.path, result.as_json(), job.duration, self.config.output.sidecars, out_dir,
+                             self.roots.first_containing(current.path),
+                             before_rename=lambda path: self.observe("rename", str(path)))
+            self.observe("sidecar", current.path)
+        except OSError as exc:
+            log.error("%s: sidecar not written: %s", current.path, exc)
+        return round(time.perf_counter() - t0, 4)
+
+    # ------------------------------------------------------------ the retry policy
+
+    def failed_job(self, store: JobStore, job, exc: Exception) -> None:
+        """Requeue, fail or retry ``job`` by the kind of ``exc`` (see the module docstring)."""
+        if isinstance(exc, errors.Interrupted):
+            store.requeue(job.id)
+            log.info("stopped while describing %s [job %d]; it stays queued", job.path, job.id)
+            return
+        permanent = isinstance(exc, errors.UsageError)
+        error = reason(exc, job.path) if permanent else f"{type(exc).__name__}: {exc}"
+        if not os.path.lexists(job.path):
+            drop_gone(store, job, running=True)
+            return
+        limit = self.config.watch.max_attempts
+        if permanent or job.attempts >= limit:
+            store.fail(job.id, error)
+            log.error("failed %s [job %d] after %d attempt%s: %s", job.path, job.id, job.attempts,
+                      "" if job.attempts == 1 else "s", error)
+        else:
+            delay = backoff(self.config.watch.retry_backoff, job.attempts)
+            store.fail(job.id, error, retry_in=delay)
+            log.warning("retry %s [job %d] in %.0fs (attempt %d of %d failed): %s", job.path, job.id, delay,
+                        job.attempts, limit, error)
+        if not permanent:
+            self.failing.add(job.id)
+
+
+def backoff(first: float, attempts: int) -> float:
+    """Seconds before the next try after ``attempts`` failed ones: ``first``, doubling each time."""
+    return first * 2 ** (attempts - 1)

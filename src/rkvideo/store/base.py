@@ -1,0 +1,164 @@
+"""What a job store is, independent of the database behind it: statuses, the job record, the protocol.
+
+Why a protocol: the daemon and the commands need a durable queue and a
+searchable archive, not SQLite. Today one SQLite file serves one board
+(``sqlite.py``); several boards sharing one queue will need a server database.
+Both implement ``JobStore``; the callers never see SQL, a connection or a row.
+
+A job is keyed by its absolute path (what the daemon sees) and also records
+the watched folder it came from (``root``) and its path below it
+(``relpath``), so that boards that mount one share at different places can
+agree on which recording a job is.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+from ..errors import RuntimeFailure
+
+# The oldest rkvideo schema that can read and write a database this code makes (see migrations.py).
+SCHEMA_VERSION = 1
+
+
+class Status(str, Enum):
+    """Where a job is. ``done`` and ``skipped`` are final; ``failed`` is final until ``retry``."""
+
+    QUEUED = "queued"       # waiting for a worker (``not_before`` may hold it back)
+    RUNNING = "running"     # a worker is describing it
+    DONE = "done"           # described: at least one description row
+    FAILED = "failed"       # given up (bad file, or out of attempts); ``error`` says why
+    SKIPPED = "skipped"     # never described: a copy of another job (``duplicate_of``) or not a video
+
+    def __str__(self) -> str:
+        # The value, in logs and f-strings alike (3.11 would print "Status.QUEUED").
+        return self.value
+
+
+class StoreError(RuntimeFailure):
+    """The database cannot be opened or used; the message names the file and the fix."""
+
+
+# The keys of ``Job.as_dict``: the jobs table's columns in their order (the added ones last), so the
+# JSON of `rkvideo list --json` keeps today's keys and order and equals ``SELECT * FROM jobs``.
+COLUMNS = ("id", "path", "size", "mtime", "hash", "duration", "status", "attempts", "error", "duplicate_of",
+           "not_before", "created_at", "updated_at", "started_at", "finished_at", "root", "relpath", "worker")
+
+
+@dataclass
+class Job:
+    """One recording's place in the queue. Times are ISO 8601 UTC text (see ``now``)."""
+
+    id: int
+    path: str                       # absolute, as the daemon saw it (non-UTF-8 bytes as \\xNN, see db_text)
+    root: str | None = None         # the watched folder it came from; None when not known
+    relpath: str | None = None      # path below root; None when root is None or the path left it
+    size: int | None = None
+    mtime: float | None = None
+    hash: str | None = None         # content fingerprint (see fingerprint)
+    duration: float | None = None   # seconds of video
+    status: Status = Status.QUEUED
+    attempts: int = 0
+    error: str | None = None        # last failure, or why the job is skipped or kept
+    duplicate_of: int | None = None
+    not_before: str | None = None   # a retry waits until then
+    created_at: str | None = None
+    updated_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    worker: str | None = None       # the worker that last claimed it
+    descriptions: int | None = None  # how many descriptions it has; filled by ``jobs()`` only
+
+    @classmethod
+    def from_row(cls, row: dict) -> Job:
+        """A job from a database row; columns the row lacks (a database not migrated yet) stay None."""
+        names = {f.name for f in fields(cls)}
+        job = cls(**{k: v for k, v in row.items() if k in names})
+        job.status = Status(job.status)
+        return job
+
+    def as_dict(self) -> dict:
+        """The job as JSON-ready data (``rkvideo list --json``): every column, plus ``descriptions``
+        when it was counted."""
+        data = {name: getattr(self, name) for name in COLUMNS}
+        data["status"] = self.status.value
+        if self.descriptions is not None:
+            data["descriptions"] = self.descriptions
+        return data
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """A durable job queue and the descriptions, shared by the daemon and the commands.
+
+    Every method is one transaction. Database failures raise ``StoreError``. ``put`` and the other
+    writes key a job by its absolute path; ``root`` tells the store which watched folder it is in.
+    """
+
+    location: str       # where the store lives, for messages (a file path today)
+
+    # ---- queue writes
+    def put(self, path: str, status: Status, *, root: str | None = None, size: int | None = None,
+            mtime: float | None = None, digest: str | None = None, duration: float | None = None,
+            error: str | None = None, duplicate_of: int | None = None) -> int: ...
+    def claim(self, worker: str) -> Job | None: ...
+    def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
+               before_commit: Callable[[], None] | None = None) -> int: ...
+    def fail(self, job_id: int, error: str, retry_in: float | None = None) -> None: ...
+    def requeue(self, job_id: int, delay: float | None = None) -> None: ...
+    def drop(self, job_id: int, running: bool = False) -> tuple[str, Job | None]: ...
+    def move(self, job_id: int, path: str, *, root: str | None = None) -> None: ...
+    def move_folder(self, src: str, dest: str, *, root: str | None = None) -> int: ...
+    def touch(self, job_id: int, size: int, mtime: float) -> None: ...
+    def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]: ...
+    def retry(self, ids: list[int] | None = None, statuses: tuple = (Status.FAILED,)) -> int: ...
+    def save_result(self, result) -> int: ...
+
+    # ---- reads
+    def search(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]: ...
+    def job(self, job_id: int) -> Job | None: ...
+    def job_at(self, path: str) -> Job | None: ...
+    def jobs(self, status: Status | None = None) -> list[Job]: ...
+    def jobs_under(self, folder: str) -> list[Job]: ...
+    def counts(self) -> dict[Status, int]: ...
+    def descriptions(self, job_id: int) -> list[dict]: ...
+    def original(self, digest: str, path: str) -> Job | None: ...
+
+    # ---- life
+    def lock_daemon(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> JobStore: ...
+    def __exit__(self, *exc) -> None: ...
+
+
+def now() -> str:
+    """UTC time as ISO 8601 with microseconds; the fixed width makes text comparison chronological."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def later(seconds: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def db_text(path: str) -> str:
+    """A path as stored: file names that are not valid UTF-8 keep their bytes as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def valid_name(path: str) -> bool:
+    """The path can be stored as it is (its name is valid UTF-8)."""
+    return db_text(path) == path
+
+
+def same_content(original: Job) -> str:
+    """Why a copy is skipped (kept in its job's ``error``)."""
+    return f"same content as {original.path} (job {original.id})"
+
+
+def timings_text(timings: dict) -> str:
+    """Seconds per stage for a log or terminal line: ``encode 1.20s, generate 3.45s``."""
+    return ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())

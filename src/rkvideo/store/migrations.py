@@ -1,0 +1,101 @@
+"""The SQLite schema as named steps (sqlite-utils ``Migrations``), applied in order at open.
+
+Why named steps: a database made by an older rkvideo must open unchanged and
+then gain what newer code needs, and each step must run exactly once, even
+when two processes open a new database at the same moment. sqlite-utils
+records every applied step by name in ``_sqlite_migrations``; ``SqliteStore``
+applies the pending ones in one ``BEGIN IMMEDIATE`` transaction, so another
+process sees the schema before them or after them, never half-way.
+
+The first step creates the schema rkvideo made before it had migrations
+(``schema_version`` 1) and does nothing to a database that already has it: a
+database made by that code records the step as applied and then gets the
+later steps.
+
+``schema_version`` stays: it is what every rkvideo, old or new, checks before
+it touches a database, and refuses one with a higher number. So it means *the
+oldest rkvideo that can still read and write this database safely*, not the
+number of steps. A step bumps it only when older code would damage or
+misread the data. The step that adds ``root``/``relpath``/``worker`` does not
+bump it: older rkvideo ignores the new columns (it names its columns on
+INSERT), ``relpath`` is computed by SQLite from ``path`` and ``root`` so no
+writer can make it disagree, and a job written by older code simply has no
+root. That keeps a downgrade possible.
+"""
+from __future__ import annotations
+
+from sqlite_utils.migrations import Migrations
+
+from .base import SCHEMA_VERSION
+
+MIGRATIONS = Migrations("rkvideo")
+
+# The first schema, as sqlite-utils column specs. Times are ISO 8601 UTC text, JSON columns are
+# UTF-8 JSON text. Documented in the README.
+JOBS = {
+    "id": int, "path": str, "size": int, "mtime": float, "hash": str, "duration": float,
+    "status": str, "attempts": int, "error": str, "duplicate_of": int, "not_before": str,
+    "created_at": str, "updated_at": str, "started_at": str, "finished_at": str,
+}
+DESCRIPTIONS = {
+    "id": int, "job_id": int, "path": str, "hash": str, "kind": str, "inputs": str, "text": str,
+    "model": str, "vision_model": str, "llm_model": str, "prompt": str, "frames": str,
+    "frame_count": int, "prompt_tokens": int, "vision_tokens": int, "new_tokens": int,
+    "timings": str, "notes": str, "source": str, "created_at": str,
+}
+JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
+# Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
+TABLES = {"jobs", "descriptions", "schema_version", Migrations.migrations_table}
+
+
+@MIGRATIONS(name="0001-jobs-descriptions-fts")
+def jobs_descriptions_fts(db) -> None:
+    """Today's schema (version 1). Every statement is skipped where its object exists already."""
+    db["jobs"].create(JOBS, pk="id", not_null={"path", "status", "attempts"}, defaults={"attempts": 0},
+                      if_not_exists=True)
+    db["jobs"].create_index(["path"], unique=True, if_not_exists=True)
+    db["jobs"].create_index(["status", "id"], if_not_exists=True)
+    db["jobs"].create_index(["hash"], if_not_exists=True)
+    db["descriptions"].create(DESCRIPTIONS, pk="id", foreign_keys=[("job_id", "jobs", "id")],
+                              not_null={"job_id"}, if_not_exists=True)
+    db["descriptions"].create_index(["job_id"], if_not_exists=True)
+    if not db["descriptions"].detect_fts():
+        db["descriptions"].enable_fts(["text"], fts_version="FTS5", create_triggers=True)
+    db["schema_version"].create({"version": int}, if_not_exists=True)
+    db.execute("INSERT INTO schema_version (version) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM schema_version)",
+               [SCHEMA_VERSION])
+
+
+@MIGRATIONS(name="0002-job-root-relpath-worker")
+def job_root_relpath_worker(db) -> None:
+    """Where a job came from and who took it: ``root`` (the watched folder), ``relpath`` (the path below
+    it, computed from ``path`` and ``root``; NULL when the path is not under the root) and ``worker``
+    (the id of the worker that last claimed it). A VIRTUAL generated column needs SQLite 3.31 (2020)."""
+    db.execute("ALTER TABLE jobs ADD COLUMN root TEXT")
+    db.execute("ALTER TABLE jobs ADD COLUMN relpath TEXT GENERATED ALWAYS AS ("
+               "CASE WHEN substr(path, 1, length(root) + 1) = root || '/' "
+               "THEN substr(path, length(root) + 2) END) VIRTUAL")
+    db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
+
+
+def version(db) -> int | None:
+    """The schema_version of the database, or None when it has none (new, or not rkvideo's)."""
+    if not db["schema_version"].exists():
+        return None
+    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    return row[0] if row and row[0] is not None else None
+
+
+def foreign_tables(db) -> set:
+    """Tables rkvideo does not make (FTS5's shadow tables are its own)."""
+    return {name for name in db.table_names() if name not in TABLES and not name.startswith("descriptions_fts")}
+
+
+def pending(db) -> list:
+    """The names of the steps this database still needs (a read: it writes nothing)."""
+    return [m.name for m in MIGRATIONS.pending(db)]
+
+
+def migrate(db) -> None:
+    """Apply the pending steps; the caller holds the write transaction."""
+    MIGRATIONS.apply(db)

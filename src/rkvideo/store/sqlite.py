@@ -1,0 +1,545 @@
+"""The job store in one SQLite file: the durable queue and the searchable descriptions.
+
+Why SQLite (through sqlite-utils) in WAL mode: one file that survives power
+cuts, that other tools (``sqlite3``, Datasette, pandas) can read as plain
+tables, that the daemon and the ``list``/``search`` commands can use at the
+same time (WAL lets readers run while the daemon writes), and that has
+full-text search built in (FTS5). JSON columns hold lists and dicts as text,
+never pickles. The schema is built by named steps (``migrations``).
+
+Exactly-once rests on three rules:
+
+* every write is one ``BEGIN IMMEDIATE`` … ``COMMIT`` transaction (IMMEDIATE
+  takes the write lock up front, so two writers wait for each other instead
+  of failing on a lock upgrade);
+* a description row and its job's ``done`` status are committed together;
+* a job still ``running`` when the daemon starts was interrupted and goes
+  back to ``queued`` (or to ``failed`` once it has used up its attempts, so a
+  file that crashes the decoder cannot crash-loop the service). One daemon
+  per database (``lock_daemon``) makes every running job at start-up an
+  orphan, whichever worker id claimed it.
+
+Duplicates are found by a content fingerprint (see ``fingerprint``). A copy is
+``skipped`` with ``duplicate_of`` pointing at the original while the original
+is (to be) described. If the original goes away undescribed — its file is
+deleted, or its content changes — before it is ``done``, the oldest copy is
+queued in its place (``drop``, ``put``), so that content is still described
+once. A ``done`` original that is deleted keeps its descriptions and its
+copies stay skipped: their content is described already.
+
+Read-only opens (``readonly=True``, for ``list``/``show``/``search``) never
+write, so they work for a user who may only read the file: while a daemon
+runs, SQLite reads through the ``-wal`` and ``-shm`` files the daemon keeps
+(the reader needs read access to both); with no daemon there is no ``-wal``
+and, when the folder is not writable, the file is read as immutable. Limit: a
+daemon that starts writing during such an immutable read may be missed, or
+in rare cases seen half-way; run the command again.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlite_utils
+
+from . import migrations
+from .base import Job, Status, StoreError, db_text, later, now, same_content, valid_name
+from .fingerprints import fingerprint
+
+# A put with one of these statuses finishes the job at once.
+FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
+
+
+class SqliteStore:
+    """One connection to the database file; use one store per thread."""
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False):
+        self.path = Path(path).expanduser()
+        self.location = str(self.path)
+        self.readonly = readonly
+        self._lock_file = None
+        if (readonly or not create) and not self.path.exists():
+            raise StoreError(f"{self.path}: no database yet (run `rkvideo watch` or `rkvideo describe --db`, "
+                             f"or pass --db PATH)")
+        if create and not readonly:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self.path.parent}: cannot create the database folder: {exc.strerror}") from None
+        try:
+            self.db = sqlite_utils.Database(self._connect())
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+        try:
+            self._setup(create and not readonly)
+        except BaseException as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._unusable(exc) from None
+            raise
+
+    def _unusable(self, exc: sqlite3.DatabaseError) -> StoreError:
+        fix = ("is it an rkvideo database, and may this user read it (and its -wal and -shm files while a "
+               "daemon runs)?" if self.readonly else "is it an rkvideo database, and is its folder writable?")
+        return StoreError(f"{self.path}: cannot open the database: {exc} ({fix})")
+
+    # ------------------------------------------------------------ set-up
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; every write below is an explicit one.
+        if not self.readonly:
+            return sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        uri = "file:" + quote(os.fsencode(os.path.abspath(self.path)))
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # WAL needs the -shm file, which a reader cannot create in a folder it may not write. With no
+            # -wal file no one has the database open, and the file alone is the whole database.
+            conn.close()
+            if os.path.exists(f"{self.path}-wal"):
+                raise
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30, isolation_level=None)
+
+    def _setup(self, create: bool) -> None:
+        if sqlite3.sqlite_version_info < (3, 31):      # generated columns (jobs.relpath)
+            raise StoreError(f"{self.path}: rkvideo needs SQLite 3.31 or newer; this Python has "
+                             f"{sqlite3.sqlite_version}")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        version = migrations.version(self.db)
+        if version is None and not create:
+            raise StoreError(f"{self.path}: not an rkvideo database (no schema_version table)")
+        self._check_version(version)
+        if not self.readonly and migrations.pending(self.db):
+            self._migrate()
+        # FULL: a commit is on disk when COMMIT returns, so a power cut cannot undo a `done`.
+        self.db.execute("PRAGMA synchronous = FULL")
+
+    def _check_version(self, version: int | None) -> None:
+        if version is not None and version > migrations.SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: database schema version {version} is newer than this rkvideo "
+                             f"understands ({migrations.SCHEMA_VERSION}); upgrade rkvideo")
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring an older one up to date, once, whoever else opens it now."""
+        with self._creation_lock():     # another process may be creating it right now
+            version = migrations.version(self.db)
+            if version is None:
+                foreign = migrations.foreign_tables(self.db)
+                if foreign:
+                    raise StoreError(f"{self.path}: not an rkvideo database (it has other tables: "
+                                     f"{', '.join(sorted(foreign))}); pass another --db")
+                self.db.enable_wal()    # persistent: every later connection opens in WAL mode
+            self._check_version(version)
+            with self._transaction():
+                migrations.migrate(self.db)
+
+    @contextlib.contextmanager
+    def _creation_lock(self):
+        """A POSIX lock on byte 1 of ``<db>.lock`` while the schema is created; the close releases it.
+
+        Not ``flock``: the daemon holds an exclusive ``flock`` on the same file for its whole life, and
+        the two kinds of lock do not conflict (Linux, local file systems), so a process that found no
+        schema never waits for a daemon that has started meanwhile and created it.
+        """
+        fd = self._open_lock_file()
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_lock_file(self) -> int:
+        """``<db>.lock``, never through a symbolic link planted at that name (it would be created or
+        truncated wherever the link points)."""
+        name = f"{self.path}.lock"
+        try:
+            return os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if os.path.islink(name):
+                raise StoreError(f"{name} is a symbolic link: remove it (rkvideo never writes through one)") from None
+            raise StoreError(f"{name}: cannot open the lock file ({e.strerror})") from None
+
+    def lock_daemon(self) -> None:
+        """Only one daemon per database: a second one would requeue the first one's running job.
+
+        ``flock`` on ``<db>.lock``, not ``lockf``: a POSIX lock belongs to the process, and the kernel
+        drops it as soon as *any* descriptor of that file is closed in the process (``_creation_lock``
+        does that); a ``flock`` belongs to this open file and lasts until it is closed or the process
+        ends, even by kill -9.
+        """
+        fd = self._open_lock_file()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(f"{self.path}: another `rkvideo watch` is using this database "
+                             f"(stop it first, or use another --db)") from None
+        self._lock_file = fd    # held until the process ends (the kernel drops it even on kill -9)
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, doing: str = ""):
+        """One write transaction; a database failure becomes a StoreError naming the file."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                if self.db.conn.in_transaction:    # some errors (disk full, I/O) have rolled it back already
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.conn.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: {doing}{': ' if doing else ''}{exc}") from exc
+
+    def _rows(self, sql: str, params=()) -> list[dict]:
+        try:
+            return list(self.db.query(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def _jobs(self, sql: str, params=()) -> list[Job]:
+        return [Job.from_row(row) for row in self._rows(sql, params)]
+
+    def _one(self, sql: str, params=()) -> Job | None:
+        jobs = self._jobs(sql, params)
+        return jobs[0] if jobs else None
+
+    # ------------------------------------------------------------- reads
+
+    def job(self, job_id: int) -> Job | None:
+        return self._one("SELECT * FROM jobs WHERE id = ?", [job_id])
+
+    def job_at(self, path: str) -> Job | None:
+        return self._one("SELECT * FROM jobs WHERE path = ?", [db_text(path)])
+
+    def jobs(self, status: Status | None = None) -> list[Job]:
+        """Every job (or those with ``status``) by id, each with its number of descriptions."""
+        sql = ("SELECT jobs.*, (SELECT count(*) FROM descriptions WHERE job_id = jobs.id) AS descriptions "
+               "FROM jobs")
+        if status:
+            return self._jobs(sql + " WHERE status = ? ORDER BY id", [Status(status)])
+        return self._jobs(sql + " ORDER BY id")
+
+    def jobs_under(self, folder: str) -> list[Job]:
+        prefix = db_text(folder.rstrip("/")) + "/"
+        return self._jobs("SELECT * FROM jobs WHERE substr(path, 1, ?) = ?", [len(prefix), prefix])
+
+    def counts(self) -> dict[Status, int]:
+        return {Status(row["status"]): row["n"] for row in
+                self._rows("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
+
+    def descriptions(self, job_id: int) -> list[dict]:
+        """The job's descriptions, oldest first, JSON columns decoded."""
+        rows = self._rows("SELECT * FROM descriptions WHERE job_id = ? ORDER BY id", [job_id])
+        return [_decode(row) for row in rows]
+
+    def original(self, digest: str, path: str) -> Job | None:
+        """The first job with this content under another path that is not itself a duplicate."""
+        return self._one("SELECT * FROM jobs WHERE hash = ? AND path != ? AND status != ? ORDER BY id LIMIT 1",
+                         [digest, db_text(path), Status.SKIPPED])
+
+    def search(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
+        """Descriptions matching ``query``, best first (FTS5 bm25), each with a snippet.
+
+        Words are quoted unless ``raw`` (then FTS5 syntax applies: AND, OR, NOT, "phrases", prefix*).
+        """
+        match = query if raw else self.db.quote_fts(query)
+        sql = ("SELECT d.id, d.job_id, coalesce(j.path, d.path) AS path, d.model, d.prompt, d.created_at, "
+               "snippet(descriptions_fts, 0, '[', ']', '…', 16) AS snippet, descriptions_fts.rank AS rank "
+               "FROM descriptions_fts JOIN descriptions d ON d.id = descriptions_fts.rowid "
+               "LEFT JOIN jobs j ON j.id = d.job_id "
+               "WHERE descriptions_fts MATCH ? ORDER BY descriptions_fts.rank LIMIT ?")
+        try:
+            return list(self.db.query(sql, [match, limit]))
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"search {query!r}: {exc} (check the FTS5 query syntax, or drop --raw)") from None
+
+    # ------------------------------------------------------ queue writes
+
+    def put(self, path: str, status: Status, *, root: str | None = None, size=None, mtime=None, digest=None,
+            duration=None, error=None, duplicate_of=None) -> int:
+        """Insert or reset the job for ``path``; attempts start again at 0. ``root`` is the watched folder
+        ``path`` is in (kept from before when None)."""
+        with self._transaction():
+            return self._put(path, status, root=root, size=size, mtime=mtime, digest=digest,
+                             duration=duration, error=error, duplicate_of=duplicate_of)
+
+    def _put(self, path: str, status: Status, *, root=None, size=None, mtime=None, digest=None, duration=None,
+             error=None, duplicate_of=None) -> int:
+        """``put`` inside a transaction the caller holds (it opens none of its own)."""
+        stamp = now()
+        status = Status(status)
+        values = {"size": size, "mtime": mtime, "hash": digest, "duration": duration, "status": status,
+                  "error": error, "duplicate_of": duplicate_of, "stamp": stamp, "path": db_text(path),
+                  "root": _root(path, root), "finished": stamp if status in FINAL_ON_PUT else None}
+        old = self.db.execute("SELECT id, hash, status FROM jobs WHERE path = ?", [values["path"]]).fetchone()
+        if old is not None and old[1] != digest and old[2] != Status.DONE:
+            # The file's old content was never described: a copy of it now has to be.
+            self._promote_duplicate(old[0], stamp)
+        self.db.execute(
+            "INSERT INTO jobs (path, root, size, mtime, hash, duration, status, attempts, error, duplicate_of, "
+            "created_at, updated_at, finished_at) VALUES (:path, :root, :size, :mtime, :hash, :duration, :status, "
+            "0, :error, :duplicate_of, :stamp, :stamp, :finished) "
+            "ON CONFLICT(path) DO UPDATE SET root = coalesce(:root, root), size = :size, mtime = :mtime, "
+            "hash = :hash, duration = :duration, status = :status, attempts = 0, error = :error, "
+            "duplicate_of = :duplicate_of, not_before = NULL, updated_at = :stamp, started_at = NULL, "
+            "finished_at = :finished", values)
+        return self.db.execute("SELECT id FROM jobs WHERE path = ?", [values["path"]]).fetchone()[0]
+
+    def _promote_duplicate(self, job_id: int, stamp: str) -> Job | None:
+        """The original ``job_id`` goes away undescribed: its oldest skipped copy is queued in its place
+        and the other copies now point at that one. Returns the promoted job or None."""
+        row = self.db.execute("SELECT id FROM jobs WHERE duplicate_of = ? AND status = ? ORDER BY id LIMIT 1",
+                              [job_id, Status.SKIPPED]).fetchone()
+        if row is None:
+            return None
+        self.db.execute("UPDATE jobs SET status = ?, duplicate_of = NULL, error = NULL, attempts = 0, "
+                        "not_before = NULL, started_at = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
+                        [Status.QUEUED, stamp, row[0]])
+        promoted = self.job(row[0])
+        self.db.execute("UPDATE jobs SET duplicate_of = ?, error = ?, updated_at = ? WHERE duplicate_of = ?",
+                        [promoted.id, same_content(promoted), stamp, job_id])
+        return promoted
+
+    def touch(self, job_id: int, size: int, mtime: float) -> None:
+        """Same content, new size/mtime on record (e.g. the file was touched)."""
+        with self._transaction():
+            self.db.execute("UPDATE jobs SET size = ?, mtime = ?, updated_at = ? WHERE id = ?",
+                            [size, mtime, now(), job_id])
+
+    def move(self, job_id: int, path: str, *, root: str | None = None) -> None:
+        """The job's file was renamed to ``path``, in the watched folder ``root`` (None: the one it was in,
+        if it is still there)."""
+        new = db_text(path)
+        with self._transaction():
+            self.db.execute(f"UPDATE jobs SET path = :path, root = {_new_root(':path')}, updated_at = :stamp "
+                            "WHERE id = :id", {"path": new, "root": _root(path, root), "stamp": now(), "id": job_id})
+
+    def move_folder(self, src: str, dest: str, *, root: str | None = None) -> int:
+        """A renamed folder: every job under ``src`` now lives under ``dest`` (in the watched folder
+        ``root``; None: the one each job was in, if it is still there)."""
+        old, new = db_text(src.rstrip("/")) + "/", db_text(dest.rstrip("/")) + "/"
+        moved = "(:new || substr(path, :n + 1))"
+        with self._transaction():
+            cursor = self.db.execute(
+                f"UPDATE jobs SET path = {moved}, root = {_new_root(moved)}, updated_at = :stamp "
+                "WHERE substr(path, 1, :n) = :old",
+                {"new": new, "n": len(old), "old": old, "root": _root(dest + "/", root), "stamp": now()})
+            return cursor.rowcount
+
+    def drop(self, job_id: int, running: bool = False) -> tuple[str, Job | None]:
+        """Forget a job whose file is gone; one transaction. Returns what happened and the promoted copy:
+
+        * ``("dropped", copy)``: the job is deleted; if it was never described, its oldest skipped
+          duplicate (``copy``, else None) is queued in its place, since that content still needs a
+          description;
+        * ``("kept", None)``: the job has descriptions, which outlive the recording: it stays, and one
+          queued again by ``retry`` (or running, failed) goes back to ``done`` with a note; its
+          duplicates stay skipped, because their content is described;
+        * ``("", None)``: nothing to do (no such job, or a running job and not ``running=True``, which
+          only its worker passes).
+        """
+        stamp = now()
+        with self._transaction():
+            row = self.db.execute("SELECT status, EXISTS (SELECT 1 FROM descriptions WHERE job_id = jobs.id) "
+                                  "FROM jobs WHERE id = ?", [job_id]).fetchone()
+            if row is None or (row[0] == Status.RUNNING and not running):
+                return "", None
+            if row[1]:
+                if row[0] != Status.DONE:
+                    self.db.execute(
+                        "UPDATE jobs SET status = ?, duplicate_of = NULL, not_before = NULL, started_at = NULL, "
+                        "error = 'file deleted before it was described again; the earlier description is kept', "
+                        "finished_at = ?, updated_at = ? WHERE id = ?", [Status.DONE, stamp, stamp, job_id])
+                return "kept", None
+            promoted = self._promote_duplicate(job_id, stamp)
+            self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
+            return "dropped", promoted
+
+    def claim(self, worker: str) -> Job | None:
+        """Take the oldest due queued job for ``worker`` and mark it running (one more attempt)."""
+        stamp = now()
+        with self._transaction():
+            job = self._one("SELECT * FROM jobs WHERE status = ? AND (not_before IS NULL OR not_before <= ?) "
+                            "ORDER BY id LIMIT 1", [Status.QUEUED, stamp])
+            if job is None:
+                return None
+            self.db.execute("UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, updated_at = ?, "
+                            "not_before = NULL, worker = ? WHERE id = ?",
+                            [Status.RUNNING, stamp, stamp, worker, job.id])
+        job.status, job.attempts, job.worker = Status.RUNNING, job.attempts + 1, worker
+        job.started_at = job.updated_at = stamp
+        job.not_before = None
+        return job
+
+    def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
+               before_commit: Callable[[], None] | None = None) -> int:
+        """Store the description and mark the job done, in one transaction. ``before_commit`` is called
+        inside it, after both writes: if it raises, neither is kept. Returns the description's id."""
+        stamp = now()
+        with self._transaction():
+            description = self._insert_description(job, result, timings, source, stamp)
+            self._mark_done(job.id, stamp)
+            if before_commit is not None:
+                before_commit()
+        return description
+
+    def _mark_done(self, job_id: int, stamp: str) -> None:
+        self.db.execute("UPDATE jobs SET status = ?, error = NULL, not_before = NULL, finished_at = ?, "
+                        "updated_at = ? WHERE id = ?", [Status.DONE, stamp, stamp, job_id])
+
+    def _insert_description(self, job: Job, result, timings, source: str, stamp: str) -> int:
+        tokens = _counts(result.tokens)
+        # The path at commit time, read in this transaction: a rename while describing moved the job.
+        (path,) = self.db.execute("SELECT path FROM jobs WHERE id = ?", [job.id]).fetchone()
+        row = {
+            "job_id": job.id, "path": path, "hash": job.hash, "kind": result.kind,     # an enum binds as its value
+            "inputs": json.dumps([db_text(os.path.abspath(p)) for p in result.inputs], ensure_ascii=False),
+            "text": result.text, "model": result.model.get("profile"),
+            "vision_model": result.model.get("vision"), "llm_model": result.model.get("llm"),
+            "prompt": result.prompt,
+            "frames": json.dumps(result.frames, ensure_ascii=False), "frame_count": len(result.frames),
+            "prompt_tokens": tokens.get("prompt"), "vision_tokens": tokens.get("vision"),
+            "new_tokens": tokens.get("new"),
+            "timings": json.dumps({**result.timings, **(timings or {})}),
+            "notes": json.dumps(result.notes, ensure_ascii=False), "source": source, "created_at": stamp,
+        }
+        columns = ", ".join(row)
+        cursor = self.db.execute(f"INSERT INTO descriptions ({columns}) VALUES "
+                                 f"({', '.join(':' + c for c in row)})", row)
+        return cursor.lastrowid
+
+    def fail(self, job_id: int, error: str, retry_in: float | None = None) -> None:
+        """Record a failure: queued again after ``retry_in`` seconds, or failed for good (None)."""
+        stamp = now()
+        with self._transaction():
+            if retry_in is None:
+                self.db.execute("UPDATE jobs SET status = ?, error = ?, not_before = NULL, finished_at = ?, "
+                                "updated_at = ? WHERE id = ?", [Status.FAILED, error, stamp, stamp, job_id])
+            else:
+                self.db.execute("UPDATE jobs SET status = ?, error = ?, not_before = ?, updated_at = ? "
+                                "WHERE id = ?", [Status.QUEUED, error, later(retry_in), stamp, job_id])
+
+    def requeue(self, job_id: int, delay: float | None = None) -> None:
+        """Put a running job back (stopped by SIGTERM, file changed): the attempt does not count."""
+        with self._transaction():
+            self.db.execute("UPDATE jobs SET status = ?, attempts = max(attempts - 1, 0), not_before = ?, "
+                            "started_at = NULL, updated_at = ? WHERE id = ? AND status = ?",
+                            [Status.QUEUED, later(delay) if delay else None, now(), job_id, Status.RUNNING])
+
+    def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]:
+        """At start-up: jobs left running by a crash go back to the queue, or fail after max_attempts.
+
+        Every running job counts, not only those ``worker`` claimed: ``lock_daemon`` allows one daemon
+        per database, so at its start no job can be running anywhere else. Returns (requeued, failed),
+        each job as it was found.
+        """
+        stamp = now()
+        with self._transaction():
+            jobs = self._jobs("SELECT * FROM jobs WHERE status = ? ORDER BY id", [Status.RUNNING])
+            requeued, failed = [], []
+            for job in jobs:
+                if job.attempts >= max_attempts:
+                    error = (f"the daemon stopped during each of {job.attempts} attempts "
+                             f"(it may crash on this file; `rkvideo retry` tries again)")
+                    self.db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? "
+                                    "WHERE id = ?", [Status.FAILED, error, stamp, stamp, job.id])
+                    failed.append(job)
+                else:
+                    self.db.execute("UPDATE jobs SET status = ?, started_at = NULL, updated_at = ?, "
+                                    "error = coalesce(error, 'interrupted: the daemon stopped while describing') "
+                                    "WHERE id = ?", [Status.QUEUED, stamp, job.id])
+                    requeued.append(job)
+        return requeued, failed
+
+    def retry(self, ids: list[int] | None = None, statuses: tuple = (Status.FAILED,)) -> int:
+        """Queue jobs again with fresh attempts: the given ids (unless running), or every job with one of
+        ``statuses``. Returns how many."""
+        stamp = now()
+        reset = ("status = ?, attempts = 0, error = NULL, not_before = NULL, duplicate_of = NULL, "
+                 "started_at = NULL, finished_at = NULL, updated_at = ?")
+        with self._transaction():
+            if ids:
+                marks = ", ".join("?" for _ in ids)
+                cursor = self.db.execute(f"UPDATE jobs SET {reset} WHERE status != ? AND id IN ({marks})",
+                                         [Status.QUEUED, stamp, Status.RUNNING, *ids])
+            else:
+                marks = ", ".join("?" for _ in statuses)
+                cursor = self.db.execute(f"UPDATE jobs SET {reset} WHERE status IN ({marks})",
+                                         [Status.QUEUED, stamp, *(Status(s) for s in statuses)])
+            return cursor.rowcount
+
+    def save_result(self, result) -> int:
+        """``rkvideo describe --db``: store one result under the job of its (first) input file.
+
+        One transaction for the job and its description: a job must never be ``done`` without one (the
+        daemon would never describe that file). Returns the description's id.
+        """
+        path = os.path.abspath(result.inputs[0])
+        if not valid_name(path):
+            raise StoreError(f"{db_text(path)}: file name is not valid UTF-8 (rename the file to store it)")
+        try:
+            st = os.stat(path)
+            digest = fingerprint(path)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot store the result: {exc.strerror}") from None
+        with self._transaction(f"cannot store the result for {path}"):
+            job = self.job_at(path)
+            if job is None or job.hash != digest:
+                self._put(path, Status.DONE, size=st.st_size, mtime=st.st_mtime, digest=digest)
+                job = self.job_at(path)
+            stamp = now()
+            description = self._insert_description(job, result, None, "describe", stamp)
+            if job.status != Status.RUNNING:      # a running daemon job commits its own row
+                self._mark_done(job.id, stamp)
+        return description
+
+
+def _new_root(path_sql: str) -> str:
+    """SQL for the root of a moved job: the one given (``:root``), else the one it had if its new path
+    (the SQL expression ``path_sql``) is still inside it."""
+    return f"coalesce(:root, CASE WHEN substr({path_sql}, 1, length(root) + 1) = root || '/' THEN root END)"
+
+
+def _root(path: str, root: str | None) -> str | None:
+    """``root`` as stored, if ``path`` is inside it; else None."""
+    if root is None:
+        return None
+    folder = db_text(str(root)).rstrip("/")
+    return folder if db_text(path).startswith(folder + "/") else None
+
+
+def _counts(tokens) -> dict:
+    """Token counts as a dict: ``pipeline.Tokens`` has ``as_dict()``; a plain dict is taken as it is."""
+    if tokens is None:
+        return {}
+    return tokens if isinstance(tokens, dict) else tokens.as_dict()
+
+
+def _decode(row: dict) -> dict:
+    for column in migrations.JSON_COLUMNS:
+        if isinstance(row.get(column), str):
+            row[column] = json.loads(row[column])
+    return row
