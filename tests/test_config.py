@@ -124,3 +124,41 @@ def test_a_config_error_is_a_usage_error():
     from rkvideo import errors
     assert issubclass(config.ConfigError, errors.UsageError)
     assert errors.exit_code(config.ConfigError("x")) == errors.EXIT_USAGE
+
+
+def float_keys() -> list:
+    """Every float setting, found by reading the dataclasses (a new one is covered without editing this)."""
+    import typing
+    keys = []
+    for section in dataclasses.fields(config.Config):
+        if section.name == "source":
+            continue
+        hints = typing.get_type_hints(section.default_factory)
+        keys += [(section.name, name) for name, hint in hints.items() if hint is float]
+    return keys
+
+
+def test_every_float_setting_is_found():
+    keys = float_keys()
+    assert {("watch", "settle_seconds"), ("watch", "retry_backoff"), ("llm", "temperature"), ("llm", "top_p"),
+            ("llm", "repeat_penalty")} <= set(keys)
+
+
+@pytest.mark.parametrize("section, key", float_keys())
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+def test_non_finite_numbers_are_refused_with_the_key(tmp_path, section, key, value):
+    """`settle_seconds = nan` never settled anything and `--once` never ended (issue 9, item 5)."""
+    path = write(tmp_path, f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.read(path)
+    assert f"{section}.{key} must be a finite number" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_non_finite_number_is_a_usage_error_on_the_command_line(tmp_path, capsys):
+    from rkvideo import cli
+    path = write(tmp_path, "[watch]\nsettle_seconds = nan\n")
+    code = cli.main(["describe", "x.mp4", "--dry-run", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == f"rkvideo: error: {path}: watch.settle_seconds must be a finite number, got nan"

@@ -15,6 +15,7 @@ platformdirs, which follows the XDG base-directory rules instead of assuming
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import typing
@@ -224,6 +225,9 @@ def _check(section: str, key: str, value, hint, where: str):
         value, ok = float(value), True
     if not ok:
         raise ConfigError(f"{where}: {name} must be {expected}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        # TOML allows nan and inf; `settle_seconds = nan` would never settle anything.
+        raise ConfigError(f"{where}: {name} must be a finite number, got {value!r}")
     if (section, key) in CHOICES and value not in CHOICES[(section, key)]:
         allowed = ", ".join(repr(c) for c in CHOICES[(section, key)] if c)
         raise ConfigError(f"{where}: {name} must be one of {allowed}, got {value!r}")
