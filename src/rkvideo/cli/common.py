@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .. import config as config_mod, errors
+from .. import config as config_mod, errors, printable
 
 # -h as well as --help, as argparse allowed.
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -58,11 +58,16 @@ def database(db: str | None, config_path: str | None) -> Path:
 # ------------------------------------------------------------------ messages
 
 def warn(message: str) -> None:
-    print(f"rkvideo: warning: {message}", file=sys.stderr)
+    print(f"rkvideo: warning: {printable.line(message)}", file=sys.stderr)
 
 
 def error(message: str) -> None:
-    print(f"rkvideo: error: {message}", file=sys.stderr)
+    print(f"rkvideo: error: {printable.line(message)}", file=sys.stderr)
+
+
+def print_json(data, **options) -> None:
+    """``data`` as JSON on stdout: valid UTF-8, no raw control characters (``printable.json_text``)."""
+    print(printable.json_text(data, **options), flush=True)
 
 
 class StderrHandler(logging.Handler):
@@ -71,7 +76,7 @@ class StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(f"rkvideo: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+            print(f"rkvideo: {record.levelname.lower()}: {printable.line(record.getMessage())}", file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never end the command
             self.handleError(record)
 

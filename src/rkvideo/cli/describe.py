@@ -9,7 +9,6 @@ when a person is watching, so ``--json`` output stays clean for scripts.
 """
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from dataclasses import dataclass
@@ -17,9 +16,10 @@ from pathlib import Path
 
 import click
 
-from .. import config as config_mod, errors, media, pipeline, store
+from .. import config as config_mod, errors, media, pipeline, printable, store
 from ..output import sidecars, terminal
-from .common import CONTEXT, config_option, db_option, error, json_option, load_config, stage_messages, warn
+from .common import (CONTEXT, config_option, db_option, error, json_option, load_config, print_json, stage_messages,
+                     warn)
 
 EPILOG = """\b
 Examples:
@@ -168,11 +168,11 @@ def describe_one(describer, cfg, kind: pipeline.Kind, paths: list, options: Opti
 
 def show(result, as_json: bool, streamed: bool) -> None:
     if as_json:
-        print(json.dumps(result.as_json(), ensure_ascii=False), flush=True)
+        print_json(result.as_json())
     elif result.text is None:
         print(terminal.plan(result))
     else:
-        print("" if streamed else result.text)     # after streamed text: just end its line
+        print("" if streamed else printable.block(result.text))     # after streamed text: just end its line
         print(terminal.usage(result), file=sys.stderr)
 
 
@@ -214,7 +214,7 @@ def write_sidecars(result, cfg, kinds: list) -> None:
 
 def echo(text: str) -> None:
     """Generated text as it arrives (tests replace this to act in the middle of a generation)."""
-    sys.stdout.write(text)
+    sys.stdout.write(printable.block(text))
     sys.stdout.flush()
 
 
@@ -226,7 +226,7 @@ class Progress:
 
     def frame(self, label: str, frame, total: int) -> None:
         if self.enabled:
-            sys.stderr.write(f"\r{label}: frame {frame.index + 1}/{total} at {frame.seconds:.1f}s   ")
+            sys.stderr.write(f"\r{printable.line(label)}: frame {frame.index + 1}/{total} at {frame.seconds:.1f}s   ")
             sys.stderr.flush()
 
     def done(self) -> None:

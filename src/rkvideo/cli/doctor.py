@@ -6,13 +6,11 @@ and CI want one bit of it: ready or not.
 """
 from __future__ import annotations
 
-import json
-
 import click
 
 from .. import doctor, errors
 from ..output import terminal
-from .common import CONTEXT, config_option, json_option, stage_messages
+from .common import CONTEXT, config_option, json_option, print_json, stage_messages
 
 EPILOG = """\b
 Examples:
@@ -37,7 +35,7 @@ def command(as_json, config):
     with stage_messages():
         report = doctor.examine(config)
     if as_json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False))
+        print_json(report.as_dict())
     else:
         print(terminal.doctor(report))
     return errors.EXIT_OK if report.ok else errors.EXIT_RUNTIME

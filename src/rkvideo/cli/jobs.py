@@ -6,7 +6,6 @@ it: they run beside a live ``rkvideo watch`` (WAL lets them), and a typo in
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -14,7 +13,7 @@ import click
 
 from .. import errors, store
 from ..output import terminal
-from .common import CONTEXT, config_option, database, db_option, json_option, plural
+from .common import CONTEXT, config_option, database, db_option, json_option, plural, print_json
 
 LIST_EPILOG = """\b
 Examples:
@@ -66,7 +65,7 @@ def not_found(target: str, jobs) -> errors.UsageError:
 
 
 def dump(data) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=1))
+    print_json(data, indent=1)
 
 
 @click.command("list", context_settings=CONTEXT, epilog=LIST_EPILOG,

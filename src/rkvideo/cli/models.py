@@ -6,13 +6,11 @@ which of them are unverified, before the first run fails on a shape.
 """
 from __future__ import annotations
 
-import json
-
 import click
 
 from .. import models
 from ..output import terminal
-from .common import CONTEXT, json_option
+from .common import CONTEXT, json_option, print_json
 
 EPILOG = """\b
 Examples:
@@ -28,6 +26,6 @@ def command(as_json):
     in the [model] section of config.toml."""
     profiles = list(models.PROFILES.values())
     if as_json:
-        print(json.dumps([models.as_dict(p) for p in profiles], indent=2, ensure_ascii=False))
+        print_json([models.as_dict(p) for p in profiles], indent=2)
     else:
         print(terminal.models(profiles))

@@ -6,13 +6,11 @@ is nothing to report, only the one line that says what to install.
 """
 from __future__ import annotations
 
-import json
-
 import click
 
 from .. import errors, selftest
 from ..output import terminal
-from .common import CONTEXT, json_option, stage_messages
+from .common import CONTEXT, json_option, print_json, stage_messages
 
 EPILOG = """\b
 Examples:
@@ -35,7 +33,7 @@ def command(workdir, as_json):
     with stage_messages():
         report = selftest.check(workdir)
     if as_json:
-        print(json.dumps(report, ensure_ascii=False))
+        print_json(report)
     else:
         print(terminal.selftest(report, workdir, selftest.STAGES))
     return errors.EXIT_OK if report["pass"] else errors.EXIT_RUNTIME

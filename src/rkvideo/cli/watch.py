@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .. import daemon, errors
+from .. import daemon, errors, printable
 from .common import CONTEXT, config_option, db_option, load_config
 
 EPILOG = """\b
@@ -96,7 +96,10 @@ def check_sidecar_folders(cfg, roots: list) -> None:
 
 
 def setup_logging(verbose: bool) -> None:
+    """One line per record on stderr; file names in it escaped (``printable.LogFormatter``), so a
+    newline or an escape sequence in a name can never forge a line or reach the terminal."""
     # journald stamps each line itself; a terminal or a log file needs the time.
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
-                        format=stamp + "%(levelname)s %(message)s", force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(printable.LogFormatter(stamp + "%(levelname)s %(message)s"))
+    logging.basicConfig(handlers=[handler], level=logging.DEBUG if verbose else logging.INFO, force=True)

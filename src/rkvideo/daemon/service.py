@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from .. import errors, pipeline, store
+from .. import errors, pipeline, printable, store
 from ..store import JobStore
 from . import hooks
 from .intake import Intake
@@ -180,7 +180,8 @@ class Service:
         a signal handler must not wait for the logging or stderr locks of the code it interrupted.
         """
         current = self.worker.current if self.worker is not None else None
-        job = f"; {current.path} [job {current.id}] is queued again at the next start" if current else ""
+        job = (f"; {printable.line(current.path)} [job {current.id}] is queued again at the next start"
+               if current else "")
         stamp = "" if os.environ.get("JOURNAL_STREAM") else time.strftime("%Y-%m-%d %H:%M:%S ")
         try:
             os.write(2, f"{stamp}WARNING second signal ({signum}): exiting at once, without waiting for "

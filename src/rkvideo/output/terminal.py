@@ -4,7 +4,8 @@ Why functions that return text: the command line chooses the stream (stdout for 
 notes) and the daemon or a later web page may want the same words; none of them should format a
 table by hand. Tables go through ``tabulate`` (plain format, no borders), which keeps the columns
 of the earlier hand-padded output. Every function takes records or their JSON form and prints
-nothing.
+nothing. Every field that may hold a file name (or text a model wrote) goes through
+``printable``, so control characters in it never reach the terminal raw.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from .. import printable
 from ..store import timings_text
 
 # Shown under the model table: which facts a user should check against the model files.
@@ -20,7 +22,7 @@ UNVERIFIED_NOTE = "* UNVERIFIED: check against your model files; override in the
 
 def table(rows: list, align: tuple) -> str:
     """Columns separated by two spaces, the first row as the heading, no trailing spaces."""
-    text = tabulate([[str(c) for c in row] for row in rows], tablefmt="plain", colalign=align,
+    text = tabulate([[printable.line(c) for c in row] for row in rows], tablefmt="plain", colalign=align,
                     disable_numparse=True)
     return "\n".join(line.rstrip() for line in text.splitlines())
 
@@ -32,11 +34,11 @@ def plan(result) -> str:
     budget = result.plan
     capped = ", capped" if result.frames_capped_by_budget else ""
     images = result.kind.value == "images"
-    lines = [f"{', '.join(result.inputs)}: {result.kind.value}, {len(result.frames)} frames "
+    lines = [f"{printable.line(', '.join(result.inputs))}: {result.kind.value}, {len(result.frames)} frames "
              f"(budget allows {budget['max_frames']}{capped})"]
     for f in result.frames:
         pts = "" if f["pts"] is None else f" pts {f['pts']}"
-        where = f" {Path(f['source']).name}" if images else ""
+        where = f" {printable.line(Path(f['source']).name)}" if images else ""
         lines.append(f"  frame {f['index']:>3}  {f['seconds']:>9.3f}s{pts}{where}")
     lines.append(f"  tokens: prompt ≤{budget['prompt_tokens']} + vision {len(result.frames)}×"
                  f"{budget['tokens_per_frame']} + new {budget['max_new_tokens']} + reserve {budget['reserve']} "
@@ -93,23 +95,24 @@ def jobs_summary(rows: list, order) -> str:
 
 def job(data: dict) -> str:
     """``rkvideo show``: the job, then every description stored for it, newest last."""
-    lines = [data["path"], f"  job {data['id']}: {data['status']}, {data['attempts']} attempt(s)"]
+    lines = [printable.line(data["path"]), f"  job {data['id']}: {data['status']}, {data['attempts']} attempt(s)"]
     if data["size"] is not None:
         duration = f", {data['duration']:.1f} s" if data["duration"] else ""
         lines.append(f"  size {data['size']} bytes{duration}, content {(data['hash'] or '?')[:16]}")
     if data["error"]:
-        lines.append(f"  {'note' if data['status'] in ('done', 'skipped') else 'error'}: {data['error']}")
+        lines.append(f"  {'note' if data['status'] in ('done', 'skipped') else 'error'}: "
+                     f"{printable.line(data['error'])}")
     if data["duplicate_of"]:
         lines.append(f"  duplicate of job {data['duplicate_of']}")
     for d in data["descriptions"]:
         stamps = ", ".join(f"{f['seconds']:.1f}" for f in d["frames"])
         lines += ["", f"description {d['id']} ({d['created_at']}, {d['source']})",
-                  f"  model {d['model']}: vision {d['vision_model']}, llm {d['llm_model']}",
-                  f"  prompt: {d['prompt']}",
+                  printable.line(f"  model {d['model']}: vision {d['vision_model']}, llm {d['llm_model']}"),
+                  f"  prompt: {printable.line(d['prompt'])}",
                   f"  frames ({d['frame_count']}) at s: {stamps}",
                   f"  tokens: {d['prompt_tokens']} prompt ({d['vision_tokens']} vision) + {d['new_tokens']} new",
                   f"  timings: {timings_text(d['timings'])}",
-                  "", d["text"]]
+                  "", printable.block(d["text"])]
     return "\n".join(lines)
 
 
@@ -117,8 +120,8 @@ def hits(rows: list) -> str:
     """``rkvideo search``: the recording, where the match is stored, and the snippet on one line."""
     lines = []
     for hit in rows:
-        lines.append(f"{hit['path']}  (job {hit['job_id']}, description {hit['id']}, {hit['model']})")
-        lines.append(f"  {' '.join(hit['snippet'].split())}")
+        lines.append(printable.line(f"{hit['path']}  (job {hit['job_id']}, description {hit['id']}, {hit['model']})"))
+        lines.append(f"  {printable.line(' '.join(hit['snippet'].split()))}")
     return "\n".join(lines)
 
 
@@ -129,9 +132,9 @@ def doctor(report) -> str:
     width = max(len(c.name) for c in report.checks)
     lines = ["rkvideo doctor: RK3588 board check", ""]
     for c in report.checks:
-        lines.append(f"{c.status:<4}  {c.name:<{width}}  {c.message}")
+        lines.append(f"{c.status:<4}  {c.name:<{width}}  {printable.line(c.message)}")
         if c.fix and c.status != "OK":
-            lines.append(f"{'':4}  {'':<{width}}  → {c.fix}")
+            lines.append(f"{'':4}  {'':<{width}}  → {printable.line(c.fix)}")
     lines += ["", report.summary]
     return "\n".join(lines)
 
@@ -144,7 +147,7 @@ def selftest(report: dict, workdir, stages: tuple) -> str:
 
     lines = ["rkvideo selftest: tiny random-weight models built here; their text is meaningless by design."]
     if report.get("error"):
-        lines.append(f"  error: {report['error']}")
+        lines.append(f"  error: {printable.line(report['error'])}")
     t = report["timings"]
     if t:
         lines.append(f"  build models {t['build']:.3f}s, load {t.get('load', 0):.3f}s")
@@ -155,10 +158,10 @@ def selftest(report: dict, workdir, stages: tuple) -> str:
                          f"{result['tokens']['new']} new tokens: {seconds(result['timings'])}")
             lines.append(f"          text: {result['text']!r}")
     for c in report["checks"]:
-        lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
+        lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {printable.line(c['detail'])}")
     if workdir:
         root = Path(workdir)
-        lines.append(f"  files kept in {root}; try: rkvideo describe {root / 'clip.mp4'} --config "
-                     f"{root / 'config.toml'}")
+        lines.append(printable.line(f"  files kept in {root}; try: rkvideo describe {root / 'clip.mp4'} --config "
+                                    f"{root / 'config.toml'}"))
     lines.append("PASS" if report["pass"] else "FAIL")
     return "\n".join(lines)
