@@ -158,6 +158,8 @@ CHOICES = {
 POSITIVE = {("vision", "workers"), ("vision", "queue_size"), ("llm", "max_new_tokens"),
             ("describe", "frames"), ("watch", "max_attempts")}
 SIDECARS = ("txt", "json", "vtt")
+# The largest integer setting: the runtimes take them as 32-bit C ints.
+INT_MAX = 2**31 - 1
 
 
 def candidates(explicit: str | os.PathLike | None = None) -> list[Path]:
@@ -177,11 +179,23 @@ def load(explicit: str | os.PathLike | None = None) -> Config:
     paths = candidates(explicit)
     must_exist = bool(explicit) or bool(os.environ.get("RKVIDEO_CONFIG"))
     for path in paths:
-        if path.is_file():
+        if _is_file(path):
             return read(path)
     if must_exist:
         raise ConfigError(f"{paths[0]}: config file not found")
     return Config()
+
+
+def _is_file(path: Path) -> bool:
+    """``path`` is a file; a folder on the way that this user may not search is an error naming it
+    (``./config.toml`` from a working directory the user cannot read), not a traceback and not a
+    silent skip to the next file of the lookup order."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        where = "the current folder" if not path.is_absolute() else str(path.parent)
+        raise ConfigError(f"{path}: cannot look for a config file in {where}: {exc.strerror} (run rkvideo from a "
+                          f"folder this user can read, or name the file with --config or $RKVIDEO_CONFIG)") from None
 
 
 def read(path: str | os.PathLike) -> Config:
@@ -190,6 +204,9 @@ def read(path: str | os.PathLike) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          f"save the file as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     return from_dict(data, path)
@@ -228,6 +245,9 @@ def _check(section: str, key: str, value, hint, where: str):
     if hint is float and not math.isfinite(value):
         # TOML allows nan and inf; `settle_seconds = nan` would never settle anything.
         raise ConfigError(f"{where}: {name} must be a finite number, got {value!r}")
+    if hint is int and value > INT_MAX:
+        # Counts, sizes and seeds go into the runtimes' 32-bit fields.
+        raise ConfigError(f"{where}: {name} must be at most {INT_MAX}, got {value!r}")
     if (section, key) in CHOICES and value not in CHOICES[(section, key)]:
         allowed = ", ".join(repr(c) for c in CHOICES[(section, key)] if c)
         raise ConfigError(f"{where}: {name} must be one of {allowed}, got {value!r}")

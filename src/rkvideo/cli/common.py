@@ -5,11 +5,17 @@ Why here and nowhere else: the layers below raise ``errors`` kinds and return re
 command line knows that a ``UsageError`` means exit status 2 (``errors.exit_code``) and that the
 message goes to stderr as one ``rkvideo: error:`` line. ``Group.invoke`` applies that to every
 command, so ``main()`` and click's ``CliRunner`` see the same status.
+
+The edge also catches what no stage raises on purpose but a user meets: standard output that is
+closed or on a full disk (``OutputError``, status 1; a reader that went away, as in ``rkvideo list |
+head``, is status 0 without a word), and a number too large for SQLite (status 2). Each is one line,
+never a traceback.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +49,10 @@ def json_option(what: str):
 
 # ------------------------------------------------------------------ lookups
 
+# The largest integer SQLite stores: a job id or a --limit beyond it cannot mean anything else.
+SQLITE_MAX_INT = 2**63 - 1
+
+
 def load_config(path: str | None) -> config_mod.Config:
     """The config for ``--config`` (or the lookup order); a bad file raises ``UsageError``."""
     return config_mod.load(path)
@@ -58,11 +68,18 @@ def database(db: str | None, config_path: str | None) -> Path:
 # ------------------------------------------------------------------ messages
 
 def warn(message: str) -> None:
-    print(f"rkvideo: warning: {printable.line(message)}", file=sys.stderr)
+    _to_stderr(f"rkvideo: warning: {printable.line(message)}")
 
 
 def error(message: str) -> None:
-    print(f"rkvideo: error: {printable.line(message)}", file=sys.stderr)
+    _to_stderr(f"rkvideo: error: {printable.line(message)}")
+
+
+def _to_stderr(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):       # stderr closed or full: there is nowhere left to say it
+        pass
 
 
 def print_json(data, **options) -> None:
@@ -98,6 +115,87 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
 
+# ------------------------------------------------------------------ standard output
+
+class OutputError(errors.RuntimeFailure):
+    """Standard output cannot take what the command prints: it is closed, or its disk is full."""
+
+
+class ReaderGone(Exception):
+    """The reader of standard output went away (``rkvideo list | head``): it has what it wanted.
+    Not an ``OSError``, so that nothing between the write and ``run`` takes it for another failure."""
+
+
+class GuardedOutput:
+    """``sys.stdout`` while a command runs: a write that fails raises ``OutputError`` with the reason,
+    or ``ReaderGone`` for a broken pipe. It has no ``buffer``, so that click writes through it rather
+    than around it; the stream's other attributes are passed on."""
+
+    PASSED_ON = ("encoding", "errors", "fileno", "name", "closed", "mode", "newlines", "line_buffering")
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.failed: Exception | None = None     # kept: a caller may swallow it (click probes the stream)
+
+    def write(self, text: str) -> int:
+        return self._guard(lambda stream: stream.write(text))
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            self._guard(lambda stream: stream.flush())
+
+    def isatty(self) -> bool:
+        return self.stream is not None and self.stream.isatty()
+
+    def _guard(self, call):
+        if self.failed is not None:
+            raise self.failed
+        if self.stream is None:         # started with file descriptor 1 closed (`rkvideo models >&-`)
+            self.failed = OutputError("standard output is closed; nothing could be printed (redirect it to a "
+                                      "file or /dev/null)")
+            raise self.failed
+        try:
+            return call(self.stream)
+        except BrokenPipeError:
+            self.failed = ReaderGone()
+            raise self.failed from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            self.failed = OutputError(f"cannot write to standard output: {reason}")
+            raise self.failed from None
+
+    def __getattr__(self, name):
+        if name not in self.PASSED_ON:
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def guarded_stdout():
+    """Run the command line with ``GuardedOutput`` as ``sys.stdout``; what it printed is flushed
+    before the status is decided (a full disk often shows only then)."""
+    stream = sys.stdout
+    guard = sys.stdout = GuardedOutput(stream)
+    try:
+        yield
+        guard.flush()           # also raises a failure the command (or click) swallowed
+    finally:
+        sys.stdout = stream
+        if guard.failed is not None:
+            _discard(stream)
+
+
+def _discard(stream) -> None:
+    """Point a failed stdout at /dev/null, so the interpreter's last flush of the text still
+    buffered in it cannot fail again after the error line ("Exception ignored …")."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (AttributeError, OSError, ValueError):    # no file descriptor (tests), or none left
+        pass
+
+
 # ------------------------------------------------------------------ exit status
 
 class Group(click.Group):
@@ -114,21 +212,31 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             status = super().invoke(ctx)
+        except OutputError:                   # said once, by run(), after the last flush
+            raise
         except (KeyboardInterrupt, errors.RkvideoError) as exc:
             interrupted = isinstance(exc, (KeyboardInterrupt, errors.Interrupted))
             error("interrupted" if interrupted else str(exc))
             ctx.exit(errors.exit_code(exc))
-        except BrokenPipeError:               # `rkvideo list | head`: the reader has what it wanted
-            ctx.exit(errors.EXIT_OK)
+        except OverflowError:                 # a number SQLite (or a C runtime) cannot hold
+            error(f"a number given is too large (at most {SQLITE_MAX_INT})")
+            ctx.exit(errors.EXIT_USAGE)
         if status:
             ctx.exit(status)
         return status
 
 
 def run(group: click.Group, argv: list | None) -> int:
-    """Run ``group`` on ``argv`` and return the exit status instead of leaving the process."""
+    """Run ``group`` on ``argv`` and return the exit status instead of leaving the process. Standard
+    output is guarded from the start, so ``--help`` and ``--version`` into a full disk fail cleanly too."""
     try:
-        return group.main(args=argv, prog_name="rkvideo", standalone_mode=False) or errors.EXIT_OK
+        with guarded_stdout():
+            return group.main(args=argv, prog_name="rkvideo", standalone_mode=False) or errors.EXIT_OK
+    except OutputError as exc:                # while click printed, or at the last flush
+        error(str(exc))
+        return errors.EXIT_RUNTIME
+    except ReaderGone:                        # `rkvideo list | head`: the reader has what it wanted
+        return errors.EXIT_OK
     except click.ClickException as exc:       # click's own usage errors: status 2
         exc.show()
         return exc.exit_code

@@ -18,8 +18,8 @@ import click
 
 from .. import config as config_mod, errors, media, pipeline, printable, store
 from ..output import sidecars, terminal
-from .common import (CONTEXT, config_option, db_option, error, json_option, load_config, print_json, stage_messages,
-                     warn)
+from .common import (CONTEXT, OutputError, config_option, db_option, error, json_option, load_config, print_json,
+                     stage_messages, warn)
 
 EPILOG = """\b
 Examples:
@@ -154,6 +154,9 @@ def describe_one(describer, cfg, kind: pipeline.Kind, paths: list, options: Opti
     except (KeyboardInterrupt, errors.Interrupted):
         progress.done()
         raise KeyboardInterrupt from None      # stop the whole command (common.Group says "interrupted")
+    except OutputError:
+        progress.done()
+        raise                                  # stdout is gone: no later input can be shown either
     except (errors.RkvideoError, RuntimeError) as exc:
         progress.done()
         # A usage error names its file already; a runtime failure gets the input in front.

@@ -13,7 +13,7 @@ import click
 
 from .. import errors, store
 from ..output import terminal
-from .common import CONTEXT, config_option, database, db_option, json_option, plural, print_json
+from .common import SQLITE_MAX_INT, CONTEXT, config_option, database, db_option, json_option, plural, print_json
 
 LIST_EPILOG = """\b
 Examples:
@@ -42,9 +42,12 @@ Examples:
 
 def open_db(db: str | None, config: str | None, *, readonly: bool = True):
     """The existing database named by ``--db`` or the config; one that cannot be opened is a usage
-    error (status 2), as a wrong ``--db`` is the usual cause."""
+    error (status 2), as a wrong ``--db`` is the usual cause. A database locked by another process or
+    on a full disk stays a runtime failure (status 1): it can pass."""
     try:
         return store.open_store(database(db, config), create=False, readonly=readonly)
+    except store.StoreUnavailable:
+        raise
     except store.StoreError as exc:
         raise errors.UsageError(str(exc)) from None
 
@@ -52,7 +55,8 @@ def open_db(db: str | None, config: str | None, *, readonly: bool = True):
 def find(jobs, target: str) -> store.Job | None:
     """A job by id (digits that are not a file name) or by the recording's path (as given or resolved)."""
     if target.isdigit() and not os.path.exists(target):
-        return jobs.job(int(target))
+        number = int(target)
+        return jobs.job(number) if number <= SQLITE_MAX_INT else None
     for candidate in (os.path.abspath(target), os.path.realpath(target)):
         job = jobs.job_at(candidate)
         if job:
@@ -129,7 +133,7 @@ def search_command(query, limit, raw, as_json, db, config):
         raise errors.UsageError(f"--limit must be at least 1, got {limit}")
     jobs = open_db(db, config)
     try:
-        hits = jobs.search(query, limit, raw=raw)
+        hits = jobs.search(query, min(limit, SQLITE_MAX_INT), raw=raw)      # a huge limit means "all"
     except store.StoreError as exc:     # e.g. FTS5 syntax in a --raw query
         raise errors.UsageError(str(exc)) from None
     finally:

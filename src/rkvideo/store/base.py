@@ -43,6 +43,11 @@ class StoreError(RuntimeFailure):
     """The database cannot be opened or used; the message names the file and the fix."""
 
 
+class StoreUnavailable(StoreError):
+    """The database is there but cannot be used just now: another process holds a lock on it, or the
+    disk that holds it is full. Unlike a wrong path or a foreign file, trying again later can help."""
+
+
 # The keys of ``Job.as_dict``: the jobs table's columns in their order (the added ones last), so the
 # JSON of `rkvideo list --json` keeps today's keys and order and equals ``SELECT * FROM jobs``.
 COLUMNS = ("id", "path", "size", "mtime", "hash", "duration", "status", "attempts", "error", "duplicate_of",

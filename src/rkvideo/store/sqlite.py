@@ -49,11 +49,27 @@ from urllib.parse import quote
 import sqlite_utils
 
 from . import migrations
-from .base import Job, Status, StoreError, db_text, later, now, same_content, valid_name
+from .base import Job, Status, StoreError, StoreUnavailable, db_text, later, now, same_content, valid_name
 from .fingerprints import fingerprint
 
 # A put with one of these statuses finishes the job at once.
 FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
+# SQLite's primary result codes for a lock held elsewhere, an I/O error and a full disk.
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL = 5, 6, 10, 13
+# Less free space than this where the database lives, after an I/O error: the disk is full.
+LOW_SPACE = 1 << 20
+# Seconds a read-only open waits for a lock. WAL readers never wait for the daemon's writes; only a
+# connection in exclusive locking mode (or a crash recovery) blocks them, so a short wait is enough.
+READ_TIMEOUT = 5
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes this user may still write in ``folder``'s file system (None when it cannot be asked)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 class SqliteStore:
@@ -85,6 +101,14 @@ class SqliteStore:
             raise
 
     def _unusable(self, exc: sqlite3.DatabaseError) -> StoreError:
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF      # the primary result code
+        if code in (SQLITE_BUSY, SQLITE_LOCKED) or "locked" in str(exc):
+            return StoreUnavailable(f"{self.path}: the database is locked by another process ({exc}); try again "
+                                    f"when it is done")
+        free = _free_bytes(self.path.parent)
+        if code in (SQLITE_FULL, SQLITE_IOERR, 0) and free is not None and free < LOW_SPACE:
+            return StoreUnavailable(f"{self.path}: cannot open the database: the disk holding it is full ({free} "
+                                    f"bytes free; {exc}); free some space and try again")
         fix = ("is it an rkvideo database, and may this user read it (and its -wal and -shm files while a "
                "daemon runs)?" if self.readonly else "is it an rkvideo database, and is its folder writable?")
         return StoreError(f"{self.path}: cannot open the database: {exc} ({fix})")
@@ -96,7 +120,7 @@ class SqliteStore:
         if not self.readonly:
             return sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         uri = "file:" + quote(os.fsencode(os.path.abspath(self.path)))
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=READ_TIMEOUT, isolation_level=None)
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
@@ -104,7 +128,8 @@ class SqliteStore:
             # WAL needs the -shm file, which a reader cannot create in a folder it may not write. With no
             # -wal file no one has the database open, and the file alone is the whole database.
             conn.close()
-            if os.path.exists(f"{self.path}-wal"):
+            # An empty -wal holds nothing either (one is left where a writer could not extend it: a full disk).
+            if os.path.exists(f"{self.path}-wal") and os.path.getsize(f"{self.path}-wal") > 0:
                 raise
             return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30, isolation_level=None)
 
