@@ -12,6 +12,7 @@ import pytest
 from rkvideo import assemble, config as config_mod, llm as llm_mod, models
 from rkvideo.llm.llamacpp import grid, image_positions
 from rkvideo.llm import Utf8Stream
+from rkvideo.modelfile import ModelFileError
 
 # ------------------------------------------------------------ pure helpers (no extra needed)
 
@@ -208,7 +209,7 @@ def test_embeddings_of_the_wrong_width_are_refused(llm, tiny):
 def test_tags_missing_from_the_vocabulary_are_refused_at_load(tiny, tiny_models):
     from rkvideo.llm.llamacpp import LlamaCpp
     cfg, profile = tiny
-    with pytest.raises(llm_mod.LLMError, match=r"model\.img_start / model\.img_end"):
+    with pytest.raises(ModelFileError, match=r"model\.img_start / model\.img_end"):
         LlamaCpp(str(tiny_models.llm), cfg, dataclasses.replace(profile, img_start="[[picture]]"))
 
 
@@ -216,7 +217,7 @@ def test_a_broken_gguf_names_the_file(tiny, tmp_path, tiny_models):
     cfg, profile = tiny
     bad = tmp_path / "half.gguf"
     bad.write_bytes(tiny_models.llm.read_bytes()[:4000])
-    with pytest.raises(llm_mod.LLMError, match=r"half\.gguf: llama\.cpp cannot load this GGUF"):
+    with pytest.raises(ModelFileError, match=r"half\.gguf: llama\.cpp cannot load this GGUF"):
         llm_mod.open_llm(str(bad), cfg, profile)
 
 
@@ -238,7 +239,7 @@ def test_open_llm_dispatches_on_the_suffix(monkeypatch):
     monkeypatch.setattr(rkllm, "open_rkllm", lambda *a: calls.append(a) or "rkllm-runtime")
     assert llm_mod.open_llm("/m/qwen.rkllm", "cfg", "profile", npu_vision=True) == "rkllm-runtime"
     assert calls == [("/m/qwen.rkllm", "cfg", "profile", True)]
-    with pytest.raises(llm_mod.LLMError, match=r"model\.llm must be a \.rkllm .* or a \.gguf"):
+    with pytest.raises(ModelFileError, match=r"model\.llm must be a \.rkllm .* or a \.gguf"):
         llm_mod.open_llm("/m/qwen.safetensors", "cfg", "profile")
 
 

@@ -11,6 +11,7 @@ import pytest
 import footage
 from doubles.encoders import ScriptedEncoder
 from rkvideo import assemble, config as config_mod, llm, pipeline, vision
+from rkvideo.modelfile import ModelFileError
 from rkvideo.pipeline import Kind, Timings, Tokens
 
 JSON_KEYS = ["inputs", "kind", "frames", "prompt", "model", "tokens", "frames_capped_by_budget", "timings",
@@ -125,7 +126,7 @@ def test_a_registration_is_undone_when_its_block_ends(tmp_path):
     assert vision.runtime_for("x.rknn") is real
     with llm.register(".only-here", lambda *a: None):
         assert llm.runtime_for("m.only-here")
-    with pytest.raises(llm.LLMError, match=r"model\.llm must be a \.rkllm"):
+    with pytest.raises(ModelFileError, match=r"model\.llm must be a \.rkllm"):
         llm.runtime_for("m.only-here")
     with pytest.raises(ValueError, match="starts with a dot"):
         vision.register("onnx", vision.pooled(lambda *a: []))

@@ -16,6 +16,7 @@ from doubles import rkllm_stub
 from doubles.fixtures import stub_build  # noqa: F401 (fixture)
 from rkvideo import assemble, config, models
 from rkvideo.llm import Interrupted, LLMError, rkllm
+from rkvideo.modelfile import ModelFileError
 
 # ------------------------------------------------------------------------------------------------
 # Layouts: (field, offset, size) for 1.2.1–1.2.3 and 1.3.0 from docs/board.md, "RKLLM struct layouts".
@@ -374,7 +375,7 @@ def test_failing_return_codes_are_errors(open_stub):
 
 def test_missing_model_file(open_stub, tmp_path, stub_build):
     lib = stub_build("1.3", "1.3.0")
-    with pytest.raises(LLMError, match="nope.rkllm: model file not found"):
+    with pytest.raises(ModelFileError, match=r"nope.rkllm: model file not found \(model.llm\)"):
         rkllm.open_rkllm(str(tmp_path / "nope.rkllm"), make_config(lib), PROFILE)
 
 

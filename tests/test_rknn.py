@@ -11,7 +11,9 @@ import pytest
 from doubles.fake_rknnlite import FakeRKNNLite, write_rknn
 from rkvideo import models, preprocess, vision
 from rkvideo.vision import rknn
+from rkvideo.errors import UsageError
 from rkvideo.media import Frame
+from rkvideo.modelfile import ModelFileError
 
 pytest.importorskip("onnxruntime", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
 pytest.importorskip("onnx", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
@@ -144,11 +146,19 @@ def test_more_workers_than_cores_are_capped(fake, tmp_path, caplog):
 
 
 def test_bad_files(fake, tmp_path):
-    with pytest.raises(vision.VisionError, match="nope.rknn: vision model file not found"):
+    """A file that is wrong is the configuration's fault (a usage error: exit status 2, no restart)."""
+    with pytest.raises(ModelFileError, match=r"nope.rknn: model file not found \(model.vision\)"):
         rknn.open_encoders(str(tmp_path / "nope.rknn"), PROFILE, 1)
     (tmp_path / "junk.rknn").write_bytes(b"\x00not a model")
-    with pytest.raises(vision.VisionError, match=r"junk.rknn: RKNNLite.load_rknn failed \(return code -1\)"):
+    with pytest.raises(ModelFileError, match=r"junk.rknn: RKNNLite.load_rknn failed \(return code -1\)"):
         rknn.open_encoders(str(tmp_path / "junk.rknn"), PROFILE, 1)
+    (tmp_path / "llm.rknn").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
+    with pytest.raises(ModelFileError, match=r"llm.rknn: this is a GGUF file \(an LLM for llama.cpp\)"):
+        rknn.open_encoders(str(tmp_path / "llm.rknn"), PROFILE, 1)
+    (tmp_path / "folder.rknn").mkdir()
+    with pytest.raises(ModelFileError, match=r"folder.rknn: is a folder, not a model file"):
+        rknn.open_encoders(str(tmp_path / "folder.rknn"), PROFILE, 1)
+    assert issubclass(ModelFileError, UsageError)
     assert all(i.released for i in fake.instances)
 
 
@@ -160,7 +170,9 @@ def test_bad_files(fake, tmp_path):
 ])
 def test_shapes_are_checked_against_the_profile_before_any_frame(fake, tmp_path, change, message):
     path, _ = make_encoder(tmp_path)
-    with pytest.raises(vision.VisionError, match=message):
+    # A shape that contradicts the profile is a configuration error; a failed warm-up may be the NPU's.
+    kind = vision.VisionError if "warm-up" in message else ModelFileError
+    with pytest.raises(kind, match=message):
         rknn.open_encoders(str(path), dataclasses.replace(PROFILE, **change), 3)
     assert len(fake.instances) == 3 and all(i.released for i in fake.instances)
     assert all(i.calls == 1 for i in fake.instances)   # the warm-up only

@@ -12,6 +12,7 @@ import pytest
 from doubles.encoders import ScriptedEncoder, failing_on, signature
 from rkvideo import models, preprocess, vision
 from rkvideo.media import Frame, MediaError
+from rkvideo.modelfile import ModelFileError
 
 PROFILE = dataclasses.replace(models.get("qwen2-vl-2b"), input_size=32, tokens_per_image=4, embed_width=3)
 
@@ -179,14 +180,14 @@ def test_no_frames_give_an_empty_result():
 ])
 def test_a_shape_mismatch_names_the_file_and_the_key_before_any_frame(kw, key):
     encoder = ScriptedEncoder("zoo/qwen2_vl_vision.rknn", **kw)
-    with pytest.raises(vision.VisionError) as err:
+    with pytest.raises(ModelFileError) as err:       # the configuration is wrong: exit status 2
         vision.VisionPool([encoder], PROFILE)
     assert "zoo/qwen2_vl_vision.rknn" in str(err.value) and key in str(err.value)
     assert encoder.calls == 0
 
 
 def test_unreadable_output_shape_is_refused():
-    with pytest.raises(vision.VisionError, match="cannot read tokens"):
+    with pytest.raises(ModelFileError, match="cannot read tokens"):
         vision.VisionPool([ScriptedEncoder(shape=[1, 1])], PROFILE)
 
 
@@ -250,7 +251,7 @@ def test_close_releases_every_encoder_once_and_the_pool_refuses_work():
 # ------------------------------------------------------------ open_pool
 
 def test_open_pool_refuses_an_unknown_suffix():
-    with pytest.raises(vision.VisionError, match=r"model\.vision must be a \.rknn .* or an \.onnx"):
+    with pytest.raises(ModelFileError, match=r"model\.vision must be a \.rknn .* or an \.onnx"):
         vision.open_pool("encoder.tflite", PROFILE, 1)
 
 
@@ -278,7 +279,7 @@ def test_open_pool_closes_the_encoders_when_the_shapes_are_wrong(monkeypatch):
         return list(made)
 
     monkeypatch.setattr(rknn, "open_encoders", open_encoders)
-    with pytest.raises(vision.VisionError, match="tokens_per_image"):
+    with pytest.raises(ModelFileError, match="tokens_per_image"):
         vision.open_pool("v.rknn", PROFILE, 2)
     assert [e.closed for e in made] == [1, 1]
 
@@ -376,7 +377,7 @@ def test_onnx_threads_are_split_between_workers(tmp_path, monkeypatch, builders)
 def test_onnx_load_errors_name_the_file(tmp_path, builders):
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(vision.VisionError, match=r"broken\.onnx: cannot load the ONNX model"):
+    with pytest.raises(ModelFileError, match=r"broken\.onnx: cannot load the ONNX model"):
         vision.open_pool(str(bad), TINY, 1)
 
 

@@ -288,10 +288,11 @@ def check_encoder_shapes(host: Host, cfg, profile, vision: Path | None, ready: b
     if not ready:
         return Check("encoder shapes", WARN, "not checked (needs the NPU, its driver, /usr/lib/librknnrt.so and "
                      "rknn-toolkit-lite2)")
+    from .modelfile import ModelFileError
     from .vision import VisionError, rknn
     try:
         encoders = rknn.open_encoders(str(vision), profile, 1)
-    except VisionError as exc:
+    except (VisionError, ModelFileError) as exc:
         return Check("encoder shapes", FAIL, str(exc), "use the encoder that matches model.profile, or override "
                      "the profile in [model]")
     shapes = encoders[0].output_shapes

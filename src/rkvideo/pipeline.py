@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from . import assemble, budget, media, models, preprocess
+from . import assemble, budget, media, modelfile, models, preprocess
 from .config import Config
 from .errors import UsageError
 from .llm import open_llm
@@ -86,12 +86,9 @@ def model_file(config: Config, key: str) -> Path:
         raise SetupError(f"model.{key} is not set{where} (set it to the {_KINDS[key]} file, "
                          f"or run `rkvideo describe --dry-run` to plan without models)")
     path = config.resolve_path(value)
-    try:
-        found = path.is_file()
-    except OSError as exc:      # e.g. a parent folder this user may not read
-        raise SetupError(f"{path}: cannot reach the model file: {exc.strerror} (model.{key}{where})") from None
-    if not found:
-        raise SetupError(f"{path}: model file not found (model.{key}{where})")
+    # Missing, a folder, unreadable: a usage error naming the key and the config file. What is IN the
+    # file is for its runtime to judge (modelfile.check, at load).
+    modelfile.check_file(path, f"model.{key}{where}", f"the {_KINDS[key]} file")
     return path
 
 

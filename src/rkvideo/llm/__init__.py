@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..modelfile import ModelFileError
 from .base import CPU_EXTRA_HINT, LLM, Generation, Interrupted, LLMError, Utf8Stream
 
 __all__ = ["CPU_EXTRA_HINT", "LLM", "Generation", "Interrupted", "LLMError", "Registration", "Runtime",
@@ -71,12 +72,13 @@ def register(suffix: str, opener: Opener) -> Registration:
 
 
 def runtime_for(path) -> Runtime:
-    """The runtime registered for ``path``'s suffix; LLMError names the file types there are."""
+    """The runtime registered for ``path``'s suffix; a ``ModelFileError`` (the configuration is wrong)
+    names the file types there are."""
     suffix = Path(path).suffix.lower()
     try:
         return _RUNTIMES[suffix]
     except KeyError:
-        raise LLMError(f"{path}: unknown LLM file type {suffix or '(no suffix)'!r} "
+        raise ModelFileError(f"{path}: unknown LLM file type {suffix or '(no suffix)'!r} "
                        f"(model.llm must be a .rkllm file for the NPU or a .gguf file for any PC)") from None
 
 

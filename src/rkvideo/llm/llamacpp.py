@@ -30,6 +30,11 @@ flag that is checked between prompt chunks and between generated tokens.
 llama.cpp logs every tensor it loads; rkvideo keeps only its error lines, to
 put the cause into its own one-line errors. ``RKVIDEO_LLAMA_LOG=1`` shows
 the full log on stderr.
+
+A file that is not a GGUF, or one llama.cpp cannot load (truncated, corrupt,
+an architecture it does not know), or whose vocabulary lacks the profile's
+image tags, is a ``ModelFileError`` (the configuration is wrong, exit status
+2); a context that cannot be created or a failed decode is an ``LLMError``.
 """
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import assemble
+from .. import assemble, modelfile
 from .base import CPU_EXTRA_HINT, Generation, Interrupted, LLMError, Utf8Stream
 
 # The ggml_log_level we keep (GGML_LOG_LEVEL_ERROR; llama-cpp-python's own comment
@@ -127,12 +132,13 @@ class LlamaCpp:
         self.settings = config.llm
         self.model = self.ctx = None
         self._stop = False
+        modelfile.check(self.path, "model.llm", gguf=True, need="a GGUF LLM")
         params = L.llama_model_default_params()
         _errors.clear()
-        self.model = L.llama_model_load_from_file(self.path.encode(), params)
+        self.model = L.llama_model_load_from_file(os.fsencode(self.path), params)
         if not self.model:
-            raise LLMError(f"{self.path}: llama.cpp cannot load this GGUF{_last_error()} "
-                           f"(is it a complete GGUF LLM file? model.llm)")
+            raise modelfile.ModelFileError(f"{self.path}: llama.cpp cannot load this GGUF{_last_error()} "
+                                           f"(is it a complete GGUF LLM file? model.llm)")
         try:
             self._open_context()
             self._read_model()
@@ -167,7 +173,7 @@ class LlamaCpp:
                                                                  L.LLAMA_ROPE_TYPE_IMROPE)
         start, end = self.tokenize(self.profile.img_start), self.tokenize(self.profile.img_end)
         if len(start) + len(end) > self.profile.tag_tokens:
-            raise LLMError(
+            raise modelfile.ModelFileError(
                 f"{self.path}: the image tags {self.profile.img_start!r} / {self.profile.img_end!r} are "
                 f"{len(start)} + {len(end)} tokens in this model's vocabulary, profile {self.profile.name} "
                 f"expects {self.profile.tag_tokens} in all (wrong profile for this GGUF, or set "

@@ -38,6 +38,12 @@ calling thread waits: that keeps Ctrl-C and SIGTERM deliverable (a signal
 handler cannot run while the main thread is inside a C call), and the wait
 turns them into ``rkllm_abort``. The handle is destroyed in ``close()``
 whatever happened.
+
+A model file that cannot be an ``.rkllm`` (missing, a folder, empty, a GGUF)
+is refused before the runtime sees it, as a ``ModelFileError`` (exit status
+2). A failed ``rkllm_init`` stays an ``LLMError`` (status 1): its return code
+is the same for a corrupt ``.rkllm`` as for too little memory, and the file
+format has no documented signature to tell them apart (docs/board.md).
 """
 from __future__ import annotations
 
@@ -54,7 +60,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .. import assemble
+from .. import assemble, modelfile
 from .base import Generation, Interrupted, LLMError, Utf8Stream
 
 log = logging.getLogger(__name__)
@@ -357,6 +363,8 @@ class RKLLM:
 
     def __init__(self, path: str, config, profile, npu_vision: bool, library=None, layout: str | None = None):
         self.path = str(path)
+        # The file first: a wrong one is the configuration's fault (exit status 2) wherever the library is.
+        modelfile.check(self.path, "model.llm", gguf=False, need="an RKLLM model (.rkllm)")
         self.profile = profile
         library = Path(library) if library else find_library(config)
         self.library = str(library)
@@ -390,8 +398,6 @@ class RKLLM:
 
     # -- init ---------------------------------------------------------------------------------
     def _init(self, npu_vision: bool) -> None:
-        if not Path(self.path).is_file():
-            raise LLMError(f"{self.path}: model file not found (model.llm)")
         param = self._lib.rkllm_createDefaultParam()
         model = os.fsencode(self.path)
         self._keep.append(model)

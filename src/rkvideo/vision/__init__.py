@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..modelfile import ModelFileError
 from .base import Encoded, Encoder, Vision, VisionError, check_encoder
 from .pool import THREAD_PREFIX, VisionPool
 
@@ -73,12 +74,13 @@ def register(suffix: str, opener: Opener, *, npu: bool = False) -> Registration:
 
 
 def runtime_for(path) -> Runtime:
-    """The runtime registered for ``path``'s suffix; VisionError names the file types there are."""
+    """The runtime registered for ``path``'s suffix; a ``ModelFileError`` (the configuration is wrong)
+    names the file types there are."""
     suffix = Path(path).suffix.lower()
     try:
         return _RUNTIMES[suffix]
     except KeyError:
-        raise VisionError(f"{path}: unknown vision encoder type {suffix or '(no suffix)'!r} "
+        raise ModelFileError(f"{path}: unknown vision encoder type {suffix or '(no suffix)'!r} "
                           f"(model.vision must be a .rknn file for the NPU or an .onnx file for any PC)") from None
 
 

@@ -8,7 +8,9 @@ imports the package that chooses it.
 
 ``check_encoder`` lives here too because it is the one check every runtime
 relies on: a wrong token count or width does not fail later, it produces
-fluent, wrong text.
+fluent, wrong text. What it finds is wrong with the model file or its
+settings, so it raises ``ModelFileError`` (a usage error: a restart cannot
+help), while ``VisionError`` stays for what fails while running.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 from .. import assemble
 from ..errors import RuntimeFailure
 from ..media import Frame
+from ..modelfile import ModelFileError
 
 
 class VisionError(RuntimeFailure):
@@ -60,16 +63,16 @@ class Vision(Protocol):
 
 
 def check_encoder(encoder: Encoder, profile) -> tuple[int, int]:
-    """(T, D) of ``encoder``, checked against ``profile``; VisionError names the key to fix."""
+    """(T, D) of ``encoder``, checked against ``profile``; ModelFileError names the key to fix."""
     shapes = [tuple(s) for s in encoder.output_shapes]
     if not shapes:
-        raise VisionError(f"{encoder.path}: the encoder reports no outputs")
+        raise ModelFileError(f"{encoder.path}: the encoder reports no outputs")
     try:
         pairs = [assemble.token_width(s) for s in shapes]
     except assemble.ShapeError as exc:
-        raise VisionError(f"{encoder.path}: {exc}") from None
+        raise ModelFileError(f"{encoder.path}: {exc}") from None
     if len(set(pairs)) != 1:
-        raise VisionError(f"{encoder.path}: outputs disagree on tokens × width: {shapes}")
+        raise ModelFileError(f"{encoder.path}: outputs disagree on tokens × width: {shapes}")
     tokens, width = pairs[0]
     facts = [
         ("encoder_outputs", len(shapes), profile.encoder_outputs, "outputs"),
@@ -79,7 +82,7 @@ def check_encoder(encoder: Encoder, profile) -> tuple[int, int]:
     ]
     for key, got, want, what in facts:
         if got != want:
-            raise VisionError(
+            raise ModelFileError(
                 f"{encoder.path}: the encoder has {got} {what}, profile {profile.name} says {want} "
                 f"(output shapes {shapes}; set model.{key} = {got} in config.toml if this encoder is right, "
                 f"or use the encoder that matches the profile)")

@@ -18,6 +18,10 @@ W/patch]] (fixed as a constant at ``.rknn`` conversion). With merge size 2 it
 equals [[1, 2·√T, 2·√T]] for a square input, so it is derived from the
 profile's tokens per image. Output shapes of such exports are dynamic; they
 are then read from one probe run on a blank frame at load time.
+
+A file ONNX Runtime cannot parse (corrupt, truncated, a GGUF named ``.onnx``),
+or a graph rkvideo cannot feed, is a ``ModelFileError`` (the configuration is
+wrong, exit status 2); an error of the runtime itself stays a ``VisionError``.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import os
 
 import numpy as np
 
+from .. import modelfile
 from ..llm.base import CPU_EXTRA_HINT
 from .base import VisionError
 
@@ -38,6 +43,12 @@ def _ort():
     return onnxruntime
 
 
+# ONNX Runtime's exception classes for a file it cannot read or a graph it cannot run, by name (they
+# live in its pybind module): the model file is wrong. Others (Fail, RuntimeException…) are runtime failures.
+FILE_ERRORS = {"InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoSuchFile", "NoModel", "NotImplemented"}
+NEED = "an ONNX vision encoder"
+
+
 def _static(dims) -> bool:
     return all(isinstance(d, int) and d > 0 for d in dims)
 
@@ -48,6 +59,7 @@ class OnnxEncoder:
     def __init__(self, path: str, profile, threads: int = 0, known_shapes: list | None = None):
         ort = _ort()
         self.path = str(path)
+        modelfile.check(self.path, "model.vision", gguf=False, need=NEED)
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(0, int(threads))
         options.inter_op_num_threads = 1
@@ -56,7 +68,9 @@ class OnnxEncoder:
             self.session = ort.InferenceSession(self.path, sess_options=options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise VisionError(f"{self.path}: cannot load the ONNX model: {_first_line(exc)}") from None
+            kind = modelfile.ModelFileError if type(exc).__name__ in FILE_ERRORS else VisionError
+            raise kind(f"{self.path}: cannot load the ONNX model: {_first_line(exc)} (is it a complete ONNX "
+                       f"vision encoder? model.vision)") from None
         self._read_inputs(profile)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_shapes = [list(o.shape) for o in self.session.get_outputs()]
@@ -70,7 +84,7 @@ class OnnxEncoder:
         inputs = self.session.get_inputs()
         image = [i for i in inputs if len(i.shape) == 4]
         if len(image) != 1:
-            raise VisionError(f"{self.path}: expected one image input [1,3,H,W] or [1,H,W,3], "
+            raise modelfile.ModelFileError(f"{self.path}: expected one image input [1,3,H,W] or [1,H,W,3], "
                               f"found inputs {[(i.name, i.shape) for i in inputs]}")
         image = image[0]
         self.input_name = image.name
@@ -82,11 +96,11 @@ class OnnxEncoder:
             self.normalize, layout = "host", "nchw"
             dims = image.shape[2:4]
         else:
-            raise VisionError(f"{self.path}: image input {image.name!r} is {image.type}; "
+            raise modelfile.ModelFileError(f"{self.path}: image input {image.name!r} is {image.type}; "
                               f"expected float32 NCHW or uint8 NHWC")
         sides = {d for d in dims if isinstance(d, int) and d > 0}
         if len(sides) > 1:
-            raise VisionError(f"{self.path}: input {image.name!r} is not square ({image.shape}); "
+            raise modelfile.ModelFileError(f"{self.path}: input {image.name!r} is not square ({image.shape}); "
                               f"rkvideo letterboxes frames to a square")
         # Dynamic height/width (Rockchip's Qwen exports): the profile's size is used.
         self.input_size = sides.pop() if sides else profile.input_size
@@ -100,7 +114,7 @@ class OnnxEncoder:
             if "grid" in extra.name.lower() and extra.type == "tensor(int64)":
                 self.extra[extra.name] = _grid_thw(self.path, profile)
             else:
-                raise VisionError(f"{self.path}: unsupported extra input {extra.name!r} {extra.type} "
+                raise modelfile.ModelFileError(f"{self.path}: unsupported extra input {extra.name!r} {extra.type} "
                                   f"{extra.shape} (rkvideo feeds one image input and an optional grid_thw)")
 
     def run(self, tensor: np.ndarray) -> list:
@@ -117,7 +131,7 @@ class OnnxEncoder:
 def _grid_thw(path: str, profile) -> np.ndarray:
     side = math.isqrt(profile.tokens_per_image)
     if side * side != profile.tokens_per_image:
-        raise VisionError(f"{path}: grid_thw needs a square token grid, but model.tokens_per_image is "
+        raise modelfile.ModelFileError(f"{path}: grid_thw needs a square token grid, but model.tokens_per_image is "
                           f"{profile.tokens_per_image}")
     # Qwen's merge size is 2: the patch grid is twice the token grid on each side.
     return np.array([[1, 2 * side, 2 * side]], dtype=np.int64)

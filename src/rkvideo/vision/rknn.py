@@ -12,8 +12,10 @@ instead of failing the whole load.
 
 RKNNLite reports errors only as return values (``load_rknn``/``init_runtime``
 return −1, ``inference`` returns None) and logs the reason itself (docs/board.md,
-"Vision encoder (RKNNLite)"); every one is checked here and turned into a VisionError naming
-the file and the core.
+"Vision encoder (RKNNLite)"); every one is checked here and turned into an error naming
+the file and the core: a file ``load_rknn`` refuses is a ``ModelFileError`` (the configuration is
+wrong, exit status 2), an ``init_runtime`` or inference failure a ``VisionError`` (it may pass:
+no NPU memory left, a runtime library too old).
 
 RKNNLite has no query API for tensor shapes (``rknn_lite.py`` exposes none),
 so the input size comes from the profile and one warm-up inference on a grey
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import preprocess
+from .. import modelfile, preprocess
 from .base import VisionError, check_encoder
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,8 @@ class RKNNEncoder:
         rc = self._rknn.load_rknn(self.path)
         if rc != 0:
             self.close()
-            raise VisionError(f"{self.path}: RKNNLite.load_rknn failed (return code {rc}): the file is missing, "
-                              f"unreadable or not an .rknn model")
+            raise modelfile.ModelFileError(f"{self.path}: RKNNLite.load_rknn failed (return code {rc}): the file "
+                                           f"is damaged or not an .rknn model (model.vision)")
         rc = self._rknn.init_runtime(core_mask=MASKS[core])
         if rc != 0:
             self.close()
@@ -153,8 +155,7 @@ def open_encoders(path: str, profile, workers: int) -> list:
     """Up to ``workers`` (≤ 3) RKNNLite instances of ``path``, one per NPU core, checked against ``profile``."""
     rknn_class = _load_class()
     file = Path(path)
-    if not file.is_file():
-        raise VisionError(f"{path}: vision model file not found (model.vision)")
+    modelfile.check(path, "model.vision", gguf=False, need="an RKNN vision encoder (.rknn)")
     wanted = _plan_workers(file, workers)
     encoders: list = []
     try:
