@@ -12,9 +12,18 @@ runtime only renders it.
 Placeholder rules differ by runtime: RKLLM 1.2.x accepts ONE ``<image>`` for
 all frames (``SINGLE``); RKLLM 1.3.0 and llama.cpp take one per image
 (``PER_IMAGE``), which lets each frame carry its own timestamp.
+
+The text pieces of the user turn (the question, the timestamps) are plain
+text, never markup: a question containing ``<|im_end|>`` must not close the
+user turn, and one containing ``<image>`` must not become a placeholder.
+llama.cpp tokenizes them with special tokens off. RKLLM takes one prompt
+string and parses it itself, with no switch to turn that off, so for it
+``inert`` breaks every tag-like ``<`` with an invisible WORD JOINER (U+2060).
+The budget counts the text in that form, which is an upper bound for both.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +35,16 @@ from .models import Profile
 PER_IMAGE = "per_image"
 SINGLE = "single"
 PLACEHOLDER = "<image>"
+# Put after a "<" that starts something tag-like ("<|", "</", "<image"): no special token or tag of any
+# supported family then matches, and the text reads the same (U+2060 WORD JOINER is invisible).
+WORD_JOINER = "\u2060"
+_TAG_START = re.compile(r"<(?=[|/A-Za-z_])")
+
+
+def inert(text: str) -> str:
+    """``text`` with every tag-like ``<`` broken by a word joiner, for a runtime that parses its prompt
+    string for special tokens and image placeholders (RKLLM)."""
+    return _TAG_START.sub("<" + WORD_JOINER, text)
 
 
 class ShapeError(UsageError):
@@ -65,9 +84,10 @@ class Request:
     def vision_tokens(self) -> int:
         return self.n_images * (self.tokens_per_image + self.profile.tag_tokens)
 
-    def user_text(self, placeholder: str = PLACEHOLDER) -> str:
-        """The user turn with one ``placeholder`` per image group."""
-        return "".join(p if isinstance(p, str) else placeholder for p in self.parts)
+    def user_text(self, placeholder: str = PLACEHOLDER, text=None) -> str:
+        """The user turn with one ``placeholder`` per image group; ``text`` (e.g. ``inert``) is applied
+        to the text pieces, not to the placeholders."""
+        return "".join((text(p) if text else p) if isinstance(p, str) else placeholder for p in self.parts)
 
     def frame_rows(self, group: Images) -> np.ndarray:
         """The embedding rows of one image group, (count·T, E)."""
@@ -133,7 +153,7 @@ def build(profile: Profile, prompt: str, embeddings: np.ndarray, stamps=None, *,
     if stamps and len(stamps) != emb.shape[0]:
         raise ShapeError(f"{len(stamps)} timestamps for {emb.shape[0]} frames")
     parts = user_parts(profile, prompt, stamps, emb.shape[0], rule)
-    texts = [p for p in parts if isinstance(p, str)]
+    texts = [inert(p) for p in parts if isinstance(p, str)]
     chat = profile.chat
     prompt_tokens = estimate_tokens(chat.system, chat.prefix, chat.postfix, *texts)
     request = Request(profile=profile, parts=parts, embeddings=emb, stamps=stamps,

@@ -149,7 +149,8 @@ class Describer:
 
     def plan(self, prompt: str, frames: int, max_new_tokens: int, kind: Kind) -> budget.Plan:
         chat = self.profile.chat
-        prompt_tokens = budget.estimate_tokens(chat.system, chat.prefix, chat.postfix, prompt)
+        # The question as plain text, in the form the runtime that makes it longest is given (see assemble).
+        prompt_tokens = budget.estimate_tokens(chat.system, chat.prefix, chat.postfix, assemble.inert(prompt))
         # Worst case per frame: its stamp text (long timestamps) and the line break.
         stamp = self.profile.stamp(999, 99999.9) if Kind(kind) is Kind.VIDEO else "Image 999: "
         frame_tokens = self.profile.frame_tokens() + budget.estimate_tokens(stamp, "\n")

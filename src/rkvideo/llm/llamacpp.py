@@ -11,7 +11,9 @@ How one request is fed (``Request`` from ``assemble``):
 
 * the chat template pieces of the profile around the user turn, tokenized by
   the model's own tokenizer with special tokens parsed (so the tags are the
-  model's special ids);
+  model's special ids); the text of the user turn (question, timestamps) is
+  tokenized with special tokens OFF, so ``<|im_end|>`` typed into a question
+  stays text and cannot close the turn;
 * per image: the start-tag tokens, the frame's T embedding rows, the end-tag
   tokens;
 * positions: one per token for ordinary models. Qwen2-VL-family models
@@ -39,6 +41,7 @@ image tags, is a ``ModelFileError`` (the configuration is wrong, exit status
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 import os
 import time
@@ -187,15 +190,16 @@ class LlamaCpp:
 
     # ------------------------------------------------------------ tokens
 
-    def tokenize(self, text: str, first: bool = False) -> list:
-        """Token ids of ``text``, special tokens parsed; BOS only if ``first`` and the model wants one."""
+    def tokenize(self, text: str, first: bool = False, special: bool = True) -> list:
+        """Token ids of ``text``; special tokens parsed when ``special`` (template pieces and tags), not
+        for plain text (what the user wrote); BOS only if ``first`` and the model wants one."""
         if not text:
             return []
         data = text.encode("utf-8")
         room = len(data) + 8
         for _ in range(2):
             ids = (self.L.llama_token * room)()
-            n = self.L.llama_tokenize(self.vocab, data, len(data), ids, room, first, True)
+            n = self.L.llama_tokenize(self.vocab, data, len(data), ids, room, first, special)
             if n >= 0:
                 return list(ids[:n])
             room = -n
@@ -210,30 +214,38 @@ class LlamaCpp:
         return buf.raw[:max(n, 0)]
 
     def segments(self, request) -> list:
-        """The whole prompt in order: ("tokens", ids) and ("image", rows) items."""
+        """The whole prompt in order: ("tokens", ids) and ("image", rows) items. Template pieces and
+        tags are markup (special tokens parsed); the request's text pieces are plain text."""
         chat = self.profile.chat
         start, end = self.profile.img_start, self.profile.img_end
-        texts, items = [chat.system + chat.prefix], []
+        pieces, items = [(chat.system + chat.prefix, True)], []
         for part in request.parts:
             if isinstance(part, str):
-                texts.append(part)
+                pieces.append((part, False))
                 continue
             for k in range(part.first, part.first + part.count):
-                texts.append(start)
-                items.append(("tokens", "".join(texts)))
+                pieces.append((start, True))
+                items.append(("tokens", pieces))
                 items.append(("image", request.embeddings[k]))
-                texts = [end]
-        texts.append(chat.postfix)
-        items.append(("tokens", "".join(texts)))
+                pieces = [(end, True)]
+        pieces.append((chat.postfix, True))
+        items.append(("tokens", pieces))
         out, first = [], True
         for kind, value in items:
             if kind == "tokens":
-                value = self.tokenize(value, first)
+                value = self._tokens(value, first)
                 first = False
                 if not value:
                     continue
             out.append((kind, value))
         return out
+
+    def _tokens(self, pieces: list, first: bool) -> list:
+        """Token ids of (text, special) pieces in order, neighbours of one kind tokenized together."""
+        ids: list = []
+        for special, group in itertools.groupby(pieces, key=lambda piece: piece[1]):
+            ids += self.tokenize("".join(text for text, _ in group), first and not ids, special)
+        return ids
 
     # ----------------------------------------------------------- decoding
 

@@ -471,7 +471,8 @@ class RKLLM:
         return emb
 
     def _generate(self, request, on_text) -> Generation:
-        prompt = request.user_text(assemble.PLACEHOLDER)
+        # The runtime parses this string for special tokens and <image>: the user's text goes in inert.
+        prompt = request.user_text(assemble.PLACEHOLDER, text=assemble.inert)
         emb = self._check(request, prompt)
         limit = int(request.max_new_tokens)
         # 1.2.x fixes max_new_tokens at init and stops there by itself (FINISH, with perf). Only a
