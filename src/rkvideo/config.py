@@ -96,6 +96,9 @@ class DescribeConfig:
     image_prompt: str = "Describe these images."
     # "fast" (keyframes when close enough) or "exact" (first frame at or after each target).
     seek: str = "fast"
+    # Photos that would decode larger are refused before decoding. PNG, BMP, WebP and TIFF decode at full
+    # size (about 6 bytes a pixel at the peak); a JPEG counts at the reduced size it is decoded at.
+    max_image_megapixels: float = 50.0
 
 
 @dataclass
@@ -156,7 +159,7 @@ CHOICES = {
     ("describe", "seek"): ("fast", "exact"),
 }
 POSITIVE = {("vision", "workers"), ("vision", "queue_size"), ("llm", "max_new_tokens"),
-            ("describe", "frames"), ("watch", "max_attempts")}
+            ("describe", "frames"), ("watch", "max_attempts"), ("describe", "max_image_megapixels")}
 SIDECARS = ("txt", "json", "vtt")
 # The largest integer setting: the runtimes take them as 32-bit C ints.
 INT_MAX = 2**31 - 1

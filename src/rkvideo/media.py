@@ -36,6 +36,13 @@ target needs:
 Problems with a file raise ``MediaError`` with one line, "<file>: <what is
 wrong> (<what to do>)". Problems that still leave usable frames (a short
 clip, a cut-off file) become human-readable notes instead.
+
+Photos are sized from their header before they are decoded (``imagesize``).
+A JPEG is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg itself when that
+still leaves the encoder's input side (``side``), so a large photo costs a
+fraction of the memory and time; PNG, BMP, WebP and TIFF decode at full size
+(a 20000×20000 PNG of 1 MB is 1.2 GB decoded, 2.4 GB at the peak). An image
+whose decoded size would exceed ``max_pixels`` is refused before decoding.
 """
 from __future__ import annotations
 
@@ -52,6 +59,7 @@ import av
 import cv2
 import numpy as np
 
+from . import imagesize
 from .errors import UsageError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".ts")
@@ -580,21 +588,53 @@ def _sample(path: str, n: int, mode: str, notes: list) -> Iterator[Frame]:
         notes.extend(_notes(path, line, cursor, n, count, missed))
 
 
-def load_images(paths: Iterable[str]) -> Iterator[Frame]:
-    """Yield each image as an upright RGB Frame (EXIF orientation applied)."""
+# The largest decoded photo by default (describe.max_image_megapixels): 50 megapixels. A PNG decodes at
+# full size and peaks near 6 bytes a pixel (grey → BGR → RGB), about 300 MB at the limit; a JPEG counts
+# at the reduced size it is decoded at.
+MAX_PIXELS = 50_000_000
+# cv2's reduced JPEG decodes, largest reduction first.
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def load_images(paths: Iterable[str], *, side: int = 0, max_pixels: int = MAX_PIXELS) -> Iterator[Frame]:
+    """Yield each image as an upright RGB Frame (EXIF orientation applied). ``side``: the smallest
+    longer side that is still enough (the encoder's input), which lets a large JPEG decode at reduced
+    size; ``max_pixels``: larger images are refused before they are decoded."""
     for index, path in enumerate(paths):
-        yield Frame(image=_read_image(str(path)), index=index, pts=None, seconds=0.0, source=str(path))
+        yield Frame(image=_read_image(str(path), side, max_pixels), index=index, pts=None, seconds=0.0,
+                    source=str(path))
 
 
-def _read_image(path: str) -> np.ndarray:
+def _read_image(path: str, side: int = 0, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     _check_file(path)
     try:
-        data = np.fromfile(path, np.uint8)
+        header = imagesize.size(path)
+        data = np.fromfile(path, np.uint8) if header else None
     except OSError as exc:
         raise _fail(path, f"cannot be read: {exc.strerror}", "check the file and its permissions") from None
-    # IMREAD_COLOR turns the picture by its EXIF orientation and makes grey
+    if header is None:
+        raise _fail(path, "not a readable image", "the file is damaged or not a JPEG, PNG, BMP, WebP or TIFF "
+                    "image; open it in a viewer to check")
+    kind, width, height = header
+    factor, flags = _decode_flags(kind, max(width, height), side)
+    if (width // factor) * (height // factor) > max_pixels:
+        scaled = f" even at 1/{factor} size" if factor > 1 else ""
+        raise _fail(path, f"the image is {width}×{height} ({width * height / 1e6:.0f} megapixels{scaled}), more "
+                    f"than describe.max_image_megapixels = {max_pixels / 1e6:g}",
+                    "scale it down first, or raise describe.max_image_megapixels")
+    # IMREAD_COLOR (and its reduced forms) turns the picture by its EXIF orientation and makes grey
     # or transparent images 3-channel.
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(data, flags)
     if image is None:
         raise _fail(path, "not a readable image", "the file is damaged or not an image; open it in a viewer to check")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)      # in place: no second full-size copy
+
+
+def _decode_flags(kind: str, longest: int, side: int) -> tuple[int, int]:
+    """(factor, cv2 flags): the largest reduced JPEG decode that keeps the longer side at ``side`` or
+    more; full size (factor 1) otherwise."""
+    if kind == imagesize.JPEG and side > 0:
+        for factor, flag in _REDUCED:
+            if longest // factor >= side:
+                return factor, flag
+    return 1, cv2.IMREAD_COLOR

@@ -178,7 +178,8 @@ class Describer:
         """Describe a set of still images as one request (as many as the budget allows, in order)."""
         prompt = prompt or self.config.describe.image_prompt
         plan = self._plan(prompt, len(paths), max_new_tokens, Kind.IMAGES, on_plan)
-        stream = media.load_images([str(p) for p in paths[:plan.frames]])
+        stream = media.load_images([str(p) for p in paths[:plan.frames]], side=self.profile.input_size,
+                                   max_pixels=int(self.config.describe.max_image_megapixels * 1e6))
         return self._describe(Kind.IMAGES, paths, stream, prompt, plan, [], on_text, on_frame)
 
     def _plan(self, prompt: str, wanted: int, max_new_tokens: int | None, kind: Kind, on_plan) -> budget.Plan:
