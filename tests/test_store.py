@@ -293,6 +293,54 @@ def test_search_ranks_and_marks_the_word(db):
         db.search('"unbalanced', raw=True)
 
 
+CJK = {"/cam/a.mp4": "一辆红色的汽车停在门口。", "/cam/b.mp4": "有人在院子里走动，汽车开走了。又一辆汽车。",
+       "/cam/c.mp4": "The red car stops at the gate.", "/cam/d.mp4": "ゴミ収集車が来た。",
+       "/cam/e.mp4": "รถสีแดงจอดอยู่หน้าบ้าน"}
+
+
+def describe_all(s, texts: dict) -> None:
+    for path, text in texts.items():
+        s.put(path, Status.QUEUED, size=1, mtime=1.0, digest=path)
+        s.finish(s.claim("board-1"), result(text, path=path))
+
+
+def test_a_word_inside_a_run_of_text_without_spaces_is_found(db):
+    """unicode61 keeps a run of Chinese, Japanese or Thai as one word; such words are found as substrings."""
+    describe_all(db, CJK)
+
+    def paths(query):
+        return [h["path"] for h in db.search(query)]
+
+    assert sorted(paths("汽车")) == ["/cam/a.mp4", "/cam/b.mp4"]           # two characters: checked by instr
+    [hit] = db.search("院子里")                                               # three: found by the trigram index
+    assert hit["path"] == "/cam/b.mp4" and "[院子里]" in hit["snippet"]
+    assert paths("汽车 门口") == ["/cam/a.mp4"]                               # every word must occur
+    assert paths("収集車") == ["/cam/d.mp4"] and paths("สีแดง") == ["/cam/e.mp4"]
+    assert paths("汽车 gate") == [] and paths("红色 REd") == []
+    assert paths("红色的汽车 一辆") == ["/cam/a.mp4"]
+    # Words in spaced scripts keep unicode61 words and ranking.
+    assert paths("red car") == ["/cam/c.mp4"] and paths("ar") == []
+
+
+def test_the_trigram_index_is_built_from_the_rows_stored_before_it(tmp_path):
+    path = tmp_path / "rkvideo.db"
+    with store.open_store(path) as s:
+        describe_all(s, CJK)
+    # The database as the rkvideo before this step left it: no trigram index, the step not applied.
+    conn = sqlite3.connect(path, isolation_level=None)
+    for trigger in ("ai", "ad", "au"):
+        conn.execute(f"DROP TRIGGER descriptions_fts_trigram_{trigger}")
+    conn.execute("DROP TABLE descriptions_fts_trigram")
+    conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0101-i9-descriptions-trigram'")
+    conn.close()
+    with store.open_store(path) as s:
+        assert [h["path"] for h in s.search("院子里")] == ["/cam/b.mp4"]
+    assert sql(path, "SELECT rowid FROM descriptions_fts_trigram WHERE descriptions_fts_trigram MATCH '院子里'") \
+        == [(2,)]
+    assert sql(path, "SELECT count(*) FROM descriptions_fts_trigram WHERE descriptions_fts_trigram MATCH 'red'") \
+        == [(1,)]
+
+
 def test_move_folder_moves_only_that_folder(db):
     db.put("/cam/day/a.mp4", Status.QUEUED)
     db.put("/cam/day2/b.mp4", Status.QUEUED)
@@ -424,9 +472,12 @@ def test_a_database_made_before_migrations_opens_keeps_its_rows_and_gains_the_ne
     assert after[0] == before[0] + (None, None, None)         # old columns unchanged, new ones last
     assert sql(path, "SELECT version FROM schema_version") == [(1,)]     # older rkvideo still opens it
     applied = [name for (name,) in sql(path, "SELECT name FROM _sqlite_migrations ORDER BY id")]
-    assert len(applied) == 2 and applied[0].startswith("0001") and applied[1].startswith("0002")
+    store.open_store(tmp_path / "new.db").close()
+    steps = [name for (name,) in sql(tmp_path / "new.db", "SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert applied == steps and len(steps) >= 2 and steps[0].startswith("0001") and steps[1].startswith("0002")
+    assert "0101-i9-descriptions-trigram" in steps
     store.open_store(path).close()                            # opening again applies nothing
-    assert len(sql(path, "SELECT name FROM _sqlite_migrations")) == 2
+    assert len(sql(path, "SELECT name FROM _sqlite_migrations")) == len(steps)
     assert sql(path, "SELECT count(*) FROM schema_version") == [(1,)]
 
 

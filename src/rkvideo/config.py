@@ -161,6 +161,7 @@ CHOICES = {
 POSITIVE = {("vision", "workers"), ("vision", "queue_size"), ("llm", "max_new_tokens"),
             ("describe", "frames"), ("watch", "max_attempts"), ("describe", "max_image_megapixels")}
 SIDECARS = ("txt", "json", "vtt")
+NOT_EMPTY = {("describe", "prompt"), ("describe", "image_prompt")}
 # The largest integer setting: the runtimes take them as 32-bit C ints.
 INT_MAX = 2**31 - 1
 
@@ -258,6 +259,8 @@ def _check(section: str, key: str, value, hint, where: str):
         raise ConfigError(f"{where}: {name} must be at least 1, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
         raise ConfigError(f"{where}: {name} must not be negative, got {value!r}")
+    if (section, key) in NOT_EMPTY and not value.strip():
+        raise ConfigError(f"{where}: {name} must not be empty (it is the question the model is asked)")
     if hint is list and not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{where}: {name} must be a list of strings")
     if (section, key) == ("output", "sidecars"):

@@ -313,7 +313,7 @@ class _Cursor:
         self.pending = None        # decoded, not consumed
         self.prev = None           # last consumed frame since the last seek
         self.error: tuple[int | None, str] | None = None   # first failure: (pts before it, message)
-        self.damaged = 0           # packets the decoder rejected
+        self.rejected: set = set()  # packets the decoder rejected, each once however often it is decoded
         self.lead = 0              # how far back seeks had to go to land early enough
 
     def seek(self, ts: int) -> None:
@@ -341,10 +341,16 @@ class _Cursor:
             try:
                 frames = packet.decode()     # the last, empty packet flushes
             except av.FFmpegError as exc:
-                self.damaged += 1
+                # Seeks decode a GOP again: a packet counts once, by where it lies in the file.
+                self.rejected.add((packet.pos, packet.dts, packet.pts))
                 self._failed(exc)
                 continue
             yield from (f for f in frames if f.pts is not None)
+
+    @property
+    def damaged(self) -> int:
+        """How many distinct packets the decoder rejected (never more than the file has)."""
+        return len(self.rejected)
 
     def _failed(self, exc) -> None:
         # Frame-threaded decoders drop broken pictures without a word, so this

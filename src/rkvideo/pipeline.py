@@ -178,9 +178,12 @@ class Describer:
         """Describe a set of still images as one request (as many as the budget allows, in order)."""
         prompt = prompt or self.config.describe.image_prompt
         plan = self._plan(prompt, len(paths), max_new_tokens, Kind.IMAGES, on_plan)
+        dropped = [str(p) for p in paths[plan.frames:]]
+        notes = [f"{len(dropped)} of {len(paths)} images left out, the {plan.max_context}-token context holds "
+                 f"{plan.frames}: {', '.join(dropped)}"] if dropped else []
         stream = media.load_images([str(p) for p in paths[:plan.frames]], side=self.profile.input_size,
                                    max_pixels=int(self.config.describe.max_image_megapixels * 1e6))
-        return self._describe(Kind.IMAGES, paths, stream, prompt, plan, [], on_text, on_frame)
+        return self._describe(Kind.IMAGES, paths, stream, prompt, plan, notes, on_text, on_frame)
 
     def _plan(self, prompt: str, wanted: int, max_new_tokens: int | None, kind: Kind, on_plan) -> budget.Plan:
         plan = self.plan(prompt, wanted, max_new_tokens or self.config.llm.max_new_tokens, kind)
@@ -190,7 +193,7 @@ class Describer:
 
     def _describe(self, kind: Kind, inputs: list, stream: Iterable[media.Frame], prompt: str, plan: budget.Plan,
                   notes: list, on_text, on_frame) -> Result:
-        if plan.capped:
+        if plan.capped and kind is Kind.VIDEO:      # images: describe_images names those left out
             notes.append(f"{plan.requested} frames requested, {plan.frames} fit the "
                          f"{plan.max_context}-token context")
         if self.dry_run:

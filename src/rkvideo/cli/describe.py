@@ -61,6 +61,9 @@ def command(inputs, frames, prompt, max_new_tokens, seek, each, dry_run, as_json
         raise errors.UsageError(f"--frames must be at least 1, got {frames}")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise errors.UsageError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if prompt is not None and not prompt.strip():
+        raise errors.UsageError("--prompt is empty: give the question, or leave --prompt out to ask "
+                                "describe.prompt (describe.image_prompt for images)")
     kinds = sidecar_kinds(sidecar_list)
     requests = plan_requests(inputs, each)
     if kinds and any(len(paths) > 1 for _, paths in requests):

@@ -131,6 +131,9 @@ def search_command(query, limit, raw, as_json, db, config):
     appear; matches are shown in [brackets] in a snippet. Exit status 1 when nothing matches."""
     if limit < 1:
         raise errors.UsageError(f"--limit must be at least 1, got {limit}")
+    if not raw and not store.search_words(query):
+        raise errors.UsageError(f"search {query!r}: no word to search for (give at least one word of letters or "
+                                f"digits)")
     jobs = open_db(db, config)
     try:
         hits = jobs.search(query, min(limit, SQLITE_MAX_INT), raw=raw)      # a huge limit means "all"

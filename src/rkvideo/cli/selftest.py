@@ -6,6 +6,8 @@ is nothing to report, only the one line that says what to install.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .. import errors, selftest
@@ -30,6 +32,8 @@ def command(workdir, as_json):
     config.toml for them, generate a clip and two images, and describe them through the real pipeline:
     frame sampling, ONNX Runtime, the assembler and llama.cpp. Prints PASS or FAIL with per-stage
     timings. Nothing is downloaded. The generated text is meaningless by design: the weights are random."""
+    if workdir:
+        make_workdir(workdir)
     with stage_messages():
         report = selftest.check(workdir)
     if as_json:
@@ -37,3 +41,16 @@ def command(workdir, as_json):
     else:
         print(terminal.selftest(report, workdir, selftest.STAGES))
     return errors.EXIT_OK if report["pass"] else errors.EXIT_RUNTIME
+
+
+def make_workdir(workdir: str) -> None:
+    """``--workdir``: a folder, made if missing; a file there, or a folder that cannot be made, is a
+    usage error naming it (the self-test would only report it as a FAIL)."""
+    path = Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise errors.UsageError(f"--workdir {workdir}: is a file, not a folder (give a folder to keep the "
+                                f"self-test's files in, or a name that does not exist yet)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.UsageError(f"--workdir {workdir}: cannot make the folder: {exc.strerror}") from None

@@ -13,10 +13,11 @@ import re
 from .base import (COLUMNS, SCHEMA_VERSION, Job, JobStore, Status, StoreError, StoreUnavailable, db_text, later,
                    now, same_content, timings_text, valid_name)
 from .fingerprints import BLOCK, PROBE, PROBES, fingerprint
+from .search import words as search_words
 
 __all__ = ["COLUMNS", "SCHEMA_VERSION", "Job", "JobStore", "Status", "StoreError", "StoreUnavailable", "db_text",
-           "later", "now",
-           "same_content", "timings_text", "valid_name", "BLOCK", "PROBE", "PROBES", "fingerprint", "open_store"]
+           "later", "now", "same_content", "timings_text", "valid_name", "BLOCK", "PROBE", "PROBES", "fingerprint",
+           "open_store", "search_words"]
 
 
 def open_store(target: str | os.PathLike, *, create: bool = True, readonly: bool = False) -> JobStore:

@@ -24,6 +24,8 @@ root. That keeps a downgrade possible.
 """
 from __future__ import annotations
 
+import sqlite3
+
 from sqlite_utils.migrations import Migrations
 
 from .base import SCHEMA_VERSION
@@ -76,6 +78,31 @@ def job_root_relpath_worker(db) -> None:
                "CASE WHEN substr(path, 1, length(root) + 1) = root || '/' "
                "THEN substr(path, length(root) + 2) END) VIRTUAL")
     db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
+
+
+@MIGRATIONS(name="0101-i9-descriptions-trigram")
+def descriptions_trigram(db) -> None:
+    """A trigram index over ``descriptions.text`` (``descriptions_fts_trigram``), kept up to date by
+    triggers and built here from the rows already stored: it lets search find a word inside a run of
+    Chinese, Japanese or Thai text, which the unicode61 index keeps as one word (store/search.py).
+    The unicode61 index and its ranking stay as they are. SQLite before 3.34 has no trigram
+    tokenizer: then nothing is made, and such searches scan the text."""
+    table = "descriptions_fts_trigram"
+    try:
+        db.execute(f"CREATE VIRTUAL TABLE {table} USING fts5(text, content='descriptions', content_rowid='id', "
+                   f"tokenize='trigram')")
+    except sqlite3.OperationalError as exc:
+        if "tokenizer" in str(exc):
+            return
+        raise
+    db.execute(f"CREATE TRIGGER {table}_ai AFTER INSERT ON descriptions BEGIN "
+               f"INSERT INTO {table} (rowid, text) VALUES (new.id, new.text); END")
+    db.execute(f"CREATE TRIGGER {table}_ad AFTER DELETE ON descriptions BEGIN "
+               f"INSERT INTO {table} ({table}, rowid, text) VALUES ('delete', old.id, old.text); END")
+    db.execute(f"CREATE TRIGGER {table}_au AFTER UPDATE ON descriptions BEGIN "
+               f"INSERT INTO {table} ({table}, rowid, text) VALUES ('delete', old.id, old.text); "
+               f"INSERT INTO {table} (rowid, text) VALUES (new.id, new.text); END")
+    db.execute(f"INSERT INTO {table} ({table}) VALUES ('rebuild')")
 
 
 def version(db) -> int | None:

@@ -48,7 +48,7 @@ from urllib.parse import quote
 
 import sqlite_utils
 
-from . import migrations
+from . import migrations, search
 from .base import Job, Status, StoreError, StoreUnavailable, db_text, later, now, same_content, valid_name
 from .fingerprints import fingerprint
 
@@ -289,17 +289,30 @@ class SqliteStore:
         """Descriptions matching ``query``, best first (FTS5 bm25), each with a snippet.
 
         Words are quoted unless ``raw`` (then FTS5 syntax applies: AND, OR, NOT, "phrases", prefix*).
+        A word in a script written without spaces (Chinese, Japanese, Thai…) is found inside longer
+        runs of text (``search``); a query with no word matches nothing.
         """
-        match = query if raw else self.db.quote_fts(query)
-        sql = ("SELECT d.id, d.job_id, coalesce(j.path, d.path) AS path, d.model, d.prompt, d.created_at, "
-               "snippet(descriptions_fts, 0, '[', ']', '…', 16) AS snippet, descriptions_fts.rank AS rank "
-               "FROM descriptions_fts JOIN descriptions d ON d.id = descriptions_fts.rowid "
-               "LEFT JOIN jobs j ON j.id = d.job_id "
-               "WHERE descriptions_fts MATCH ? ORDER BY descriptions_fts.rank LIMIT ?")
+        if raw:
+            sql, params = search.words_sql(query, limit)
+        else:
+            terms = search.words(query)
+            if not terms:
+                return []
+            if search.by_substring(terms):
+                return self._substring_search(terms, limit)
+            sql, params = search.words_sql(search.fts_match(terms), limit)
         try:
-            return list(self.db.query(sql, [match, limit]))
+            return list(self.db.query(sql, params))
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"search {query!r}: {exc} (check the FTS5 query syntax, or drop --raw)") from None
+            fix = "check the FTS5 query syntax, or drop --raw" if raw else "a bug: please report it"
+            raise StoreError(f"search {query!r}: {exc} ({fix})") from None
+
+    def _substring_search(self, terms: list, limit: int) -> list[dict]:
+        sql, params = search.substring_sql(terms, limit, self.db[search.TRIGRAM_TABLE].exists())
+        hits = self._rows(sql, params)
+        for hit in hits:
+            hit["snippet"] = search.snippet(hit.pop("text"), terms)
+        return hits
 
     # ------------------------------------------------------ queue writes
 
