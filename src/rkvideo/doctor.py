@@ -367,16 +367,12 @@ PINNED = "userspace"
 FIX_FREQ = "or run Rockchip's scripts/fix_freq_rk3588.sh from airockchip/rknn-llm as root"
 
 
-def _khz(path: Path) -> int | None:
+def _number(path: Path) -> int | None:
+    """The first number in a sysfs file (kHz for cpufreq, Hz for devfreq); None when unreadable."""
     try:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _top(values: list) -> int | None:
-    found = [v for v in values if v is not None]
-    return max(found) if found else None
 
 
 def _governor_state(governor: str, current: int | None, top: int | None) -> str | None:
@@ -396,7 +392,8 @@ def _cpu_governors(host: Host) -> Check:
             governor = (policy / "scaling_governor").read_text().strip()
         except OSError:
             continue
-        state = _governor_state(governor, _khz(policy / "scaling_cur_freq"), _khz(policy / "cpuinfo_max_freq"))
+        state = _governor_state(governor, _number(policy / "scaling_cur_freq"),
+                                _number(policy / "cpuinfo_max_freq"))
         if state is None:
             held.add(governor if governor == HOLDS_MAX else f"{PINNED} at maximum")
         else:
@@ -420,8 +417,8 @@ def _npu_governor(host: Host) -> Check:
         available = [int(v) for v in (folder / "available_frequencies").read_text().split()]
     except (OSError, ValueError):
         available = []
-    top = _top([*available, None if available else _khz(folder / "max_freq")])
-    state = _governor_state(governor, _khz(folder / "cur_freq"), top)
+    top = max(available) if available else _number(folder / "max_freq")
+    state = _governor_state(governor, _number(folder / "cur_freq"), top)
     if state is None:
         held = governor if governor == HOLDS_MAX else f"{PINNED} at maximum ({top} Hz)"
         return Check("npu governor", OK, f"{held} ({node})")
