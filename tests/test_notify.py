@@ -40,7 +40,7 @@ def db(tmp_path):
 
 
 def queued_job(db, path=FOLDER / "2024/0800.mp4", mtime=1_700_000_000.0, duration=6.0):
-    job_id = db.put(str(path), Status.QUEUED, root=str(FOLDER), size=10, mtime=mtime, digest="h", duration=duration)
+    db.put(str(path), Status.QUEUED, root=str(FOLDER), size=10, mtime=mtime, digest="h", duration=duration)
     return db.claim("test")
 
 
@@ -228,7 +228,8 @@ def test_failures_put_an_error_message_in_the_outbox(tmp_path, db):
     assert (first["event_type"], first["job_id"], first["file"], first["error"]) == \
            ("error", job.id, "2024/0800.mp4", "the NPU timed out")
     assert first["title"] == "2024/0800.mp4: the NPU timed out" and first["attempts"] == 1
-    assert (second["job_id"], second["file"], second["title"]) == (job_id, "empty.mp4", "empty.mp4: empty file (0 bytes)")
+    assert (second["job_id"], second["file"], second["title"]) == \
+           (job_id, "empty.mp4", "empty.mp4: empty file (0 bytes)")
 
 
 def test_a_job_that_crashed_every_attempt_fails_with_a_message(tmp_path, db):
@@ -287,7 +288,7 @@ def test_the_outbox_command_shows_what_waits(tmp_path, db):
 # ------------------------------------------------------------------ signatures
 
 def test_signature_is_hmac_sha256_of_timestamp_dot_body():
-    body = '{"id": "x"}'.encode()
+    body = b'{"id": "x"}'
     expected = "sha256=" + hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert notify.sign("s3cret", "1700000000", body) == expected
     assert notify.verify("s3cret", "1700000000", body, expected, now=1_700_000_100)
@@ -340,7 +341,7 @@ def test_a_broker_that_is_not_there_is_only_a_warning(tmp_path, db, caplog):
         sender.start(db)
         assert not sender.flush(0.5)
         sender.stop(db)
-    assert "cannot connect" in caplog.text and "messages wait in the outbox" in caplog.text
+    assert "cannot connect" in caplog.text and "3 outbox row(s) wait; trying again" in caplog.text
     assert "3 outbox row(s) for mqtt://127.0.0.1" in caplog.text
     rows = db.outbox()
     assert len(rows) == 3 and rows[0]["attempts"] >= 1 and "cannot connect" in rows[0]["last_error"]

@@ -48,14 +48,33 @@ def poll(condition, what: str, timeout: float = DEADLINE):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class Broker:
-    """``users``: name → password; with it anonymous clients are refused."""
+def certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for 127.0.0.1 signed by it (openssl): (ca, cert, key)."""
+    tool = shutil.which("openssl")
+    if tool is None:
+        pytest.skip("openssl is not installed (apt-get install openssl)")
+    ca, ca_key = folder / "ca.pem", folder / "ca.key"
+    cert, key, request = folder / "server.pem", folder / "server.key", folder / "server.csr"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for command in ([tool, "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test CA"],
+                    [tool, "req", *ec, "-keyout", key, "-out", request, "-subj", "/CN=127.0.0.1"],
+                    [tool, "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                     "-out", cert, "-days", "2", "-extfile", folder / "san.ext"]):
+        subprocess.run(list(map(str, command)), check=True, capture_output=True)
+    return ca, cert, key
 
-    def __init__(self, folder: Path, users: dict | None = None):
+
+class Broker:
+    """``users``: name → password; with it anonymous clients are refused. ``tls``: the listener speaks
+    TLS only, with a certificate from ``ca`` (a test CA made here)."""
+
+    def __init__(self, folder: Path, users: dict | None = None, tls: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.users = users
+        self.ca: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.config = self.folder / "mosquitto.conf"
         lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "persistence true",
@@ -71,11 +90,14 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {passwords}"]
         else:
             lines.append("allow_anonymous true")
+        if tls:
+            self.ca, cert, key = certificates(self.folder)
+            lines += [f"cafile {self.ca}", f"certfile {cert}", f"keyfile {key}"]
         self.config.write_text("\n".join(lines) + "\n")
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         auth = f"{user}:{password}@" if user else ""
-        return f"mqtt://{auth}127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.ca else 'mqtt'}://{auth}127.0.0.1:{self.port}"
 
     def start(self) -> Broker:
         self.proc = subprocess.Popen([binary(), "-c", str(self.config)], stdout=subprocess.DEVNULL,
@@ -122,6 +144,8 @@ class Subscriber:
                                   protocol=mqtt.MQTTv311)
         if user:
             self.client.username_pw_set(user, password)
+        if broker.ca:
+            self.client.tls_set(ca_certs=str(broker.ca))
         self.client.on_connect = self.on_connect
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.on_message = self.on_message

@@ -231,7 +231,7 @@ class Service:
         timeout = self.config.notify.flush_timeout
         if self.once and not self.stopping() and self.sender.deliveries:
             self.notifier.send("STATUS=delivering notifications")
-            if not self.sender.flush(timeout):
+            if not self.sender.flush(timeout, stop=self.stopping):
                 log.warning("notify: not everything was delivered within notify.flush_timeout (%gs)", timeout)
         self.sender.stop(self.store)
 

@@ -77,7 +77,9 @@ class Link:
         try:
             client.connect(self.broker.host, self.broker.port, keepalive=KEEPALIVE)
         except (OSError, ssl.SSLError) as exc:
-            raise Unreachable(f"{self.broker.shown}: cannot connect: {_reason(exc)}") from None
+            hint = " (is notify.mqtt_ca the CA that signed the broker's certificate?)" \
+                if isinstance(exc, ssl.SSLCertVerificationError) else ""
+            raise Unreachable(f"{self.broker.shown}: cannot connect: {_reason(exc)}{hint}") from None
         self.client = client
         try:
             self.wait(lambda: self.answer is not None, "the broker did not answer the connection")

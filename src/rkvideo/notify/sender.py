@@ -37,7 +37,7 @@ from .. import errors
 from ..config import Config
 from ..store import JobStore, Status
 from . import discovery, webhook
-from .mqtt import Link, Refused
+from .mqtt import Link
 from .targets import Broker, Webhook, targets
 from .topics import Topics, cameras
 
@@ -233,6 +233,7 @@ class MqttDelivery(Delivery):
         store.outbox_sent([row["id"] for row in rows[:sent]])
         if sent < len(rows):
             self.link.step()            # the connection is gone: raises Unreachable
+        self.publish_queue(store)
 
     def idle(self, store: JobStore) -> None:
         self.publish_queue(store)
@@ -258,8 +259,9 @@ class Sender:
                 self.deliveries.append(WebhookDelivery(target, config, open_store, self.stopping))
 
     def start(self, store: JobStore) -> None:
-        """Drop expired messages, say what waits, start the threads; a broker that refuses the login
-        raises ``Refused`` (a usage error) after the threads are stopped again."""
+        """Drop expired messages, say what waits, start the threads. A broker that refuses the login
+        (``Refused``), or MQTT without paho-mqtt, raises its usage error after the threads are stopped
+        again; a broker that cannot be reached is only logged (by its thread) and tried again."""
         expire(store, self.settings.max_age)
         self.report(store, "wait in the outbox")
         for delivery in self.deliveries:
@@ -267,12 +269,9 @@ class Sender:
         for delivery in self.deliveries:
             if isinstance(delivery, MqttDelivery):
                 delivery.started_up.wait(self.settings.timeout + 1)
-                if isinstance(delivery.first_error, Refused):
+                if isinstance(delivery.first_error, errors.UsageError):
                     self.stop(store, quiet=True)
                     raise delivery.first_error
-                if delivery.first_error is not None:
-                    log.warning("notify: %s; messages wait in the outbox until it can be reached",
-                                delivery.first_error)
 
     def report(self, store: JobStore, what: str) -> None:
         """One line per target with rows in the outbox; rows of targets no longer configured are named."""
@@ -290,13 +289,13 @@ class Sender:
         for delivery in self.deliveries:
             delivery.wake.set()
 
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, stop: Callable[[], bool] = lambda: False) -> bool:
         """Wait until every target looked at the outbox after this call and found nothing to send, or
-        ``timeout`` seconds passed; True when everything went."""
+        ``timeout`` seconds passed, or ``stop()``; True when everything went."""
         asked = time.monotonic()
         self.wake()
         end = asked + timeout
-        while time.monotonic() < end:
+        while time.monotonic() < end and not stop():
             if all(d.drained_at >= asked or not d.is_alive() for d in self.deliveries):
                 return True
             self.stopping.wait(0.05)
