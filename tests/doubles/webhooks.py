@@ -1,18 +1,19 @@
 """A local web server (http.server in a thread, on 127.0.0.1) that receives webhooks.
 
 ``fail_first`` requests are answered 500; every request is recorded with its headers and body,
-whether it was accepted or not.
+whether it was accepted or not, and when it arrived (``at``, Unix seconds).
 """
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
     def __init__(self, fail_first: int = 0):
         self.fail_first = fail_first
-        self.requests: list[dict] = []      # {"path", "headers", "body", "status"}
+        self.requests: list[dict] = []      # {"path", "headers", "body", "status", "at"}
         self.lock = threading.Lock()
         receiver = self
 
@@ -22,7 +23,7 @@ class Receiver:
                 with receiver.lock:
                     status = 500 if len(receiver.requests) < receiver.fail_first else 204
                     receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                              "status": status})
+                                              "status": status, "at": time.time()})
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -162,11 +162,17 @@ class WebhookDelivery(Delivery):
     target: Webhook
 
     def send(self, store: JobStore, rows: list[dict]) -> None:
-        for row in rows:
-            if self.stopping.is_set():
-                return
-            webhook.post(self.target, row["message"], row["payload"], self.settings.timeout)
-            store.outbox_sent([row["id"]])
+        """POST the rows one by one, in order; those the server took leave the outbox together (one
+        transaction per round, also when a later one fails)."""
+        taken = []
+        try:
+            for row in rows:
+                if self.stopping.is_set():
+                    return
+                webhook.post(self.target, row["message"], row["payload"], self.settings.timeout)
+                taken.append(row["id"])
+        finally:
+            store.outbox_sent(taken)
 
 
 class MqttDelivery(Delivery):
