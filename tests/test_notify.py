@@ -223,7 +223,7 @@ def test_failures_put_an_error_message_in_the_outbox(tmp_path, db):
     db.fail(job.id, "RuntimeFailure: the NPU timed out", messages=notices.failed(job, "the NPU timed out"))
     bad = str(FOLDER / "empty.mp4")
     job_id = db.put(bad, Status.FAILED, root=str(FOLDER), error="empty file (0 bytes)",
-                    messages=notices.failed(store.Job(id=0, path=bad), "empty file (0 bytes)"))
+                    messages=notices.failed(store.Job(id=0, path=bad, root=str(FOLDER)), "empty file (0 bytes)"))
     first, second = (json.loads(r["payload"]) for r in db.outbox())
     assert (first["event_type"], first["job_id"], first["file"], first["error"]) == \
            ("error", job.id, "2024/0800.mp4", "the NPU timed out")

@@ -32,11 +32,8 @@ def command(as_json, db, config):
     """Show the MQTT and webhook messages that `rkvideo watch` has not delivered yet: one row per message
     and target (an MQTT message once per topic), oldest first, with its tries and the last error. An
     empty outbox means everything was delivered."""
-    jobs = open_db(db, config)
-    try:
+    with open_db(db, config) as jobs:
         rows, counts = jobs.outbox(), jobs.outbox_counts()
-    finally:
-        jobs.close()
     if as_json:
         dump(rows)
         return

@@ -60,8 +60,8 @@ class Notices:
         self.settings = config.notify
         self.targets = targets(config)
         self.topics = Topics(self.settings.topic_prefix)
-        self.cameras = cameras(folders) if self.targets else {}
-        self.folders = sorted(self.cameras.values(), key=lambda f: len(str(f)), reverse=True)
+        if self.targets:
+            cameras(folders)        # two folders that would be one camera are refused up front
 
     def __bool__(self) -> bool:
         return bool(self.targets)
@@ -99,18 +99,14 @@ class Notices:
 
     # ------------------------------------------------------------ the fields
 
-    def camera_of(self, path: str) -> tuple[str | None, Path | None]:
-        """(camera id, watched folder) of ``path``: the innermost watched folder it is in."""
-        for folder in self.folders:
-            if path.startswith(f"{folder}/"):
-                return slug(folder.name), folder
-        return None, None
-
     def recording(self, job: Job) -> dict:
-        camera, folder = self.camera_of(job.path)
-        return {"camera": folder.name if folder else None, "camera_id": camera,
-                "folder": str(folder) if folder else None,
-                "file": job.path[len(str(folder)) + 1:] if folder else None, "path": job.path, "job_id": job.id}
+        """Where the recording is: its watched folder (the job's ``root``, which names the camera), the
+        file below it and the absolute path."""
+        inside = job.root is not None and job.path.startswith(f"{job.root}/")
+        folder = Path(job.root) if inside else None
+        return {"camera": folder.name if folder else None, "camera_id": slug(folder.name) if folder else None,
+                "folder": job.root if folder else None, "file": job.path[len(job.root) + 1:] if folder else None,
+                "path": job.path, "job_id": job.id}
 
     def description(self, base: dict, job: Job, result, description_id: int, timings: dict) -> dict:
         duration = job.duration if job.duration is not None else _last_second(result.frames)
