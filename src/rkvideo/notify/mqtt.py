@@ -75,11 +75,13 @@ class Link:
                 raise UsageError(f"notify.mqtt_ca {self.broker.ca}: cannot use the CA file: {exc}") from None
         client.will_set(self.will_topic, "offline", qos=1, retain=True)
         try:
-            client.connect(self.broker.host, self.broker.port, keepalive=KEEPALIVE)
+            rc = client.connect(self.broker.host, self.broker.port, keepalive=KEEPALIVE)
         except (OSError, ssl.SSLError) as exc:
             hint = " (is notify.mqtt_ca the CA that signed the broker's certificate?)" \
                 if isinstance(exc, ssl.SSLCertVerificationError) else ""
             raise Unreachable(f"{self.broker.shown}: cannot connect: {_reason(exc)}{hint}") from None
+        if rc != 0:
+            raise Unreachable(f"{self.broker.shown}: cannot connect: {mqtt.error_string(rc)}")
         self.client = client
         try:
             self.wait(lambda: self.answer is not None, "the broker did not answer the connection")
@@ -105,7 +107,12 @@ class Link:
     def publish(self, items: list[tuple[str, str, bool]]) -> int:
         """Publish (topic, payload, retain) items in order with QoS 1; returns how many, from the first,
         the broker acknowledged. Raises ``Unreachable`` when none could be (the connection is gone)."""
-        infos = [self.client.publish(topic, payload, qos=1, retain=retain) for topic, payload, retain in items]
+        infos = []
+        for topic, payload, retain in items:
+            info = self.client.publish(topic, payload, qos=1, retain=retain)
+            if info.rc != 0:            # not sent (the connection is gone): only those before it can arrive
+                break
+            infos.append(info)
         try:
             self.wait(lambda: all(_published(info) for info in infos), "the broker did not acknowledge")
         except Unreachable:
@@ -113,6 +120,10 @@ class Link:
             if done == 0:
                 raise
             return done
+        if len(infos) < len(items):
+            self.close_socket()
+            if not infos:
+                raise Unreachable(f"{self.broker.shown}: connection lost")
         return len(infos)
 
     def pump(self, seconds: float, wake: Callable[[], bool]) -> None:
