@@ -175,3 +175,22 @@ def selftest(report: dict, workdir, stages: tuple) -> str:
                      f"{root / 'config.toml'}")
     lines.append("PASS" if report["pass"] else "FAIL")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the notification outbox
+
+def outbox(rows: list) -> str:
+    """``rkvideo outbox``: one line per message and target waiting for delivery, oldest first."""
+    lines = [("row", "created", "tries", "target", "topic", "message", "last error")]
+    for row in rows:
+        lines.append((row["id"], row["created_at"][:19].replace("T", " "), row["attempts"], row["target"],
+                      row["topic"] or "-", row["message"][:12], row["last_error"] or ""))
+    return table(lines, ("right", "left", "right", "left", "left", "left", "left"))
+
+
+def outbox_summary(counts: dict) -> str:
+    """The line under it: per target how many wait, since when."""
+    if not counts:
+        return "outbox empty: every message was delivered"
+    return "; ".join(f"{c['n']} waiting for {target} since {c['oldest'][:19].replace('T', ' ')}"
+                     for target, c in counts.items())

@@ -45,7 +45,7 @@ DESCRIPTIONS = {
 }
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "events", "schema_version", Migrations.migrations_table}
+TABLES = {"jobs", "descriptions", "events", "schema_version", Migrations.migrations_table, "outbox", "announced"}
 # Timeline moments. start_s/end_s: seconds from the recording's start ("end" is an SQL keyword).
 # description_id is NULL while the recording's timeline is still being described (a finished
 # segment kept for a resume after a crash); job_id says whose it is.
@@ -95,6 +95,28 @@ def events(db) -> None:
     db["events"].create_index(["description_id"], if_not_exists=True)
     if not db["events"].detect_fts():
         db["events"].enable_fts(["text"], fts_version="FTS5", create_triggers=True)
+
+
+# Notifications waiting for delivery, one row per message and target, delivered in id order per
+# target and deleted once delivered (see store.Outgoing). ``message`` is the message's stable id;
+# ``next_try``/``last_error``/``attempts`` say how delivery is going. No foreign key to jobs: a job
+# can be forgotten (its file deleted) while its error message still waits.
+OUTBOX = {
+    "id": int, "message": str, "target": str, "topic": str, "payload": str, "retain": int, "job_id": int,
+    "created_at": str, "attempts": int, "next_try": str, "last_error": str,
+}
+
+
+@MIGRATIONS(name="0300-i14-outbox")
+def outbox(db) -> None:
+    """The notification outbox, and the retained MQTT discovery topics each target was given (so a
+    folder no longer watched gets its Home Assistant entities removed)."""
+    db["outbox"].create(OUTBOX, pk="id", not_null={"message", "target", "payload", "created_at", "attempts"},
+                        defaults={"attempts": 0, "retain": 0}, if_not_exists=True)
+    db["outbox"].create_index(["target", "id"], if_not_exists=True)
+    db["outbox"].create_index(["created_at"], if_not_exists=True)
+    db["announced"].create({"target": str, "topic": str, "created_at": str}, pk=("target", "topic"),
+                           not_null={"created_at"}, if_not_exists=True)
 
 
 def version(db) -> int | None:
