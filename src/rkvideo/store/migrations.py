@@ -45,7 +45,7 @@ DESCRIPTIONS = {
 }
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "schema_version", Migrations.migrations_table}
+TABLES = {"jobs", "descriptions", "schema_version", "missing_sidecars", Migrations.migrations_table}
 
 
 @MIGRATIONS(name="0001-jobs-descriptions-fts")
@@ -76,6 +76,18 @@ def job_root_relpath_worker(db) -> None:
                "CASE WHEN substr(path, 1, length(root) + 1) = root || '/' "
                "THEN substr(path, length(root) + 2) END) VIRTUAL")
     db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
+
+
+@MIGRATIONS(name="0100-i9-missing-sidecars")
+def missing_sidecars(db) -> None:
+    """Sidecars that could not be written, one row per job and kind, with the text to write and the last
+    error, so that a later scan or `rkvideo retry --sidecars` writes them (issue 9). A row goes once its
+    file is written, when the job is described again, or with its job. A new table: older rkvideo
+    ignores it, so ``schema_version`` stays."""
+    db.execute("CREATE TABLE IF NOT EXISTS missing_sidecars ("
+               "job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, kind TEXT NOT NULL, "
+               "path TEXT NOT NULL, recording TEXT NOT NULL, text TEXT NOT NULL, error TEXT NOT NULL, "
+               "failed_at TEXT NOT NULL, PRIMARY KEY (job_id, kind))")
 
 
 def version(db) -> int | None:
