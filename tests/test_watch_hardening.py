@@ -247,7 +247,7 @@ def test_a_database_deleted_or_replaced_under_the_daemon_stops_it_before_anythin
     for number, how in enumerate(("deleted", "replaced"), start=1):
         proc = daemon.start(folder, db, config, log=tmp_path / f"{how}.log")
         try:
-            daemon.wait_for(lambda proc=proc: daemon.logged(proc, "model loaded"), proc, "the daemon to open the database")
+            daemon.wait_for(lambda proc=proc: daemon.logged(proc, "model loaded"), proc, "the database opened")
             daemon.wait_for(lambda: daemon.status(db, a) == "done", proc, "a to be described")
             if how == "deleted":
                 for suffix in ("", "-wal", "-shm"):

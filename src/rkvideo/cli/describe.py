@@ -67,6 +67,8 @@ def command(inputs, frames, prompt, max_new_tokens, seek, each, dry_run, as_json
         raise errors.UsageError("--sidecars writes one set of files per input: add --each to describe the "
                                 "images one by one")
     options = Options(frames, prompt, max_new_tokens, seek, dry_run, as_json, db, kinds)
+    if db:
+        check_database(Path(db).expanduser())
     with stage_messages():
         describer = load(cfg, dry_run)
         progress = Progress(sys.stderr.isatty() and not as_json)
@@ -190,6 +192,15 @@ def keep(result, cfg, options: Options) -> int:
         error(str(exc))
         return errors.exit_code(exc)
     return errors.EXIT_OK
+
+
+def check_database(db: Path) -> None:
+    """A ``--db`` that is not rkvideo's (or cannot be opened) is refused before anything is described:
+    status 2, pass another --db. A new or empty file becomes an rkvideo database."""
+    try:
+        store.open_store(db).close()
+    except store.StoreError as exc:
+        raise errors.UsageError(str(exc)) from None
 
 
 def save(db: Path, result) -> None:

@@ -63,7 +63,7 @@ def give_up_after(limit: float, path: str | os.PathLike) -> OnBusy:
     """An ``on_busy`` for commands: stop waiting after ``limit`` seconds with a ``StoreError``."""
     def on_busy(waited: float) -> None:
         if waited >= limit:
-            raise StoreError(f"{path}: the database is locked by another process (waited {limit:.0f}s); "
+            raise StoreError(f"{path}: the database is locked by another process (waited {limit:g}s); "
                              f"try again when it is done")
     return on_busy
 
