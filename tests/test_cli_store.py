@@ -73,14 +73,10 @@ def test_a_user_who_may_only_read_the_database_lists_searches_and_shows(shared_f
     clip = daemon.clip(folder / "door.mp4", 1)
     config = daemon.write_config(tmp_path)
     db = os.path.join(shared_folder, "rkvideo.db")
-    proc = daemon.start(folder, db, config)
-    try:
+    with daemon.running(folder, db, config) as proc:
         daemon.wait_for(lambda: daemon.status(db, clip) == "done", proc, "the clip")
         while_running = read_as_nobody(shared_folder, db, clip)     # through the daemon's -wal and -shm
         code, err = daemon.stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == 0, err
     stopped = read_as_nobody(shared_folder, db, clip)              # no -wal: the file alone
     assert not os.path.exists(db + "-wal")

@@ -70,6 +70,11 @@ def wait_for_pings(sock, proc, wanted: int) -> None:
 
 # ------------------------------------------------------------ item 2: a locked database
 
+def waits(proc) -> int:
+    """How often the daemon said it waits for another process's lock (once per wait and thread)."""
+    return proc.log.read_text().count("locked by another process; waiting")
+
+
 def test_a_database_locked_by_another_process_is_waited_for_and_fails_no_recording(tmp_path):
     """A second process holds the write lock longer than SQLite's busy timeout: at start-up, while a
     description is committed and while a new file is queued. The daemon waits, says so once, keeps
@@ -81,35 +86,34 @@ def test_a_database_locked_by_another_process_is_waited_for_and_fails_no_recordi
     store.open_store(db).close()                    # the schema exists; the daemon only has to write
     gate, sock = tmp_path / "gate", notify_socket(tmp_path / "notify")
     gate.touch()
-    # A 1 s watchdog: at most one ping per 0.25 s; 12 pings span 2.75 s, more than the watchdog
+    # A 1 s watchdog: at most one ping per 0.25 s; 8 pings span 1.75 s or more, longer than the watchdog
     # interval and more than SQLite's busy timeout (store.BUSY_SLICE): only waiting and pinging passes.
     env = daemon.environment(RKVIDEO_FAKE_GATE=gate, NOTIFY_SOCKET=tmp_path / "notify", WATCHDOG_USEC=1_000_000)
-    assert store.BUSY_SLICE * 2 < 2.75
+    assert store.BUSY_SLICE * 2 < 1.75
 
     lock = WriteLock(db)
-    proc = daemon.start(folder, db, config, env=env, log=tmp_path / "daemon.log")
     try:
-        daemon.wait_for(lambda: daemon.logged(proc, "locked by another process; waiting"), proc, "the wait at start")
-        wait_for_pings(sock, proc, 12)
-        lock.release()
-        daemon.wait_for(lambda: daemon.status(db, a) == "done", proc, "a to be described")
+        with daemon.running(folder, db, config, env=env, log=tmp_path / "daemon.log") as proc:
+            daemon.wait_for(lambda: waits(proc) == 1, proc, "the wait at start")
+            wait_for_pings(sock, proc, 8)
+            lock.release()
+            daemon.wait_for(lambda: daemon.status(db, a) == "done", proc, "a to be described")
 
-        gate.unlink()
-        b = daemon.clip(folder / "b.mp4", 1)
-        daemon.wait_for(lambda: daemon.status(db, b) == "running", proc, "b to run")
-        lock = WriteLock(db)
-        gate.touch()                                # b's description now waits to be committed
-        c = daemon.clip(folder / "c.mp4", 2)        # and c to be queued
-        pings(sock)
-        wait_for_pings(sock, proc, 12)
-        assert daemon.status(db, b) == "running" and daemon.status(db, c) is None
-        lock.release()
-        daemon.wait_for(lambda: daemon.settled(db, [b, c]), proc, "b and c to be described")
-        code, err = daemon.stop(proc)
+            gate.unlink()
+            b = daemon.clip(folder / "b.mp4", 1)
+            daemon.wait_for(lambda: daemon.status(db, b) == "running", proc, "b to run")
+            lock = WriteLock(db)
+            gate.touch()                                # b's description now waits to be committed
+            c = daemon.clip(folder / "c.mp4", 2)        # and c to be queued
+            daemon.wait_for(lambda: waits(proc) == 3, proc, "both threads to wait")
+            pings(sock)
+            wait_for_pings(sock, proc, 8)
+            assert daemon.status(db, b) == "running" and daemon.status(db, c) is None
+            lock.release()
+            daemon.wait_for(lambda: daemon.settled(db, [b, c]), proc, "b and c to be described")
+            code, err = daemon.stop(proc)
     finally:
         lock.release()
-        if proc.poll() is None:
-            proc.kill()
         sock.close()
     assert code == 0, err
     table = daemon.jobs(db)
@@ -129,8 +133,7 @@ def test_one_daemon_per_database_file_whatever_path_names_it(tmp_path):
     db = data / "rkvideo.db"
     (tmp_path / "linked").symlink_to(data, target_is_directory=True)
     gate = tmp_path / "gate"
-    proc = daemon.start(folder, db, config, env=daemon.environment(RKVIDEO_FAKE_GATE=gate))
-    try:
+    with daemon.running(folder, db, config, env=daemon.environment(RKVIDEO_FAKE_GATE=gate)) as proc:
         daemon.wait_for(lambda: daemon.status(db, a) == "running", proc, "a to run")
         (tmp_path / "file-link.db").symlink_to(db)
         for other in (tmp_path / "linked" / "rkvideo.db", tmp_path / "file-link.db",
@@ -141,9 +144,6 @@ def test_one_daemon_per_database_file_whatever_path_names_it(tmp_path):
         gate.touch()
         daemon.wait_for(lambda: daemon.status(db, a) == "done", proc, "a to be described")
         code, err = daemon.stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == 0, err
     job = daemon.jobs(db)[str(a)]
     assert (job["attempts"], job["n"]) == (1, 1)        # nobody else requeued or described it
@@ -158,8 +158,7 @@ def test_a_watched_folder_deleted_or_moved_away_and_made_again_is_watched_again(
     a = daemon.clip(folder / "a.mp4", 0)
     config = daemon.write_config(tmp_path)
     db = tmp_path / "rkvideo.db"
-    proc = daemon.start(folder, db, config, log=tmp_path / "daemon.log")
-    try:
+    with daemon.running(folder, db, config, log=tmp_path / "daemon.log") as proc:
         daemon.wait_for(lambda: daemon.status(db, a) == "done", proc, "a to be described")
         shutil.rmtree(folder)                       # deleted and made again at once (an inode may be reused)
         folder.mkdir()
@@ -175,9 +174,6 @@ def test_a_watched_folder_deleted_or_moved_away_and_made_again_is_watched_again(
         d = daemon.clip(folder / "d.mp4", 4)
         daemon.wait_for(lambda: daemon.status(db, d) == "done", proc, "d")
         code, err = daemon.stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == 0, err
     assert f"watching {folder} again" in err
     table = daemon.jobs(db)
@@ -207,15 +203,11 @@ def test_the_daemons_own_files_are_never_queued_and_a_bad_file_fails_once(tmp_pa
     first = daemon.once(folder, db, beside)
     assert first.returncode == 0, first.stderr
     assert (folder / "clip00.mp4.json").exists()
-    proc = daemon.start(folder, db, config, log=tmp_path / "daemon.log",
-                        env=daemon.environment(RKVIDEO_TEST_RESCAN=0.2))
-    try:
+    with daemon.running(folder, db, config, log=tmp_path / "daemon.log",
+                        env=daemon.environment(RKVIDEO_TEST_RESCAN=0.2)) as proc:
         more = daemon.clips(folder, 3, first=2)              # every commit changes rk.db-wal
         daemon.wait_for(lambda: daemon.settled(db, more), proc, "more files")
         code, err = daemon.stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == 0, err
     assert (folder / "out" / "cameras" / "clip02.mp4.json").exists()
     again = daemon.once(folder, db, config)
@@ -245,8 +237,7 @@ def test_a_database_deleted_or_replaced_under_the_daemon_stops_it_before_anythin
     config = daemon.write_config(tmp_path, sidecars=())
     db = tmp_path / "rkvideo.db"
     for number, how in enumerate(("deleted", "replaced"), start=1):
-        proc = daemon.start(folder, db, config, log=tmp_path / f"{how}.log")
-        try:
+        with daemon.running(folder, db, config, log=tmp_path / f"{how}.log") as proc:
             daemon.wait_for(lambda proc=proc: daemon.logged(proc, "model loaded"), proc, "the database opened")
             daemon.wait_for(lambda: daemon.status(db, a) == "done", proc, "a to be described")
             if how == "deleted":
@@ -258,9 +249,6 @@ def test_a_database_deleted_or_replaced_under_the_daemon_stops_it_before_anythin
                 os.replace(copy, db)
             b = daemon.clip(folder / f"b-{how}.mp4", number)
             proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
         code, err = daemon.stop(proc)
         assert code == 1, err
         assert f"{db}: the database file was {how} while rkvideo had it open" in err
@@ -285,16 +273,12 @@ def test_links_out_of_the_watched_folder_are_not_described_unless_asked(tmp_path
     (folder / "linked-folder").symlink_to(private, target_is_directory=True)
     config = daemon.write_config(tmp_path)
     db = tmp_path / "rkvideo.db"
-    proc = daemon.start(folder, db, config)
-    try:
+    with daemon.running(folder, db, config) as proc:
         daemon.wait_for(lambda: daemon.settled(db, [out_link, in_link]), proc, "the start-up scan")
         late = folder / "late.mp4"
         late.symlink_to(secret)                      # made while the daemon runs
         daemon.wait_for(lambda: daemon.settled(db, [late]), proc, "the late link")
         code, err = daemon.stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == 0, err
     table = daemon.jobs(db)
     for link in (out_link, late):
@@ -351,17 +335,13 @@ def test_sidecars_are_written_one_by_one_and_the_missing_ones_are_retried(tmp_pa
     yard = folder / "yard.mp4"
     (folder / "yard.mp4.vtt").mkdir()
     daemon.clip(yard, 2)
-    proc = daemon.start(folder, db, config, env=daemon.environment(RKVIDEO_TEST_RESCAN=0.3))
-    try:
+    with daemon.running(folder, db, config, env=daemon.environment(RKVIDEO_TEST_RESCAN=0.3)) as proc:
         daemon.wait_for(lambda: daemon.query(db, "SELECT kind FROM missing_sidecars") == [{"kind": "vtt"}], proc,
                         "the vtt sidecar to be missing")
         (folder / "yard.mp4.vtt").rmdir()
         daemon.wait_for(lambda: (folder / "yard.mp4.vtt").is_file(), proc, "a scan to write it")
         daemon.wait_for(lambda: daemon.query(db, "SELECT * FROM missing_sidecars") == [], proc, "the row to go")
         code, err = daemon.stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == 0, err
     assert (folder / "yard.mp4.vtt").read_text().startswith("WEBVTT")
     with sqlite3.connect(db) as conn:

@@ -84,6 +84,18 @@ def start(folder, db, config, *extra, env=None, log=None, **popen) -> subprocess
     return proc
 
 
+@contextlib.contextmanager
+def running(folder, db, config, *extra, **kwargs):
+    """``start``, and a kill on the way out if the test left it running (a failed assertion)."""
+    proc = start(folder, db, config, *extra, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
 def logged(proc: subprocess.Popen, text: str) -> bool:
     """The daemon started with ``log=`` has written ``text`` to its log."""
     return proc.log.exists() and text in proc.log.read_text(errors="replace")

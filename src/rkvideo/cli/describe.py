@@ -67,7 +67,7 @@ def command(inputs, frames, prompt, max_new_tokens, seek, each, dry_run, as_json
         raise errors.UsageError("--sidecars writes one set of files per input: add --each to describe the "
                                 "images one by one")
     options = Options(frames, prompt, max_new_tokens, seek, dry_run, as_json, db, kinds)
-    if db:
+    if db and Path(db).expanduser().exists():
         check_database(Path(db).expanduser())
     with stage_messages():
         describer = load(cfg, dry_run)
@@ -217,10 +217,9 @@ def write_sidecars(result, cfg, kinds: list) -> None:
     path = result.inputs[0]
     duration = media.probe(path).duration if result.kind is pipeline.Kind.VIDEO else None
     out_dir = cfg.resolve_path(cfg.output.dir) if cfg.output.dir else None
-    try:
-        sidecars.write_all(path, result.as_json(), duration, kinds, out_dir)
-    except OSError as exc:
-        raise errors.RuntimeFailure(f"{path}: sidecar not written: {exc}") from None
+    failed = [s for s in sidecars.write_each(path, result.as_json(), duration, kinds, out_dir) if s.error]
+    if failed:     # the other kinds are written
+        raise errors.RuntimeFailure("; ".join(f"{path}: {s.kind} sidecar not written: {s.error}" for s in failed))
 
 
 def echo(text: str) -> None:

@@ -27,6 +27,15 @@ queued in its place (``drop``, ``put``), so that content is still described
 once. A ``done`` original that is deleted keeps its descriptions and its
 copies stay skipped: their content is described already.
 
+The file itself (``dbfile``): the lock file is named after the database's
+real path, so one daemon per database file holds however the path is spelled;
+a write that finds another process's lock waits and tries again, calling
+``on_busy`` between tries (the daemon waits as long as it takes, commands give
+up after 30 s); and every commit first checks that the file at the path is
+still the one opened, so a deleted or replaced database is never written into.
+Sidecars that could not be written are kept in ``missing_sidecars`` with their
+text, committed with the description.
+
 Read-only opens (``readonly=True``, for ``list``/``show``/``search``) never
 write, so they work for a user who may only read the file: while a daemon
 runs, SQLite reads through the ``-wal`` and ``-shm`` files the daemon keeps
