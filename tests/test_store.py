@@ -23,7 +23,7 @@ def result(text="A red car parks.", prompt="Describe what happens in this video.
                            frames=[{"index": 0, "pts": 100, "seconds": 0.5, "source": path}],
                            model={"profile": "qwen2-vl-2b", "vision": "enc.rknn", "llm": "llm.rkllm"},
                            tokens={"prompt": 300, "vision": 198, "new": 12}, timings={"generate": 1.5},
-                           notes=["a note"])
+                           notes=["a note"], events=[])
 
 
 @pytest.fixture
@@ -515,10 +515,12 @@ def test_a_database_made_before_migrations_opens_keeps_its_rows_and_gains_the_ne
     assert after[0] == before[0] + (None, None, None)         # old columns unchanged, new ones last
     assert sql(path, "SELECT version FROM schema_version") == [(1,)]     # older rkvideo still opens it
     applied = [name for (name,) in sql(path, "SELECT name FROM _sqlite_migrations ORDER BY id")]
-    assert applied[0].startswith("0001") and applied[1].startswith("0002") and applied == sorted(applied)
-    assert "0100-i9-missing-sidecars" in applied
+    store.open_store(tmp_path / "new.db").close()
+    steps = [name for (name,) in sql(tmp_path / "new.db", "SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert applied == steps and len(steps) >= 2 and steps[0].startswith("0001") and steps[1].startswith("0002")
+    assert "0100-i9-missing-sidecars" in steps
     store.open_store(path).close()                            # opening again applies nothing
-    assert len(sql(path, "SELECT name FROM _sqlite_migrations")) == len(applied)
+    assert len(sql(path, "SELECT name FROM _sqlite_migrations")) == len(steps)
     assert sql(path, "SELECT count(*) FROM schema_version") == [(1,)]
 
 
@@ -624,3 +626,30 @@ def test_fingerprint_of_large_files_samples_head_tail_and_spread(tmp_path):
 def test_timings_text_is_the_one_format_for_logs_show_and_describe():
     assert store.timings_text({"encode": 1.2, "generate": 3.456}) == "encode 1.20s, generate 3.46s"
     assert store.timings_text({}) == ""
+
+
+def test_timeline_events_are_stored_with_their_description_and_searchable(tmp_path):
+    """Migration 0003 adds events; finish() stores a result's events in its transaction."""
+    from rkvideo.pipeline import Event, Kind, Result, Timings, Tokens
+    clip = tmp_path / "drive.mp4"
+    clip.write_bytes(b"x" * 100)
+    db = store.open_store(tmp_path / "rk.db")
+    try:
+        db.put(str(clip), Status.QUEUED, size=100, mtime=clip.stat().st_mtime, digest="d")
+        job = db.claim("w")
+        events = [Event(30.0, 42.5, "a person walks to the door", [{"index": 0, "seconds": 31.0}], 0.8),
+                  Event(75.0, 100.0, "a red car parks", [], 0.5)]
+        result = Result([str(clip)], Kind.VIDEO, [], "p", {"profile": "x"}, Tokens(1, 2, 3), False,
+                        Timings(), "Two visits.", events=events)
+        description = db.finish(job, result)
+        stored = db.events(description)
+        assert [(e["start"], e["end"], e["text"], e["score"]) for e in stored] == [
+            (30.0, 42.5, "a person walks to the door", 0.8), (75.0, 100.0, "a red car parks", 0.5)]
+        assert stored[0]["frames"] == [{"index": 0, "seconds": 31.0}]
+        assert result.as_json()["events"][1] == {"start": 75.0, "end": 100.0, "text": "a red car parks",
+                                                 "frames": [], "score": 0.5}
+    finally:
+        db.close()
+    with sqlite3.connect(tmp_path / "rk.db") as conn:
+        hits = conn.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH 'parks'").fetchall()
+    assert len(hits) == 1

@@ -45,7 +45,14 @@ DESCRIPTIONS = {
 }
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "schema_version", "missing_sidecars", Migrations.migrations_table}
+TABLES = {"jobs", "descriptions", "events", "schema_version", "missing_sidecars", Migrations.migrations_table}
+# Timeline moments. start_s/end_s: seconds from the recording's start ("end" is an SQL keyword).
+# description_id is NULL while the recording's timeline is still being described (a finished
+# segment kept for a resume after a crash); job_id says whose it is.
+EVENTS = {
+    "id": int, "job_id": int, "description_id": int, "start_s": float, "end_s": float, "text": str,
+    "frames": str, "score": float, "created_at": str,
+}
 
 
 @MIGRATIONS(name="0001-jobs-descriptions-fts")
@@ -78,6 +85,18 @@ def job_root_relpath_worker(db) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
 
 
+@MIGRATIONS(name="0003-i11-events")
+def events(db) -> None:
+    """Moments of a recording (timeline mode), searchable like descriptions."""
+    db["events"].create(EVENTS, pk="id", foreign_keys=[("job_id", "jobs", "id"),
+                                                      ("description_id", "descriptions", "id")],
+                        not_null={"job_id", "start_s", "end_s"}, if_not_exists=True)
+    db["events"].create_index(["job_id"], if_not_exists=True)
+    db["events"].create_index(["description_id"], if_not_exists=True)
+    if not db["events"].detect_fts():
+        db["events"].enable_fts(["text"], fts_version="FTS5", create_triggers=True)
+
+
 @MIGRATIONS(name="0100-i9-missing-sidecars")
 def missing_sidecars(db) -> None:
     """Sidecars that could not be written, one row per job and kind, with the text to write and the last
@@ -100,7 +119,8 @@ def version(db) -> int | None:
 
 def foreign_tables(db) -> set:
     """Tables rkvideo does not make (FTS5's shadow tables are its own)."""
-    return {name for name in db.table_names() if name not in TABLES and not name.startswith("descriptions_fts")}
+    return {name for name in db.table_names()
+            if name not in TABLES and not name.startswith(("descriptions_fts", "events_fts"))}
 
 
 def pending(db) -> list:

@@ -245,6 +245,12 @@ class SqliteStore:
         rows = self._rows("SELECT * FROM descriptions WHERE job_id = ? ORDER BY id", [job_id])
         return [_decode(row) for row in rows]
 
+    def events(self, description_id: int) -> list[dict]:
+        """The description's timeline moments in time order: start, end (seconds), text, frames, score."""
+        rows = self._rows("SELECT id, start_s AS start, end_s AS end, text, frames, score FROM events "
+                          "WHERE description_id = ? ORDER BY start_s, id", [description_id])
+        return [_decode(row) for row in rows]
+
     def original(self, digest: str, path: str) -> Job | None:
         """The first job with this content under another path that is not itself a duplicate."""
         return self._one("SELECT * FROM jobs WHERE hash = ? AND path != ? AND status != ? ORDER BY id LIMIT 1",
@@ -434,7 +440,16 @@ class SqliteStore:
         columns = ", ".join(row)
         cursor = self.db.execute(f"INSERT INTO descriptions ({columns}) VALUES "
                                  f"({', '.join(':' + c for c in row)})", row)
-        return cursor.lastrowid
+        description = cursor.lastrowid
+        self._insert_events(job.id, description, result.events, stamp)
+        return description
+
+    def _insert_events(self, job_id: int, description_id: int, events, stamp: str) -> None:
+        self.db.conn.executemany(
+            "INSERT INTO events (job_id, description_id, start_s, end_s, text, frames, score, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(job_id, description_id, e.start, e.end, e.text, json.dumps(e.frames, ensure_ascii=False), e.score,
+              stamp) for e in events])
 
     def fail(self, job_id: int, error: str, retry_in: float | None = None) -> None:
         """Record a failure: queued again after ``retry_in`` seconds, or failed for good (None)."""
