@@ -107,6 +107,8 @@ class WatchConfig:
     retry_backoff: float = 30.0
     # Empty: rkvideo.db in the per-user data folder, $XDG_DATA_HOME/rkvideo (~/.local/share/rkvideo).
     db: str = ""
+    # Describe files reached through a symbolic link whose real path is outside the watched folders.
+    follow_symlinks: bool = False
 
 
 @dataclass

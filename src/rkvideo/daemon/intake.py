@@ -16,6 +16,8 @@ and nowhere else. The watcher only notices files; the worker only runs jobs.
   copy of an undescribed original is queued in its place.
 * A running job is left to its worker: a change to its file is looked at
   again once the worker is done with it.
+* A symbolic link to a file outside the watched folders is ``skipped``, not
+  described (``Roots.reaches_out``), unless ``watch.follow_symlinks``.
 """
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ class Decision(str, Enum):
     UNCHANGED = "unchanged"     # its job already records it as it is
     LATER = "later"             # its job is running: look again once the worker is done
     IGNORED = "ignored"         # cannot be stored at all (a name that is not UTF-8)
+
+
+LINK_OUT = ("symbolic link to a file outside the watched folders (not described; set [watch] follow_symlinks = "
+            "true to describe such files)")
 
 
 def unchanged(job, st) -> bool:
@@ -91,6 +97,8 @@ class Intake:
                 self.bad_names.add(path)
                 log.error("skipped %s: file name is not valid UTF-8 (rename the file)", db_text(path))
             return Decision.IGNORED
+        if self.roots.reaches_out(path):
+            return self.record(path, Status.SKIPPED, LINK_OUT, st)
         if stat.S_ISDIR(st.st_mode):
             return self.record(path, Status.SKIPPED, "is a folder, not a video file")
         if not stat.S_ISREG(st.st_mode):

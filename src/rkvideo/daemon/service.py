@@ -23,6 +23,11 @@ Why this shape:
   it (a configuration error must not be restarted by systemd, a runtime
   failure must). The one exception is a second SIGINT/SIGTERM, which cannot
   wait to return: the caller's ``on_second_signal`` ends the process.
+* Another process holding the database's write lock is waited for, as long as
+  it takes, by both threads (the store's ``on_busy``): the watchdog keeps being
+  fed and a stop ends the wait. A database that is deleted or replaced under
+  the daemon, or fails otherwise, ends it with one error line and a runtime
+  failure: systemd starts it again, on the file now at that path or a new one.
 """
 from __future__ import annotations
 
@@ -35,12 +40,13 @@ from collections.abc import Callable
 from enum import Enum
 
 from .. import errors, notify, pipeline, store
-from ..store import JobStore
-from . import hooks
+from ..store import JobStore, StoreError
+from . import hooks, sidecars
 from .intake import Intake
 from .notify import Notifier
+from .own import OwnFiles
 from .roots import Roots
-from .watcher import RESCAN, Watcher
+from .watcher import RESCAN, Matcher, Watcher
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -78,7 +84,8 @@ class Service:
                  open_describer: Callable = pipeline.Describer, once: bool = False, worker_id: str | None = None,
                  on_second_signal: Callable[[int], None] = die_by_signal):
         self.config, self.store, self.once = config, store, once
-        self.roots = Roots(roots, config.watch.recursive)
+        store.on_busy = self.waiting
+        self.roots = Roots(roots, config.watch.recursive, config.watch.follow_symlinks)
         self.open_store, self.open_describer, self.on_second_signal = open_store, open_describer, on_second_signal
         # Who claims the jobs: the board's name, the same after a restart (a queue shared by boards
         # recovers a worker's own jobs by it).
@@ -87,8 +94,11 @@ class Service:
         self.notices = notify.Notices(config, self.roots.folders)
         self.sender = notify.Sender(config, self.roots.folders, open_store)
         self.intake = Intake(store, self.roots, notices=self.notices, wake=self.sender.wake)
+        out_dir = config.resolve_path(config.output.dir) if config.output.dir else None
         self.watcher = Watcher(config, self.roots, self.intake, ping=self.ping, stopping=self.stopping,
-                               rescan=None if once else self.rescan_seconds)
+                               rescan=None if once else self.rescan_seconds,
+                               own=OwnFiles(store.files(), out_dir, Matcher(config.watch.patterns)),
+                               after_scan=self.rewrite_sidecars)
         self.notifier = Notifier()
         self.worker: Worker | None = None
         self.signalled = 0
@@ -128,7 +138,9 @@ class Service:
             self.notifier.send("READY=1\nSTATUS=scanning")
             self.watcher.scan_all()
             return self.loop()
-        except OSError as exc:
+        except errors.Interrupted:     # a stop while waiting for the database
+            return Outcome.STOPPED
+        except (OSError, StoreError) as exc:
             log.error("%s", exc)
             return Outcome.RUNTIME_FAILURE
         except Exception:       # noqa: BLE001 - one logged error, then systemd restarts us
@@ -249,6 +261,18 @@ class Service:
                       job.path, job.id, job.attempts)
         self.intake.forget_missing()
 
+    def waiting(self, waited: float) -> None:
+        """The store's ``on_busy`` on the main thread: another process holds the database's lock. Keep
+        the watchdog fed (unless the worker hangs); a stop ends the wait."""
+        self.ping()
+        if self.stopping():
+            raise errors.Interrupted("stopped while waiting for the database")
+
+    def rewrite_sidecars(self) -> None:
+        """After each full scan: the sidecars that could not be written before."""
+        if self.config.output.sidecars:
+            sidecars.rewrite(self.store)
+
     def ping(self) -> None:
         """The watchdog ping, if the worker is idle or making progress. Loops over files call it per file."""
         worker = self.worker
@@ -268,12 +292,18 @@ class Service:
 def watch(config, roots, database, *, once: bool = False,
           on_second_signal: Callable[[int], None] = die_by_signal) -> Outcome:
     """Open the store at ``database`` for this daemon alone (``StoreError`` when another one uses it),
-    run a ``Service`` on it until it stops, and close the store."""
-    jobs = store.open_store(database)
+    run a ``Service`` on it until it stops, and close the store. While the database is locked by
+    another process at start-up, the daemon waits (systemd's start timeout still applies)."""
+    jobs = store.open_store(database, on_busy=wait_at_start)
     try:
         jobs.lock_daemon()
-        service = Service(config, roots, jobs, open_store=lambda: store.open_store(database), once=once,
-                          on_second_signal=on_second_signal)
+        service = Service(config, roots, jobs, open_store=lambda: store.open_store(database, on_busy=wait_at_start),
+                          once=once, on_second_signal=on_second_signal)
         return service.run()
     finally:
         jobs.close()
+
+
+def wait_at_start(waited: float) -> None:
+    """``on_busy`` before the service runs: wait for another process's lock as long as it takes (the
+    service sets its own as soon as it exists, which keeps the watchdog fed and ends on a stop)."""

@@ -45,7 +45,8 @@ DESCRIPTIONS = {
 }
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "events", "schema_version", Migrations.migrations_table, "outbox", "announced"}
+TABLES = {"jobs", "descriptions", "events", "schema_version", "missing_sidecars", Migrations.migrations_table,
+          "outbox", "announced"}
 # Timeline moments. start_s/end_s: seconds from the recording's start ("end" is an SQL keyword).
 # description_id is NULL while the recording's timeline is still being described (a finished
 # segment kept for a resume after a crash); job_id says whose it is.
@@ -95,6 +96,18 @@ def events(db) -> None:
     db["events"].create_index(["description_id"], if_not_exists=True)
     if not db["events"].detect_fts():
         db["events"].enable_fts(["text"], fts_version="FTS5", create_triggers=True)
+
+
+@MIGRATIONS(name="0100-i9-missing-sidecars")
+def missing_sidecars(db) -> None:
+    """Sidecars that could not be written, one row per job and kind, with the text to write and the last
+    error, so that a later scan or `rkvideo retry --sidecars` writes them (issue 9). A row goes once its
+    file is written, when the job is described again, or with its job. A new table: older rkvideo
+    ignores it, so ``schema_version`` stays."""
+    db.execute("CREATE TABLE IF NOT EXISTS missing_sidecars ("
+               "job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, kind TEXT NOT NULL, "
+               "path TEXT NOT NULL, recording TEXT NOT NULL, text TEXT NOT NULL, error TEXT NOT NULL, "
+               "failed_at TEXT NOT NULL, PRIMARY KEY (job_id, kind))")
 
 
 # Notifications waiting for delivery, one row per message and target, delivered in id order per

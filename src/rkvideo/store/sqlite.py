@@ -27,6 +27,15 @@ queued in its place (``drop``, ``put``), so that content is still described
 once. A ``done`` original that is deleted keeps its descriptions and its
 copies stay skipped: their content is described already.
 
+The file itself (``dbfile``): the lock file is named after the database's
+real path, so one daemon per database file holds however the path is spelled;
+a write that finds another process's lock waits and tries again, calling
+``on_busy`` between tries (the daemon waits as long as it takes, commands give
+up after 30 s); and every commit first checks that the file at the path is
+still the one opened, so a deleted or replaced database is never written into.
+Sidecars that could not be written are kept in ``missing_sidecars`` with their
+text, committed with the description.
+
 Read-only opens (``readonly=True``, for ``list``/``show``/``search``) never
 write, so they work for a user who may only read the file: while a daemon
 runs, SQLite reads through the ``-wal`` and ``-shm`` files the daemon keeps
@@ -39,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import sqlite3
@@ -49,8 +57,9 @@ from urllib.parse import quote
 
 import sqlite_utils
 
-from . import migrations
-from .base import Job, Messages, Outgoing, Status, StoreError, db_text, later, now, same_content, valid_name
+from . import dbfile, migrations
+from .base import (Job, Messages, MissingSidecar, Outgoing, Status, StoreError, db_text, later, now, same_content,
+                   valid_name)
 from .fingerprints import fingerprint
 
 # A put with one of these statuses finishes the job at once.
@@ -60,11 +69,15 @@ FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
 class SqliteStore:
     """One connection to the database file; use one store per thread."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False):
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
+                 on_busy: dbfile.OnBusy | None = None):
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.readonly = readonly
+        # Called while a write waits for another process's lock (see dbfile); commands give up.
+        self.on_busy = on_busy or dbfile.give_up_after(dbfile.BUSY_LIMIT, self.path)
         self._lock_file = None
+        self._identity = None
         if (readonly or not create) and not self.path.exists():
             raise StoreError(f"{self.path}: no database yet (run `rkvideo watch` or `rkvideo describe --db`, "
                              f"or pass --db PATH)")
@@ -78,7 +91,9 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise self._unusable(exc) from None
         try:
-            self._setup(create and not readonly)
+            dbfile.patiently(lambda: self._setup(create and not readonly), self.path, self.on_busy)
+            if not readonly:
+                self._identity = dbfile.Identity(self.path)
         except BaseException as exc:
             self.db.close()
             if isinstance(exc, sqlite3.DatabaseError):
@@ -95,9 +110,9 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; every write below is an explicit one.
         if not self.readonly:
-            return sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            return sqlite3.connect(str(self.path), timeout=dbfile.BUSY_SLICE, isolation_level=None)
         uri = "file:" + quote(os.fsencode(os.path.abspath(self.path)))
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=dbfile.BUSY_SLICE, isolation_level=None)
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
@@ -107,7 +122,7 @@ class SqliteStore:
             conn.close()
             if os.path.exists(f"{self.path}-wal"):
                 raise
-            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30, isolation_level=None)
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=dbfile.BUSY_SLICE, isolation_level=None)
 
     def _setup(self, create: bool) -> None:
         if sqlite3.sqlite_version_info < (3, 31):      # generated columns (jobs.relpath)
@@ -130,60 +145,33 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         """Create the schema, or bring an older one up to date, once, whoever else opens it now."""
-        with self._creation_lock():     # another process may be creating it right now
+        self._refuse_foreign()          # before the lock file is made beside someone else's database
+        with dbfile.creation_lock(self.path):     # another process may be creating it right now
             version = migrations.version(self.db)
             if version is None:
-                foreign = migrations.foreign_tables(self.db)
-                if foreign:
-                    raise StoreError(f"{self.path}: not an rkvideo database (it has other tables: "
-                                     f"{', '.join(sorted(foreign))}); pass another --db")
+                self._refuse_foreign()
                 self.db.enable_wal()    # persistent: every later connection opens in WAL mode
             self._check_version(version)
             with self._transaction():
                 migrations.migrate(self.db)
 
-    @contextlib.contextmanager
-    def _creation_lock(self):
-        """A POSIX lock on byte 1 of ``<db>.lock`` while the schema is created; the close releases it.
-
-        Not ``flock``: the daemon holds an exclusive ``flock`` on the same file for its whole life, and
-        the two kinds of lock do not conflict (Linux, local file systems), so a process that found no
-        schema never waits for a daemon that has started meanwhile and created it.
-        """
-        fd = self._open_lock_file()
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1)
-            yield fd
-        finally:
-            os.close(fd)
-
-    def _open_lock_file(self) -> int:
-        """``<db>.lock``, never through a symbolic link planted at that name (it would be created or
-        truncated wherever the link points)."""
-        name = f"{self.path}.lock"
-        try:
-            return os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            if os.path.islink(name):
-                raise StoreError(f"{name} is a symbolic link: remove it (rkvideo never writes through one)") from None
-            raise StoreError(f"{name}: cannot open the lock file ({e.strerror})") from None
+    def _refuse_foreign(self) -> None:
+        """A database without our schema_version but with tables of its own is someone else's."""
+        if migrations.version(self.db) is None:
+            foreign = migrations.foreign_tables(self.db)
+            if foreign:
+                raise StoreError(f"{self.path}: not an rkvideo database (it has other tables: "
+                                 f"{', '.join(sorted(foreign))}); pass another --db")
 
     def lock_daemon(self) -> None:
-        """Only one daemon per database: a second one would requeue the first one's running job.
+        """Only one daemon per database file, whatever path names it: a second one would requeue the
+        first one's running job (see ``dbfile.lock_daemon``)."""
+        self._lock_file = dbfile.lock_daemon(self.path)    # held until closed or the process ends
 
-        ``flock`` on ``<db>.lock``, not ``lockf``: a POSIX lock belongs to the process, and the kernel
-        drops it as soon as *any* descriptor of that file is closed in the process (``_creation_lock``
-        does that); a ``flock`` belongs to this open file and lasts until it is closed or the process
-        ends, even by kill -9.
-        """
-        fd = self._open_lock_file()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(f"{self.path}: another `rkvideo watch` is using this database "
-                             f"(stop it first, or use another --db)") from None
-        self._lock_file = fd    # held until the process ends (the kernel drops it even on kill -9)
+    def files(self) -> list[str]:
+        """The database file and every file kept beside it (-wal, -shm, -journal, the lock file), as
+        real paths: the daemon never takes them for recordings."""
+        return dbfile.files(self.path)
 
     def close(self) -> None:
         self.db.close()
@@ -199,11 +187,14 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _transaction(self, doing: str = ""):
-        """One write transaction; a database failure becomes a StoreError naming the file."""
+        """One write transaction; a database failure becomes a StoreError naming the file. Waits for
+        another process's write lock (``on_busy``); commits only into the file the store opened."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            dbfile.patiently(lambda: self.db.execute("BEGIN IMMEDIATE"), self.path, self.on_busy)
             try:
                 yield self
+                if self._identity is not None:
+                    self._identity.check()
             except BaseException:
                 if self.db.conn.in_transaction:    # some errors (disk full, I/O) have rolled it back already
                     self.db.execute("ROLLBACK")
@@ -216,7 +207,7 @@ class SqliteStore:
 
     def _rows(self, sql: str, params=()) -> list[dict]:
         try:
-            return list(self.db.query(sql, params))
+            return dbfile.patiently(lambda: list(self.db.query(sql, params)), self.path, self.on_busy)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
@@ -267,6 +258,14 @@ class SqliteStore:
         return self._one("SELECT * FROM jobs WHERE hash = ? AND path != ? AND status != ? ORDER BY id LIMIT 1",
                          [digest, db_text(path), Status.SKIPPED])
 
+    def missing_sidecars(self, ids: list[int] | None = None) -> list[MissingSidecar]:
+        """Sidecars still to be written, by job (only those of ``ids`` when given)."""
+        sql, params = "SELECT * FROM missing_sidecars", []
+        if ids:
+            sql += f" WHERE job_id IN ({', '.join('?' for _ in ids)})"
+            params = list(ids)
+        return [MissingSidecar(**row) for row in self._rows(sql + " ORDER BY job_id, kind", params)]
+
     def search(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
         """Descriptions matching ``query``, best first (FTS5 bm25), each with a snippet.
 
@@ -279,7 +278,7 @@ class SqliteStore:
                "LEFT JOIN jobs j ON j.id = d.job_id "
                "WHERE descriptions_fts MATCH ? ORDER BY descriptions_fts.rank LIMIT ?")
         try:
-            return list(self.db.query(sql, [match, limit]))
+            return dbfile.patiently(lambda: list(self.db.query(sql, [match, limit])), self.path, self.on_busy)
         except sqlite3.OperationalError as exc:
             raise StoreError(f"search {query!r}: {exc} (check the FTS5 query syntax, or drop --raw)") from None
 
@@ -406,14 +405,21 @@ class SqliteStore:
         return job
 
     def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
-               before_commit: Callable[[], None] | None = None, messages: Messages | None = None) -> int:
+               before_commit: Callable[[], None] | None = None, messages: Messages | None = None,
+               missing_sidecars: list[MissingSidecar] = ()) -> int:
         """Store the description and mark the job done, in one transaction, with the outbox rows of
         ``messages(description_id)``. ``before_commit`` is called inside it, after every write: if it
-        raises, nothing is kept. Returns the description's id."""
+        raises, nothing is kept. ``missing_sidecars``: the sidecars of this description that could not
+        be written (they replace those of an earlier one). Returns the description's id."""
         stamp = now()
         with self._transaction():
             description = self._insert_description(job, result, timings, source, stamp)
             self._mark_done(job.id, stamp)
+            self.db.execute("DELETE FROM missing_sidecars WHERE job_id = ?", [job.id])
+            for missing in missing_sidecars:
+                self.db.execute("INSERT INTO missing_sidecars (job_id, kind, path, recording, text, error, failed_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)", [job.id, missing.kind, missing.path,
+                                                                 missing.recording, missing.text, missing.error, stamp])
             if messages is not None:
                 self._enqueue(messages(description))
             if before_commit is not None:
@@ -521,6 +527,17 @@ class SqliteStore:
                 cursor = self.db.execute(f"UPDATE jobs SET {reset} WHERE status IN ({marks})",
                                          [Status.QUEUED, stamp, *(Status(s) for s in statuses)])
             return cursor.rowcount
+
+    def sidecar_written(self, job_id: int, kind: str) -> None:
+        """A missing sidecar is written now (or will never be: its recording moved on)."""
+        with self._transaction():
+            self.db.execute("DELETE FROM missing_sidecars WHERE job_id = ? AND kind = ?", [job_id, kind])
+
+    def sidecar_failed(self, job_id: int, kind: str, error: str) -> None:
+        """Another try to write a missing sidecar failed: the latest reason."""
+        with self._transaction():
+            self.db.execute("UPDATE missing_sidecars SET error = ?, failed_at = ? WHERE job_id = ? AND kind = ?",
+                            [error, now(), job_id, kind])
 
     # ------------------------------------------------------------ the outbox
 
