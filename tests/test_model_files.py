@@ -51,7 +51,7 @@ def broken_models(tmp_path, tiny_models) -> dict:
         "a folder": ({"llm": folder}, f"{folder}: is a folder, not a model file"),
         "gguf named .rkllm": ({"llm": gguf_as_rkllm}, f"{gguf_as_rkllm}: this is a GGUF file"),
         "unknown type": ({"llm": unknown}, f"{unknown}: unknown LLM file type '.bin'"),
-        "encoder against the profile": ({}, "set model.tokens_per_image = 16 in config.toml"),
+        "encoder against the profile": ({}, "model.tokens_per_image = 16 in config.toml"),
     }
     made = {}
     for n, (name, (models, words)) in enumerate(cases.items()):

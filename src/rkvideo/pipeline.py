@@ -58,6 +58,22 @@ class Timings(dict):
 
 
 @dataclass
+class Event:
+    """A moment of a recording where something happens (timeline mode): ``start``/``end`` in seconds
+    from the recording's start, the caption of that stretch, the frames the model saw for it, and
+    the activity score that found it."""
+    start: float
+    end: float
+    text: str
+    frames: list[dict] = field(default_factory=list)     # [{index, pts, seconds, source}]
+    score: float = 0.0
+
+    def as_json(self) -> dict:
+        return {"start": self.start, "end": self.end, "text": self.text, "frames": self.frames,
+                "score": self.score}
+
+
+@dataclass
 class Result:
     inputs: list[str]
     kind: Kind
@@ -70,12 +86,16 @@ class Result:
     text: str | None                # None in dry runs
     notes: list = field(default_factory=list)
     plan: dict = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)     # timeline mode only; ``text`` is then the summary
 
     def as_json(self) -> dict:
-        return {"inputs": self.inputs, "kind": self.kind.value, "frames": self.frames, "prompt": self.prompt,
-                "model": self.model, "tokens": self.tokens.as_dict(),
-                "frames_capped_by_budget": self.frames_capped_by_budget, "timings": dict(self.timings),
-                "text": self.text, "notes": self.notes, "plan": self.plan}
+        shape = {"inputs": self.inputs, "kind": self.kind.value, "frames": self.frames, "prompt": self.prompt,
+                 "model": self.model, "tokens": self.tokens.as_dict(),
+                 "frames_capped_by_budget": self.frames_capped_by_budget, "timings": dict(self.timings),
+                 "text": self.text, "notes": self.notes, "plan": self.plan}
+        if self.events:
+            shape["events"] = [event.as_json() for event in self.events]
+        return shape
 
 
 def model_file(config: Config, key: str) -> Path:

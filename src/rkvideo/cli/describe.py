@@ -70,6 +70,8 @@ def command(inputs, frames, prompt, max_new_tokens, seek, each, dry_run, as_json
         raise errors.UsageError("--sidecars writes one set of files per input: add --each to describe the "
                                 "images one by one")
     options = Options(frames, prompt, max_new_tokens, seek, dry_run, as_json, db, kinds)
+    if db and Path(db).expanduser().exists():
+        check_database(Path(db).expanduser())
     with stage_messages():
         describer = load(cfg, dry_run)
         progress = Progress(sys.stderr.isatty() and not as_json)
@@ -198,6 +200,18 @@ def keep(result, cfg, options: Options) -> int:
     return errors.EXIT_OK
 
 
+def check_database(db: Path) -> None:
+    """A ``--db`` that is not rkvideo's (or cannot be opened) is refused before anything is described:
+    status 2, pass another --db. A new or empty file becomes an rkvideo database. One locked by another
+    process or on a full disk is status 1 (``StoreUnavailable``): that passes."""
+    try:
+        store.open_store(db).close()
+    except store.StoreUnavailable:
+        raise
+    except store.StoreError as exc:
+        raise errors.UsageError(str(exc)) from None
+
+
 def save(db: Path, result) -> None:
     """One result into the database (created if missing), as its job's description."""
     jobs = store.open_store(db)
@@ -212,10 +226,9 @@ def write_sidecars(result, cfg, kinds: list) -> None:
     path = result.inputs[0]
     duration = media.probe(path).duration if result.kind is pipeline.Kind.VIDEO else None
     out_dir = cfg.resolve_path(cfg.output.dir) if cfg.output.dir else None
-    try:
-        sidecars.write_all(path, result.as_json(), duration, kinds, out_dir)
-    except OSError as exc:
-        raise errors.RuntimeFailure(f"{path}: sidecar not written: {exc}") from None
+    failed = [s for s in sidecars.write_each(path, result.as_json(), duration, kinds, out_dir) if s.error]
+    if failed:     # the other kinds are written
+        raise errors.RuntimeFailure("; ".join(f"{path}: {s.kind} sidecar not written: {s.error}" for s in failed))
 
 
 def echo(text: str) -> None:
