@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import sqlite3
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -185,17 +187,50 @@ def locked(db: Path):
         conn.close()
 
 
-def test_a_locked_database_at_start_is_one_line_and_status_1(setup):
-    """The reading commands wait a few seconds for the lock, then say so (status 1: it can pass)."""
+def wait_for_line(proc: subprocess.Popen, words: str, timeout: float = 30.0) -> str:
+    """The first stderr line of ``proc`` holding ``words`` (polled with a deadline, never a sleep)."""
+    end = time.monotonic() + timeout
+    seen = b""
+    while time.monotonic() < end:
+        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, end - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+        for line in seen.decode(errors="replace").splitlines():
+            if words in line:
+                return line
+    raise AssertionError(f"no line with {words!r} on stderr: {seen!r}")
+
+
+def test_a_locked_database_at_start_is_waited_for(setup):
+    """A reading command waits for another process's exclusive lock, says so on one line, and goes on
+    when the lock is released."""
     _, _, _, db = setup
     with locked(db):
-        results = run_each([("list", "--db", db), ("show", "1", "--db", db), ("search", "recording", "--db", db)])
-    for args, code, _, err in results:
-        assert code == 1, (args, err)
-        line = one_error_line(err)
-        assert f"{db}: the database is locked by another process" in line and "try again" in line
-    code, out, _ = run("list", "--db", db)
-    assert code == 0 and "clip00.mp4" in out
+        proc = start("list", "--db", db)
+        line = wait_for_line(proc, "waiting for it")
+        assert line == f"rkvideo: warning: {db}: the database is locked by another process; waiting for it"
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"clip00.mp4" in out
+
+
+def test_a_lock_that_is_not_released_is_one_line_and_status_1(setup, capsys, monkeypatch):
+    """After BUSY_LIMIT (30 s; half a second here) the command gives up: status 1, as a lock passes."""
+    from rkvideo import cli, store
+    _, _, _, db = setup
+    monkeypatch.setattr(store.dbfile, "BUSY_LIMIT", 0.5)
+    with locked(db):
+        for args in (("list",), ("show", "1"), ("search", "recording")):
+            code = cli.main([*args, "--db", str(db)])
+            err = capsys.readouterr().err
+            assert code == 1, (args, err)
+            lines = [line for line in err.splitlines() if line.startswith("rkvideo: error: ")]
+            assert lines == [f"rkvideo: error: {db}: the database is locked by another process (waited 0.5s); "
+                             f"try again when it is done"], err
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import click
 from .. import daemon, errors, store
 from ..output import terminal
 from .common import (SQLITE_MAX_INT, CONTEXT, config_option, database, db_option, error, json_option, plural,
-                     print_json)
+                     print_json, stage_messages)
 
 LIST_EPILOG = """\b
 Examples:
@@ -47,7 +47,8 @@ def open_db(db: str | None, config: str | None, *, readonly: bool = True):
     error (status 2), as a wrong ``--db`` is the usual cause. A database locked by another process or
     on a full disk stays a runtime failure (status 1): it can pass."""
     try:
-        return store.open_store(database(db, config), create=False, readonly=readonly)
+        with stage_messages():          # "locked by another process; waiting for it" while it waits
+            return store.open_store(database(db, config), create=False, readonly=readonly)
     except store.StoreUnavailable:
         raise
     except store.StoreError as exc:

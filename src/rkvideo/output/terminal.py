@@ -195,5 +195,5 @@ def outbox_summary(counts: dict) -> str:
     """The line under it: per target how many wait, since when."""
     if not counts:
         return "outbox empty: every message was delivered"
-    return "; ".join(f"{c['n']} waiting for {target} since {c['oldest'][:19].replace('T', ' ')}"
-                     for target, c in counts.items())
+    return printable.line("; ".join(f"{c['n']} waiting for {target} since {c['oldest'][:19].replace('T', ' ')}"
+                                    for target, c in counts.items()))

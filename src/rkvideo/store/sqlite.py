@@ -135,8 +135,14 @@ class SqliteStore:
         uri = "file:" + quote(os.fsencode(os.path.abspath(self.path)))
         conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=dbfile.BUSY_SLICE, isolation_level=None)
         try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            # Readers wait for no writer in WAL mode; only an exclusive lock (another tool's) blocks them,
+            # and that is waited for like any lock (on_busy decides how long).
+            dbfile.patiently(lambda: conn.execute("SELECT count(*) FROM sqlite_master").fetchone(), self.path,
+                             self.on_busy)
             return conn
+        except StoreError:
+            conn.close()
+            raise
         except sqlite3.OperationalError:
             # WAL needs the -shm file, which a reader cannot create in a folder it may not write. With no
             # -wal file no one has the database open, and the file alone is the whole database.
