@@ -42,7 +42,8 @@ dry runs), notes and plan. --frames above the context budget is capped with a wa
                short_help="describe videos or a set of images")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--frames", "-n", type=int, metavar="N", help="frames per video (default: describe.frames)")
-@click.option("--prompt", "-p", metavar="TEXT", help="question to ask (default: describe.prompt)")
+@click.option("--prompt", "-p", metavar="TEXT",
+              help="question to ask, as plain text: tags in it stay text (default: describe.prompt)")
 @click.option("--max-new-tokens", type=int, metavar="N", help="generation limit (default: llm.max_new_tokens)")
 @click.option("--seek", type=click.Choice(["fast", "exact"]), help="frame picking (default: describe.seek)")
 @click.option("--each", is_flag=True, help="describe images one by one instead of as one set")

@@ -131,7 +131,8 @@ def show_command(target, as_json, db, config):
 @config_option
 def search_command(query, limit, raw, as_json, db, config):
     """Search every stored description (SQLite FTS5, best match first). Each word of QUERY must
-    appear; matches are shown in [brackets] in a snippet. Exit status 1 when nothing matches."""
+    appear; a word in Chinese, Japanese, Thai (scripts without spaces) is found inside longer runs of
+    text. Matches are shown in [brackets] in a snippet. Exit status 1 when nothing matches."""
     if limit < 1:
         raise errors.UsageError(f"--limit must be at least 1, got {limit}")
     if not raw and not store.search_words(query):
