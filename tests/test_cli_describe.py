@@ -9,16 +9,8 @@ from click.testing import CliRunner
 
 import footage
 from rkvideo import __version__, cli, media, pipeline
+from doubles.fixtures import cfg  # noqa: F401 - a fixture
 from rkvideo.output import sidecars
-
-
-@pytest.fixture
-def cfg(tmp_path, monkeypatch):
-    """An isolated config so no user or repo config leaks in."""
-    path = tmp_path / "config.toml"
-    path.write_text("")
-    monkeypatch.setenv("RKVIDEO_CONFIG", str(path))
-    return path
 
 
 def run(capsys, *argv):

@@ -7,7 +7,6 @@ disk under the database. Every case runs the real command line in a real process
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import sqlite3
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from doubles import daemon
+from doubles import capabilities, daemon
 
 HUGE = "99999999999999999999999"
 
@@ -113,26 +112,12 @@ def test_a_config_file_that_is_not_utf8_names_the_file(tmp_path, setup):
                                    f"save the file as UTF-8")
 
 
-def _drop_dac_capabilities():
-    """Make root obey file permissions in the child (drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        if libc.prctl(24, capability, 0, 0, 0) != 0:      # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
-def _can_drop_capabilities() -> bool:
-    with open("/proc/self/status") as f:
-        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    return bool(effective & (1 << 8))                     # CAP_SETPCAP
-
-
 def test_a_working_directory_the_user_cannot_read_is_one_line(tmp_path, setup):
     preexec = None
     if os.geteuid() == 0:
-        if not _can_drop_capabilities():
+        if not capabilities.can_drop_capabilities():
             pytest.skip("running as root without CAP_SETPCAP: chmod cannot stop root from reading")
-        preexec = _drop_dac_capabilities
+        preexec = capabilities.drop_dac_capabilities
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0)               # the process starts inside it; stat("config.toml") then fails

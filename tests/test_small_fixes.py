@@ -9,6 +9,7 @@ import pytest
 
 import footage
 from doubles import daemon
+from doubles.fixtures import cfg  # noqa: F401 - a fixture
 from rkvideo import cli, media
 
 
@@ -16,14 +17,6 @@ def run(capsys, *argv):
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture
-def cfg(tmp_path, monkeypatch):
-    path = tmp_path / "config.toml"
-    path.write_text("")
-    monkeypatch.setenv("RKVIDEO_CONFIG", str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

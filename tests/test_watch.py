@@ -4,7 +4,6 @@ The vision encoder and LLM are the test doubles of tests/doubles/fake_runtime.py
 (they decode the real clips but compute nothing); everything else is the
 shipped code, run through tests/doubles/run_daemon.py.
 """
-import ctypes
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import footage
-from doubles import daemon
+from doubles import capabilities, daemon
 from rkvideo import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,27 +94,12 @@ def test_bad_files_end_failed_or_skipped_with_a_reason_while_good_files_are_desc
     assert len(table) == len(expected) + 4
 
 
-def _drop_dac_capabilities():
-    """Make root obey file permissions in the child (drop CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        if libc.prctl(24, capability, 0, 0, 0) != 0:      # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
-def _can_drop_capabilities() -> bool:
-    """CAP_SETPCAP (bit 8) is needed to shrink the bounding set."""
-    with open("/proc/self/status") as f:
-        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    return bool(effective & (1 << 8))
-
-
 def test_unreadable_file_fails_with_permission_denied(tmp_path):
     popen = {}
     if os.geteuid() == 0:
-        if not _can_drop_capabilities():
+        if not capabilities.can_drop_capabilities():
             pytest.skip("running as root without CAP_SETPCAP: chmod 000 cannot stop root from reading")
-        popen["preexec_fn"] = _drop_dac_capabilities
+        popen["preexec_fn"] = capabilities.drop_dac_capabilities
     folder = tmp_path / "cameras"
     readable = daemon.clip(folder / "ok.mp4", 0)
     locked = daemon.clip(folder / "locked.mp4", 1)

@@ -17,3 +17,12 @@ def stub_build(tmp_path_factory):
         return rkllm_stub.build(layout, version, directory)
 
     return build
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    """An empty config file as $RKVIDEO_CONFIG, so no user or repo config leaks in."""
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    monkeypatch.setenv("RKVIDEO_CONFIG", str(path))
+    return path
