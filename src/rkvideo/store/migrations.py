@@ -45,7 +45,7 @@ DESCRIPTIONS = {
 }
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "events", "schema_version", Migrations.migrations_table}
+TABLES = {"jobs", "descriptions", "events", "thumbnails", "schema_version", Migrations.migrations_table}
 # Timeline moments. start_s/end_s: seconds from the recording's start ("end" is an SQL keyword).
 # description_id is NULL while the recording's timeline is still being described (a finished
 # segment kept for a resume after a crash); job_id says whose it is.
@@ -95,6 +95,30 @@ def events(db) -> None:
     db["events"].create_index(["description_id"], if_not_exists=True)
     if not db["events"].detect_fts():
         db["events"].enable_fts(["text"], fts_version="FTS5", create_triggers=True)
+
+
+# The folder a recording is in (its path up to the last "/"), as SQL over jobs.path: the web page's
+# folder filter. An index on this very expression (below) makes the filter and the list of folders cheap.
+FOLDER_SQL = "substr(path, 1, length(rtrim(path, replace(path, '/', ''))) - 1)"
+
+
+@MIGRATIONS(name="0200-i12-thumbnails")
+def thumbnails(db) -> None:
+    """Small JPEGs of the frames the model saw, one row per frame of a description: ``seq`` is the
+    frame's position in ``descriptions.frames``, ``seconds`` its time, ``path`` the file below the
+    thumbnails folder beside the database (``store.thumbnails``). Rows go with their description."""
+    db.execute("CREATE TABLE IF NOT EXISTS thumbnails ("
+               "id INTEGER PRIMARY KEY, "
+               "description_id INTEGER NOT NULL REFERENCES descriptions(id) ON DELETE CASCADE, "
+               "seq INTEGER NOT NULL, seconds FLOAT, path TEXT NOT NULL, created_at TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS thumbnails_description_id ON thumbnails (description_id, seq)")
+
+
+@MIGRATIONS(name="0201-i12-browse-indexes")
+def browse_indexes(db) -> None:
+    """What the web page sorts and filters recordings by: their time (``mtime``) and their folder."""
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_mtime ON jobs (mtime)")
+    db.execute(f"CREATE INDEX IF NOT EXISTS jobs_folder ON jobs ({FOLDER_SQL})")
 
 
 def version(db) -> int | None:

@@ -1,0 +1,152 @@
+"""The SQL behind the web page's search: moments and recordings best first, filtered, a page at a time.
+
+Why a module of its own: ``SqliteStore`` keeps the queue; these are read-only
+queries that only the web page needs, and they are tuned for size (100 000
+descriptions and 500 000 moments must answer in milliseconds):
+
+* Ranking: FTS5's bm25, over the events (moments) and the descriptions
+  (recordings) together; both scores are on the same scale, lower is better.
+  Computing bm25 for every row that contains a common word ("car" in a third
+  of all captions) costs over 100 ms, so each table ranks its ``RANK_WINDOW``
+  newest matches that pass the filters (rowid order, which FTS5 walks without
+  scoring). A rare word is ranked over all its matches; a common word over
+  the newest thousands, which is also what someone searching a camera archive
+  wants to see first.
+* Snippets are made only for the page's rows, in a second query: FTS5 makes a
+  snippet from the match it is at, and thousands of them are expensive.
+* Snippet marks are the control characters ``base.MARK``/``base.END`` so that the
+  page can escape the text first and then turn them into highlights.
+* The folder filter and the folder list use ``migrations.FOLDER_SQL`` with the
+  index built on that same expression; the list walks that index one folder
+  at a time (a recursive query), so it costs one lookup per folder.
+"""
+from __future__ import annotations
+
+from .base import END, MARK, Filters
+from .migrations import FOLDER_SQL
+
+RANK_WINDOW = 2000
+EXCERPT = 400       # characters of a description shown for a recording without a query
+
+_JOB = ("j.id AS job_id, j.path AS path, j.status AS status, j.mtime AS mtime, j.error AS error, "
+        f"{FOLDER_SQL.replace('path', 'j.path')} AS folder")
+
+
+def _where(filters: Filters) -> tuple[str, dict]:
+    """SQL conditions on the jobs table ``j`` for ``filters``, with their parameters."""
+    parts, params = [], {}
+    if filters.folder is not None:
+        parts.append(f"{FOLDER_SQL.replace('path', 'j.path')} = :folder")
+        params["folder"] = filters.folder
+    if filters.since is not None:
+        parts.append("j.mtime >= :since")
+        params["since"] = filters.since
+    if filters.until is not None:
+        parts.append("j.mtime < :until")
+        params["until"] = filters.until
+    if filters.status is not None:
+        parts.append("j.status = :status")
+        params["status"] = str(filters.status)
+    return "".join(f" AND {p}" for p in parts), params
+
+
+def search(db, match: str, filters: Filters, limit: int, offset: int) -> list[dict]:
+    """Moments (``kind`` "event") and recordings (``kind`` "description") matching the FTS5 expression
+    ``match``, best first, with snippets."""
+    where, params = _where(filters)
+    sql = (
+        "SELECT * FROM ("
+        "SELECT * FROM (SELECT 'event' AS kind, e.id AS id, e.description_id AS description_id, "
+        "bm25(events_fts) AS score FROM events_fts JOIN events e ON e.id = events_fts.rowid "
+        "JOIN jobs j ON j.id = e.job_id WHERE events_fts MATCH :match AND e.description_id IS NOT NULL"
+        f"{where} ORDER BY events_fts.rowid DESC LIMIT {RANK_WINDOW}) "
+        "UNION ALL "
+        "SELECT * FROM (SELECT 'description', d.id, d.id, bm25(descriptions_fts) "
+        "FROM descriptions_fts JOIN descriptions d ON d.id = descriptions_fts.rowid "
+        f"JOIN jobs j ON j.id = d.job_id WHERE descriptions_fts MATCH :match{where} "
+        f"ORDER BY descriptions_fts.rowid DESC LIMIT {RANK_WINDOW})"
+        ") ORDER BY score, kind DESC, id DESC LIMIT :limit OFFSET :offset")
+    ranked = list(db.query(sql, {**params, "match": match, "limit": limit, "offset": offset}))
+    snippets = _snippets(db, match, ranked)
+    return [{**_details(db, hit), "snippet": snippets.get((hit["kind"], hit["id"]), "")} for hit in ranked]
+
+
+def _snippets(db, match: str, ranked: list) -> dict:
+    out = {}
+    for kind, table, tokens in (("event", "events_fts", 32), ("description", "descriptions_fts", 24)):
+        ids = [h["id"] for h in ranked if h["kind"] == kind]
+        if not ids:
+            continue
+        marks = ", ".join("?" for _ in ids)
+        rows = db.execute(f"SELECT rowid, snippet({table}, 0, ?, ?, '…', {tokens}) FROM {table} "
+                          f"WHERE {table} MATCH ? AND rowid IN ({marks})", [MARK, END, match, *ids])
+        out.update({(kind, rowid): text for rowid, text in rows})
+    return out
+
+
+def _details(db, hit: dict) -> dict:
+    """The rest of a ranked hit: its moment's times, its description, its recording."""
+    if hit["kind"] == "event":
+        row = db.execute(f"SELECT e.start_s AS start_s, e.end_s AS end_s, d.model AS model, "
+                         f"d.created_at AS created_at, {_JOB} FROM events e "
+                         "JOIN descriptions d ON d.id = e.description_id JOIN jobs j ON j.id = e.job_id "
+                         "WHERE e.id = ?", [hit["id"]])
+    else:
+        row = db.execute(f"SELECT NULL AS start_s, NULL AS end_s, d.model AS model, d.created_at AS created_at, "
+                         f"{_JOB} FROM descriptions d "
+                         "JOIN jobs j ON j.id = d.job_id WHERE d.id = ?", [hit["id"]])
+    names = [c[0] for c in row.description]
+    values = dict(zip(names, row.fetchone()))
+    start, end = values.pop("start_s"), values.pop("end_s")
+    return {"kind": hit["kind"], "event_id": hit["id"] if hit["kind"] == "event" else None,
+            "description_id": hit["description_id"], "start": start, "end": end, "score": hit["score"],
+            **values}
+
+
+def recordings(db, filters: Filters, limit: int, offset: int) -> list[dict]:
+    """Recordings newest first (by their file time), each with an excerpt of its latest description."""
+    where, params = _where(filters)
+    sql = (f"SELECT {_JOB}, (SELECT max(id) FROM descriptions WHERE job_id = j.id) AS description_id "
+           f"FROM jobs j WHERE 1{where} ORDER BY j.mtime DESC, j.id DESC LIMIT :limit OFFSET :offset")
+    rows = list(db.query(sql, {**params, "limit": limit, "offset": offset}))
+    texts = _texts(db, [r["description_id"] for r in rows if r["description_id"]])
+    hits = []
+    for row in rows:
+        found = texts.get(row["description_id"], {})
+        hits.append({"kind": "recording", "event_id": None, "start": None, "end": None, "score": None,
+                     "model": found.get("model"), "created_at": found.get("created_at"),
+                     "snippet": _excerpt(found.get("text") or row["error"] or ""), **row})
+    return hits
+
+
+def _texts(db, ids: list) -> dict:
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    rows = db.query(f"SELECT id, text, model, created_at FROM descriptions WHERE id IN ({marks})", ids)
+    return {row["id"]: row for row in rows}
+
+
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= EXCERPT else text[:EXCERPT].rsplit(" ", 1)[0] + " …"
+
+
+def folders(db) -> list[str]:
+    """Every folder that holds a recording, in order: one index lookup per folder."""
+    sql = (f"WITH RECURSIVE f(folder) AS (SELECT min({FOLDER_SQL}) FROM jobs UNION ALL "
+           f"SELECT (SELECT min({FOLDER_SQL}) FROM jobs WHERE {FOLDER_SQL} > f.folder) FROM f "
+           "WHERE f.folder IS NOT NULL) SELECT folder FROM f WHERE folder IS NOT NULL")
+    return [row[0] for row in db.execute(sql)]
+
+
+def thumbnails(db, description_ids: list) -> dict:
+    """description id → its thumbnails in frame order (id, seq, seconds, path)."""
+    out: dict = {d: [] for d in description_ids}
+    if not description_ids:
+        return out
+    marks = ", ".join("?" for _ in description_ids)
+    for row in db.query(f"SELECT id, description_id, seq, seconds, path FROM thumbnails "
+                        f"WHERE description_id IN ({marks}) ORDER BY description_id, seq", list(description_ids)):
+        out[row["description_id"]].append(row)
+    return out
