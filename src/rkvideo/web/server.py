@@ -31,7 +31,7 @@ def check(host: str, token: str, where: str = "the config") -> None:
     """Refuse to serve other machines without a token, and a token that is easy to guess."""
     if token and len(token) < MIN_TOKEN:
         raise UsageError(f"serve.token in {where} is too short ({len(token)} characters; use at least {MIN_TOKEN}, "
-                         f"e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe())')")
+                         f"e.g. what `openssl rand -base64 24` prints)")
     if not token and not is_loopback(host):
         raise UsageError(f"serving on {host} lets other machines in: set serve.token in {where} (they log in with "
                          f"it), or serve on 127.0.0.1")
