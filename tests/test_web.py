@@ -490,3 +490,73 @@ def test_the_daemon_keeps_thumbnails_unless_told_not_to(tmp_path):
                 assert data[:3] == b"\xff\xd8\xff"
         else:
             assert rows == [] and not thumbnail_files.folder_for(db).exists()
+
+
+# ------------------------------------------------------------------ the search queries themselves
+
+@pytest.fixture
+def many(tmp_path):
+    """60 recordings in three folders over 60 days, with words spread so that filters and words cross."""
+    db = tmp_path / "rkvideo.db"
+    words = ["red car", "blue van", "red van", "a cat"]
+    with store.open_store(db) as jobs:
+        for n in range(60):
+            path = tmp_path / ("door", "yard", "gate")[n % 3] / f"{n:02d}.mp4"
+            text = f"Number {n}: {words[n % 4]} in the morning."
+            moments = [(1.0, 2.0, f"{words[(n + 1) % 4]} passes by."), (3.0, 4.0, "nothing moves")]
+            helpers.describe(jobs, path, helpers.result(path, text, events=moments, stamps=(1.0,), thumbnails=False),
+                             mtime=1_700_000_000.0 + n * DAY)
+        jobs.fail(jobs.job_at(str(tmp_path / "door" / "00.mp4")).id, "it broke")
+    return db
+
+
+def expected(db, words: list, folder=None, since=None, until=None, status=None) -> set:
+    """Every (kind, id) whose text has all the words and whose job passes the filters, by brute force."""
+    rows = helpers_rows(db, "SELECT 'event', e.id, e.text, j.path, j.mtime, j.status FROM events e JOIN jobs j "
+                            "ON j.id = e.job_id UNION ALL SELECT 'description', d.id, d.text, j.path, j.mtime, "
+                            "j.status FROM descriptions d JOIN jobs j ON j.id = d.job_id")
+    found = set()
+    for kind, ident, text, path, mtime, job_status in rows:
+        tokens = re.findall(r"\w+", text.lower())
+        if not all(w in tokens for w in words):
+            continue
+        if folder is not None and str(Path(path).parent) != folder:
+            continue
+        if (since is not None and mtime < since) or (until is not None and mtime >= until) or \
+                (status is not None and job_status != status):
+            continue
+        found.add((kind, ident))
+    return found
+
+
+@pytest.mark.parametrize("how", ["set", "join"])
+def test_filtered_search_finds_exactly_the_matches_whichever_way_it_filters(many, tmp_path, monkeypatch, how):
+    from rkvideo.store import browse
+    # Force one way: "set" for every filter, or "join" for every filter (FEW = 0: never "few matches").
+    monkeypatch.setattr(browse, "FEW", 0)
+    monkeypatch.setattr(browse, "SELECTIVE", 1.0 if how == "set" else 0.0)
+    base = 1_700_000_000.0
+    cases = [({"folder": str(tmp_path / "door")}, ["red"]),
+             ({"folder": str(tmp_path / "yard"), "status": "done"}, ["van"]),
+             ({"since": base + 10 * DAY, "until": base + 20 * DAY}, ["red", "car"]),
+             ({"status": "failed"}, ["car"]),
+             ({"folder": str(tmp_path / "gate"), "since": base + 30 * DAY}, ["cat"])]
+    with store.open_store(many, readonly=True) as jobs:
+        for filters, words in cases:
+            found = jobs.browse(" ".join(words), store.Filters(**{k: (store.Status(v) if k == "status" else v)
+                                                                  for k, v in filters.items()}), 500)
+            got = {(h["kind"], h["event_id"] or h["description_id"]) for h in found}
+            assert got == expected(many, words, **filters)
+            assert found and all(h["snippet"] for h in found)
+
+
+def test_a_common_word_is_ranked_over_its_newest_matches(many, monkeypatch):
+    from rkvideo.store import browse
+    monkeypatch.setattr(browse, "RANK_WINDOW", 5)
+    with store.open_store(many, readonly=True) as jobs:
+        found = jobs.browse("red", store.Filters(), 500)
+    newest = sorted(expected(many, ["red"]), key=lambda hit: -hit[1])
+    events = [i for k, i in newest if k == "event"][:5]
+    descriptions = [i for k, i in newest if k == "description"][:5]
+    assert sorted(h["event_id"] for h in found if h["kind"] == "event") == sorted(events)
+    assert sorted(h["description_id"] for h in found if h["kind"] == "description") == sorted(descriptions)

@@ -32,12 +32,21 @@ _JOB = ("j.id AS job_id, j.path AS path, j.status AS status, j.mtime AS mtime, j
         f"{FOLDER_SQL.replace('path', 'j.path')} AS folder")
 
 
-def _where(filters: Filters) -> tuple[str, dict]:
-    """SQL conditions on the jobs table ``j`` for ``filters``, with their parameters."""
+def _where(filters: Filters, fast_folder: bool = False) -> tuple[str, dict]:
+    """SQL conditions on the jobs table ``j`` for ``filters``, with their parameters.
+
+    ``fast_folder``: test the folder with two cheap string comparisons (the path starts with the folder
+    and "/", and has no "/" after it) instead of ``FOLDER_SQL``: the same rows, but no index can serve
+    either form inside an FTS scan, and this one costs far less per row."""
     parts, params = [], {}
     if filters.folder is not None:
-        parts.append(f"{FOLDER_SQL.replace('path', 'j.path')} = :folder")
-        params["folder"] = filters.folder
+        if fast_folder:
+            parts.append("substr(j.path, 1, :folder_len) = :folder_prefix "
+                         "AND instr(substr(j.path, :folder_len + 1), '/') = 0")
+            params.update(folder_prefix=filters.folder + "/", folder_len=len(filters.folder) + 1)
+        else:
+            parts.append(f"{FOLDER_SQL.replace('path', 'j.path')} = :folder")
+            params["folder"] = filters.folder
     if filters.since is not None:
         parts.append("j.mtime >= :since")
         params["since"] = filters.since
@@ -50,22 +59,73 @@ def _where(filters: Filters) -> tuple[str, dict]:
     return "".join(f" AND {p}" for p in parts), params
 
 
+# kind → (FTS5 table, content table, its alias)
+ARMS = {"event": ("events_fts", "events", "e"), "description": ("descriptions_fts", "descriptions", "d")}
+# A filter that keeps at most this share of the jobs is applied as a set of row ids, unless fewer than
+# FEW rows of each table match the words (see ``_ranked`` and ``_how``).
+SELECTIVE = 0.2
+FEW = 5000
+
+
+def _ranked(kind: str, how: str, filters: Filters) -> tuple[str, dict]:
+    """One table's newest ``RANK_WINDOW`` matches that pass the filters, with their bm25 scores.
+
+    How the filters are applied decides the cost, because FTS5 walks the matches newest first and every
+    match it has to look at costs time:
+
+    * ``"none"``: no filter; only moments still without a description (a timeline being described) are
+      left out, as a small set;
+    * ``"set"``: a selective filter (one folder, a few days): the ids of the rows of the jobs that pass
+      are collected once through the indexes, and a match is kept if its id is in that set;
+    * ``"join"``: a filter that most jobs pass (``status = done``): each match's job is looked up, and
+      the window fills after a few thousand matches anyway.
+    """
+    fts, table, alias = ARMS[kind]
+    joins, condition, params = "", "", {}
+    if how == "none":
+        if kind == "event":
+            condition = f" AND +{fts}.rowid NOT IN (SELECT id FROM events WHERE description_id IS NULL)"
+    elif how == "set":
+        where, params = _where(filters)
+        described = " AND description_id IS NOT NULL" if kind == "event" else ""
+        condition = (f" AND +{fts}.rowid IN (SELECT id FROM {table} WHERE job_id IN "
+                     f"(SELECT j.id FROM jobs j WHERE 1{where}){described})")
+    else:
+        where, params = _where(filters, fast_folder=True)
+        joins = f" JOIN {table} {alias} ON {alias}.id = {fts}.rowid JOIN jobs j ON j.id = {alias}.job_id"
+        condition = (f" AND {alias}.description_id IS NOT NULL" if kind == "event" else "") + where
+    sql = (f"SELECT * FROM (SELECT '{kind}' AS kind, {fts}.rowid AS id, bm25({fts}) AS score FROM {fts}{joins} "
+           f"WHERE {fts} MATCH :match{condition} ORDER BY {fts}.rowid DESC LIMIT {RANK_WINDOW})")
+    return sql, params
+
+
+def _how(db, match: str, filters: Filters) -> str:
+    """Which way ``_ranked`` applies ``filters``: by how many rows match the words (counted up to
+    ``FEW``, which costs well under a millisecond) and by the share of the jobs that pass the filters
+    (counted up to the ``SELECTIVE`` share)."""
+    where, params = _where(filters)
+    if not where:
+        return "none"
+    if all(_count(db, f"SELECT 1 FROM {fts} WHERE {fts} MATCH :match", {"match": match}, FEW) < FEW
+           for fts in ("events_fts", "descriptions_fts")):
+        return "join"       # few matches: looking up each one's job is cheaper than any set
+    (last,) = db.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()
+    cap = int(SELECTIVE * last) + 1
+    return "set" if _count(db, f"SELECT 1 FROM jobs j WHERE 1{where}", params, cap) < cap else "join"
+
+
+def _count(db, sql: str, params: dict, cap: int) -> int:
+    (n,) = db.execute(f"SELECT count(*) FROM ({sql} LIMIT {int(cap)})", params).fetchone()
+    return n
+
+
 def search(db, match: str, filters: Filters, limit: int, offset: int) -> list[dict]:
     """Moments (``kind`` "event") and recordings (``kind`` "description") matching the FTS5 expression
     ``match``, best first, with snippets."""
-    where, params = _where(filters)
-    sql = (
-        "SELECT * FROM ("
-        "SELECT * FROM (SELECT 'event' AS kind, e.id AS id, e.description_id AS description_id, "
-        "bm25(events_fts) AS score FROM events_fts JOIN events e ON e.id = events_fts.rowid "
-        "JOIN jobs j ON j.id = e.job_id WHERE events_fts MATCH :match AND e.description_id IS NOT NULL"
-        f"{where} ORDER BY events_fts.rowid DESC LIMIT {RANK_WINDOW}) "
-        "UNION ALL "
-        "SELECT * FROM (SELECT 'description', d.id, d.id, bm25(descriptions_fts) "
-        "FROM descriptions_fts JOIN descriptions d ON d.id = descriptions_fts.rowid "
-        f"JOIN jobs j ON j.id = d.job_id WHERE descriptions_fts MATCH :match{where} "
-        f"ORDER BY descriptions_fts.rowid DESC LIMIT {RANK_WINDOW})"
-        ") ORDER BY score, kind DESC, id DESC LIMIT :limit OFFSET :offset")
+    how = _how(db, match, filters)
+    (events, params), (descriptions, _) = _ranked("event", how, filters), _ranked("description", how, filters)
+    sql = (f"SELECT * FROM ({events} UNION ALL {descriptions}) "
+           "ORDER BY score, kind DESC, id DESC LIMIT :limit OFFSET :offset")
     ranked = list(db.query(sql, {**params, "match": match, "limit": limit, "offset": offset}))
     snippets = _snippets(db, match, ranked)
     return [{**_details(db, hit), "snippet": snippets.get((hit["kind"], hit["id"]), "")} for hit in ranked]
@@ -87,20 +147,19 @@ def _snippets(db, match: str, ranked: list) -> dict:
 def _details(db, hit: dict) -> dict:
     """The rest of a ranked hit: its moment's times, its description, its recording."""
     if hit["kind"] == "event":
-        row = db.execute(f"SELECT e.start_s AS start_s, e.end_s AS end_s, d.model AS model, "
+        row = db.execute(f"SELECT e.start_s AS start_s, e.end_s AS end_s, d.id AS description_id, d.model AS model, "
                          f"d.created_at AS created_at, {_JOB} FROM events e "
                          "JOIN descriptions d ON d.id = e.description_id JOIN jobs j ON j.id = e.job_id "
                          "WHERE e.id = ?", [hit["id"]])
     else:
-        row = db.execute(f"SELECT NULL AS start_s, NULL AS end_s, d.model AS model, d.created_at AS created_at, "
-                         f"{_JOB} FROM descriptions d "
+        row = db.execute(f"SELECT NULL AS start_s, NULL AS end_s, d.id AS description_id, d.model AS model, "
+                         f"d.created_at AS created_at, {_JOB} FROM descriptions d "
                          "JOIN jobs j ON j.id = d.job_id WHERE d.id = ?", [hit["id"]])
     names = [c[0] for c in row.description]
     values = dict(zip(names, row.fetchone()))
     start, end = values.pop("start_s"), values.pop("end_s")
     return {"kind": hit["kind"], "event_id": hit["id"] if hit["kind"] == "event" else None,
-            "description_id": hit["description_id"], "start": start, "end": end, "score": hit["score"],
-            **values}
+            "start": start, "end": end, "score": hit["score"], **values}
 
 
 def recordings(db, filters: Filters, limit: int, offset: int) -> list[dict]:

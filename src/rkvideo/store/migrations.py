@@ -116,9 +116,12 @@ def thumbnails(db) -> None:
 
 @MIGRATIONS(name="0201-i12-browse-indexes")
 def browse_indexes(db) -> None:
-    """What the web page sorts and filters recordings by: their time (``mtime``) and their folder."""
+    """What the web page sorts and filters by: a recording's time (``mtime``) and folder, and the moments
+    of a set of jobs."""
     db.execute("CREATE INDEX IF NOT EXISTS jobs_mtime ON jobs (mtime)")
     db.execute(f"CREATE INDEX IF NOT EXISTS jobs_folder ON jobs ({FOLDER_SQL})")
+    # A folder's or a day's moments, by job, without reading the rows (the search's filters).
+    db.execute("CREATE INDEX IF NOT EXISTS events_job_description ON events (job_id, description_id)")
 
 
 def version(db) -> int | None:
