@@ -560,3 +560,15 @@ def test_a_common_word_is_ranked_over_its_newest_matches(many, monkeypatch):
     descriptions = [i for k, i in newest if k == "description"][:5]
     assert sorted(h["event_id"] for h in found if h["kind"] == "event") == sorted(events)
     assert sorted(h["description_id"] for h in found if h["kind"] == "description") == sorted(descriptions)
+
+
+def test_only_the_words_of_a_query_count_so_no_query_is_an_error(archive):
+    with client(archive["db"]) as web:
+        plain = {r["description_id"] for r in web.get("/api/search", params={"q": "red car"}).json()["results"]}
+        for query in ('"red car"', "red, car!", "RED car\x00", "(red) car*"):
+            answer = web.get("/api/search", params={"q": query})
+            assert answer.status_code == 200, query
+            assert {r["description_id"] for r in answer.json()["results"]} == plain, query
+        for query in ('"', "-", "*", "NEAR(", "'"):
+            answer = web.get("/", params={"q": query})
+            assert answer.status_code == 200 and "Nothing matches" in answer.text, query

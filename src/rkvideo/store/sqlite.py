@@ -42,6 +42,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -272,12 +273,16 @@ class SqliteStore:
                          [digest, db_text(path), Status.SKIPPED])
 
     def browse(self, query: str, filters: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
-        """The web page's results: moments and recordings matching ``query`` (its words, quoted), best
-        first; with no words, the recordings newest first. See ``browse``."""
+        """The web page's results: moments and recordings holding every word of ``query``, best first; with
+        no query, the recordings newest first (see ``browse``). Only the words count: quotes, operators and
+        other signs are not FTS5 syntax here, so no query can be a syntax error."""
+        words = re.findall(r"\w+", query)
         try:
             if not query.strip():
                 return browse.recordings(self.db, filters, limit, offset)
-            return browse.search(self.db, self.db.quote_fts(query), filters, limit, offset)
+            if not words:
+                return []
+            return browse.search(self.db, " ".join(f'"{w}"' for w in words), filters, limit, offset)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: search {query!r}: {exc}") from exc
 
