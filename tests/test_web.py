@@ -22,7 +22,7 @@ pytest.importorskip("httpx", reason="Starlette's test client needs httpx (in the
 from starlette.testclient import TestClient  # noqa: E402
 
 from doubles import web as helpers  # noqa: E402
-from rkvideo import cli, store  # noqa: E402
+from rkvideo import cli, pipeline, store  # noqa: E402
 from rkvideo.store import thumbnails as thumbnail_files  # noqa: E402
 from rkvideo.web import create_app  # noqa: E402
 
@@ -572,3 +572,24 @@ def test_only_the_words_of_a_query_count_so_no_query_is_an_error(archive):
         for query in ('"', "-", "*", "NEAR(", "'"):
             answer = web.get("/", params={"q": query})
             assert answer.status_code == 200 and "Nothing matches" in answer.text, query
+
+
+def test_the_player_starts_where_asked_even_at_zero_and_a_photo_set_shows_its_picture(archive, tmp_path):
+    job_id, _ = archive["jobs"]["yard"]
+    photo = tmp_path / "shots" / "front.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(helpers.result(photo, "x").thumbnails[0])
+    photos = tmp_path / "photos.db"
+    with store.open_store(photos) as jobs:
+        outcome = helpers.result(photo, "A parcel on the step.", stamps=(0.0,))
+        outcome.kind = pipeline.Kind.IMAGES
+        photo_job, _ = helpers.describe(jobs, photo, outcome)
+    with client(archive["db"]) as web:
+        at_zero = web.get(f"/recordings/{job_id}", params={"t": "0"}).text
+        assert f'src="/media/{job_id}#t=0.0"' in at_zero and 'data-start="0.0"' in at_zero
+        plain = web.get(f"/recordings/{job_id}").text
+        assert f'src="/media/{job_id}"' in plain and 'data-start=""' in plain
+    with client(photos) as web:
+        page = web.get(f"/recordings/{photo_job}").text
+        assert f'<img class="picture" src="/media/{photo_job}"' in page and "<video" not in page
+        assert web.get(f"/media/{photo_job}").headers["content-type"] == "image/jpeg"

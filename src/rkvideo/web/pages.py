@@ -8,6 +8,7 @@ and thumbnails are reached by their id in the database (see ``routes``).
 """
 from __future__ import annotations
 
+import mimetypes
 import os
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -184,7 +185,8 @@ def recording(store: JobStore, job_id: int, description_id: int | None = None, a
     return {
         "job": job.as_dict(), "name": path.name, "folder": str(path.parent), "camera": path.parent.name,
         "time": when(job.mtime), "available": os.path.isfile(job.path),
-        "media_url": f"/media/{job_id}", "start": at or 0.0,
+        "media_url": f"/media/{job_id}", "start": at,
+        "picture": (mimetypes.guess_type(job.path)[0] or "").startswith("image/"),   # a photo set's first image
         "descriptions": shown, "chosen": chosen or (shown[0] if shown else None),
     }
 

@@ -56,8 +56,8 @@
   });
 
   player.addEventListener("timeupdate", markCurrent);
-  var start = parseFloat(player.dataset.start || "0");
-  if (start > 0) {
-    seek(start);
+  // Arrived from a moment or a frame (?t=SECONDS): play from there.
+  if (player.dataset.start !== "") {
+    seek(parseFloat(player.dataset.start));
   }
 })();
