@@ -19,10 +19,14 @@ import pytest
 pytest.importorskip("starlette", reason="needs the [web] extra: pip install -e '.[web]'")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (in the [dev] extra)")
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+import footage  # noqa: E402
+from doubles import daemon, fake_runtime  # noqa: E402
 from doubles import web as helpers  # noqa: E402
-from rkvideo import cli, pipeline, store  # noqa: E402
+from rkvideo import cli, config as config_mod, llm, pipeline, store, vision  # noqa: E402
 from rkvideo.store import thumbnails as thumbnail_files  # noqa: E402
 from rkvideo.web import create_app  # noqa: E402
 
@@ -470,7 +474,6 @@ def test_a_link_planted_in_the_thumbnails_folder_costs_the_thumbnails_not_the_de
 
 
 def test_the_daemon_keeps_thumbnails_unless_told_not_to(tmp_path):
-    from doubles import daemon
     for keep in (True, False):
         work = tmp_path / str(keep)
         folder = work / "cam"
@@ -593,3 +596,21 @@ def test_the_player_starts_where_asked_even_at_zero_and_a_photo_set_shows_its_pi
         page = web.get(f"/recordings/{photo_job}").text
         assert f'<img class="picture" src="/media/{photo_job}"' in page and "<video" not in page
         assert web.get(f"/media/{photo_job}").headers["content-type"] == "image/jpeg"
+
+
+def test_the_pipeline_returns_a_small_jpeg_of_each_frame_it_encoded_only_when_asked(tmp_path):
+    pairing = fake_runtime.Pairing()
+    recording = helpers.clip(tmp_path / "wide.mp4", seconds=2.0)
+    big = footage.make_clip(tmp_path / "big.mp4", seconds=2.0, fps=10, size=(640, 360))
+    with llm.register(fake_runtime.LLM_SUFFIX, pairing.open_llm), \
+            vision.register(fake_runtime.VISION_SUFFIX, pairing.open_vision):
+        cfg = config_mod.read(daemon.write_config(tmp_path))
+        with pipeline.Describer(cfg) as describer:
+            kept = describer.describe_video(big, frames=3, thumbnails=True)
+            small = describer.describe_video(recording, frames=2, thumbnails=True)
+            none = describer.describe_video(big, frames=3)
+    assert len(kept.thumbnails) == len(kept.frames) == 3 and none.thumbnails == []
+    shapes = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR).shape for j in kept.thumbnails]
+    assert shapes == [(180, 320, 3)] * 3              # 640×360 frames, 320 px wide, aspect kept
+    assert cv2.imdecode(np.frombuffer(small.thumbnails[0], np.uint8), cv2.IMREAD_COLOR).shape == (180, 320, 3)
+    assert "thumbnails" not in kept.as_json()
