@@ -67,7 +67,7 @@ SELECTIVE = 0.2
 FEW = 5000
 
 
-def _ranked(kind: str, how: str, filters: Filters) -> tuple[str, dict]:
+def _ranked(db, kind: str, how: str, filters: Filters) -> tuple[str, dict]:
     """One table's newest ``RANK_WINDOW`` matches that pass the filters, with their bm25 scores.
 
     How the filters are applied decides the cost, because FTS5 walks the matches newest first and every
@@ -76,7 +76,9 @@ def _ranked(kind: str, how: str, filters: Filters) -> tuple[str, dict]:
     * ``"none"``: no filter; only moments still without a description (a timeline being described) are
       left out, as a small set;
     * ``"set"``: a selective filter (one folder, a few days): the ids of the rows of the jobs that pass
-      are collected once through the indexes, and a match is kept if its id is in that set;
+      are collected once through the indexes, and a match is kept if its id is in that set; with a date
+      range the scan is also bounded by the lowest and highest of those ids (rows of one period were
+      written together, so their ids are neighbours, and FTS5 seeks to a rowid range);
     * ``"join"``: a filter that most jobs pass (``status = done``): each match's job is looked up, and
       the window fills after a few thousand matches anyway.
     """
@@ -87,9 +89,13 @@ def _ranked(kind: str, how: str, filters: Filters) -> tuple[str, dict]:
             condition = f" AND +{fts}.rowid NOT IN (SELECT id FROM events WHERE description_id IS NULL)"
     elif how == "set":
         where, params = _where(filters)
+        jobs = f"SELECT j.id FROM jobs j WHERE 1{where}"
         described = " AND description_id IS NOT NULL" if kind == "event" else ""
-        condition = (f" AND +{fts}.rowid IN (SELECT id FROM {table} WHERE job_id IN "
-                     f"(SELECT j.id FROM jobs j WHERE 1{where}){described})")
+        condition = f" AND +{fts}.rowid IN (SELECT id FROM {table} WHERE job_id IN ({jobs}){described})"
+        if filters.since is not None or filters.until is not None:
+            condition += f" AND {fts}.rowid BETWEEN :{kind}_low AND :{kind}_high"
+            low, high = _bounds(db, table, jobs, params)
+            params = {**params, f"{kind}_low": low, f"{kind}_high": high}
     else:
         where, params = _where(filters, fast_folder=True)
         joins = f" JOIN {table} {alias} ON {alias}.id = {fts}.rowid JOIN jobs j ON j.id = {alias}.job_id"
@@ -97,6 +103,12 @@ def _ranked(kind: str, how: str, filters: Filters) -> tuple[str, dict]:
     sql = (f"SELECT * FROM (SELECT '{kind}' AS kind, {fts}.rowid AS id, bm25({fts}) AS score FROM {fts}{joins} "
            f"WHERE {fts} MATCH :match{condition} ORDER BY {fts}.rowid DESC LIMIT {RANK_WINDOW})")
     return sql, params
+
+
+def _bounds(db, table: str, jobs: str, params: dict) -> tuple[int, int]:
+    """The lowest and highest row id of ``table`` among the rows of ``jobs`` ((1, 0) when there are none)."""
+    low, high = db.execute(f"SELECT min(id), max(id) FROM {table} WHERE job_id IN ({jobs})", params).fetchone()
+    return (1, 0) if low is None else (low, high)
 
 
 def _how(db, match: str, filters: Filters) -> str:
@@ -123,10 +135,11 @@ def search(db, match: str, filters: Filters, limit: int, offset: int) -> list[di
     """Moments (``kind`` "event") and recordings (``kind`` "description") matching the FTS5 expression
     ``match``, best first, with snippets."""
     how = _how(db, match, filters)
-    (events, params), (descriptions, _) = _ranked("event", how, filters), _ranked("description", how, filters)
+    events, params = _ranked(db, "event", how, filters)
+    descriptions, more = _ranked(db, "description", how, filters)
     sql = (f"SELECT * FROM ({events} UNION ALL {descriptions}) "
            "ORDER BY score, kind DESC, id DESC LIMIT :limit OFFSET :offset")
-    ranked = list(db.query(sql, {**params, "match": match, "limit": limit, "offset": offset}))
+    ranked = list(db.query(sql, {**params, **more, "match": match, "limit": limit, "offset": offset}))
     snippets = _snippets(db, match, ranked)
     return [{**_details(db, hit), "snippet": snippets.get((hit["kind"], hit["id"]), "")} for hit in ranked]
 
