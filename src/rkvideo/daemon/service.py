@@ -13,6 +13,12 @@ Why this shape:
   restart. ``Service`` receives its store (opened and locked by the caller, or
   by ``watch`` below) and a way to open the worker's own connection; it never
   decides which database it runs on.
+* Notifications (``rkvideo.notify``) never wait for a broker or web server:
+  the worker commits their outbox rows with each description and failure,
+  and the sender's own threads deliver them. The sender starts before the
+  model loads (what an earlier run left is delivered at once; a refused MQTT
+  login is a configuration error), and ``--once`` exits only after it
+  delivered what it could within ``notify.flush_timeout``.
 * ``run`` returns an ``Outcome``, not an exit status: the command line maps
   it (a configuration error must not be restarted by systemd, a runtime
   failure must). The one exception is a second SIGINT/SIGTERM, which cannot
@@ -28,7 +34,7 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from .. import errors, pipeline, store
+from .. import errors, notify, pipeline, store
 from ..store import JobStore
 from . import hooks
 from .intake import Intake
@@ -77,7 +83,10 @@ class Service:
         # Who claims the jobs: the board's name, the same after a restart (a queue shared by boards
         # recovers a worker's own jobs by it).
         self.worker_id = worker_id or socket.gethostname()
-        self.intake = Intake(store, self.roots)
+        # Raises UsageError for two watched folders that would be one camera on MQTT.
+        self.notices = notify.Notices(config, self.roots.folders)
+        self.sender = notify.Sender(config, self.roots.folders, open_store)
+        self.intake = Intake(store, self.roots, notices=self.notices, wake=self.sender.wake)
         self.watcher = Watcher(config, self.roots, self.intake, ping=self.ping, stopping=self.stopping,
                                rescan=None if once else self.rescan_seconds)
         self.notifier = Notifier()
@@ -90,8 +99,15 @@ class Service:
     def run(self) -> Outcome:
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         describer = None
+        sending = False
         try:
             self.recover()
+            try:
+                self.sender.start(self.store)
+                sending = True
+            except errors.UsageError as exc:    # the broker refused the login
+                log.error("%s", exc)
+                return Outcome.CONFIGURATION_ERROR
             self.watcher.clean_output_dir()
             log.info("loading the model (%s)", self.config.model.profile)
             try:
@@ -125,6 +141,8 @@ class Service:
             self.watcher.join(5)
             if describer is not None:
                 describer.close()
+            if sending:
+                self.stop_sender()
             self.summary()
             self.notifier.close()
             for sig, handler in previous.items():
@@ -132,7 +150,8 @@ class Service:
 
     def start_worker(self, describer) -> None:
         self.worker = Worker(open_store=self.open_store, describer=describer, config=self.config, roots=self.roots,
-                             worker_id=self.worker_id, look_again=self.watcher.look_again, observe=hooks.observe)
+                             worker_id=self.worker_id, look_again=self.watcher.look_again, observe=hooks.observe,
+                             notices=self.notices, wake=self.sender.wake)
         self.worker.start()
 
     def loop(self) -> Outcome:
@@ -206,12 +225,23 @@ class Service:
                 waited = True
                 log.info("waiting for the running request to stop; a second Ctrl-C or SIGTERM exits at once")
 
+    def stop_sender(self) -> None:
+        """``--once``: deliver what can be delivered within notify.flush_timeout first (not after a stop
+        was asked for); then stop the delivery threads."""
+        timeout = self.config.notify.flush_timeout
+        if self.once and not self.stopping() and self.sender.deliveries:
+            self.notifier.send("STATUS=delivering notifications")
+            if not self.sender.flush(timeout, stop=self.stopping):
+                log.warning("notify: not everything was delivered within notify.flush_timeout (%gs)", timeout)
+        self.sender.stop(self.store)
+
     # ------------------------------------------------------------ start-up, health, summary
 
     def recover(self) -> None:
         """Jobs a previous run left running go back to the queue (or fail, out of attempts); jobs whose
         file is gone leave it."""
-        requeued, failed = self.store.recover(self.worker_id, self.config.watch.max_attempts)
+        requeued, failed = self.store.recover(self.worker_id, self.config.watch.max_attempts,
+                                              messages=self.notices.recovered if self.notices else None)
         for job in requeued:
             log.warning("%s [job %d]: interrupted last time, queued again", job.path, job.id)
         for job in failed:

@@ -62,10 +62,14 @@ class Worker(threading.Thread):
     """
 
     def __init__(self, *, open_store: Callable[[], JobStore], describer, config, roots: Roots, worker_id: str,
-                 look_again: Callable[[str], None], observe: Observe = lambda point, detail: None):
+                 look_again: Callable[[str], None], observe: Observe = lambda point, detail: None,
+                 notices=None, wake: Callable[[], None] = lambda: None):
         super().__init__(name="rkvideo-worker", daemon=True)
         self.open_store, self.describer, self.config, self.roots = open_store, describer, config, roots
         self.worker_id, self.look_again, self.observe = worker_id, look_again, observe
+        # Notifications: ``notices`` builds the outbox rows committed with each outcome, ``wake`` tells
+        # the sender that there are new ones (see rkvideo.notify).
+        self.notices, self.wake_sender = notices, wake
         self.stop, self.wake, self.final = threading.Event(), threading.Event(), threading.Event()
         self.current = None                 # the job being described
         self.progress = time.monotonic()    # last frame, token or finished job
@@ -141,7 +145,11 @@ class Worker(threading.Thread):
         extra = {"describe": round(described, 4)}
         if self.config.output.sidecars:
             extra["sidecars"] = self.write_sidecars(current, job, result)
-        store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path))
+        messages = self.notices.described(current, result, extra) if self.notices else None
+        store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path),
+                     messages=messages)
+        if messages:
+            self.wake_sender()
         self.failing.clear()
         log.info("done %s [job %d] %d frames, %s new tokens; %s; total %.2fs", current.path, job.id,
                  len(result.frames), result.tokens.new, timings_text(result.timings), time.perf_counter() - start)
@@ -175,7 +183,8 @@ class Worker(threading.Thread):
             return
         limit = self.config.watch.max_attempts
         if permanent or job.attempts >= limit:
-            store.fail(job.id, error)
+            store.fail(job.id, error, messages=self.notices.failed(job, error) if self.notices else None)
+            self.wake_sender()
             log.error("failed %s [job %d] after %d attempt%s: %s", job.path, job.id, job.attempts,
                       "" if job.attempts == 1 else "s", error)
         else:

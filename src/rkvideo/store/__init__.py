@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import re
 
-from .base import (COLUMNS, END, MARK, SCHEMA_VERSION, Filters, Job, JobStore, Status, StoreError, db_text, later,
-                   now, same_content, timings_text, valid_name)
+from .base import (COLUMNS, END, MARK, SCHEMA_VERSION, Filters, Job, JobStore, Messages, Outgoing, Status,
+                   StoreError, db_text, later, now, same_content, timings_text, valid_name)
 from .fingerprints import BLOCK, PROBE, PROBES, fingerprint
 
-__all__ = ["COLUMNS", "END", "MARK", "SCHEMA_VERSION", "Filters", "Job", "JobStore", "Status", "StoreError",
-           "db_text", "later", "now", "same_content", "timings_text", "valid_name", "BLOCK", "PROBE", "PROBES",
-           "fingerprint", "open_store"]
+__all__ = ["COLUMNS", "SCHEMA_VERSION", "Job", "JobStore", "Status", "StoreError", "db_text", "later", "now",
+           "same_content", "timings_text", "valid_name", "BLOCK", "PROBE", "PROBES", "fingerprint", "open_store",
+           "Messages", "Outgoing", "END", "MARK", "Filters"]
 
 
 def open_store(target: str | os.PathLike, *, create: bool = True, readonly: bool = False) -> JobStore:

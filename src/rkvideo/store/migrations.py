@@ -45,7 +45,8 @@ DESCRIPTIONS = {
 }
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "events", "thumbnails", "schema_version", Migrations.migrations_table}
+TABLES = {"jobs", "descriptions", "events", "thumbnails", "schema_version", Migrations.migrations_table, "outbox",
+          "announced"}
 # Timeline moments. start_s/end_s: seconds from the recording's start ("end" is an SQL keyword).
 # description_id is NULL while the recording's timeline is still being described (a finished
 # segment kept for a resume after a crash); job_id says whose it is.
@@ -122,6 +123,28 @@ def browse_indexes(db) -> None:
     db.execute(f"CREATE INDEX IF NOT EXISTS jobs_folder ON jobs ({FOLDER_SQL})")
     # A folder's or a day's moments, by job, without reading the rows (the search's filters).
     db.execute("CREATE INDEX IF NOT EXISTS events_job_description ON events (job_id, description_id)")
+
+
+# Notifications waiting for delivery, one row per message and target, delivered in id order per
+# target and deleted once delivered (see store.Outgoing). ``message`` is the message's stable id;
+# ``next_try``/``last_error``/``attempts`` say how delivery is going. No foreign key to jobs: a job
+# can be forgotten (its file deleted) while its error message still waits.
+OUTBOX = {
+    "id": int, "message": str, "target": str, "topic": str, "payload": str, "retain": int, "job_id": int,
+    "created_at": str, "attempts": int, "next_try": str, "last_error": str,
+}
+
+
+@MIGRATIONS(name="0300-i14-outbox")
+def outbox(db) -> None:
+    """The notification outbox, and the retained MQTT discovery topics each target was given (so a
+    folder no longer watched gets its Home Assistant entities removed)."""
+    db["outbox"].create(OUTBOX, pk="id", not_null={"message", "target", "payload", "created_at", "attempts"},
+                        defaults={"attempts": 0, "retain": 0}, if_not_exists=True)
+    db["outbox"].create_index(["target", "id"], if_not_exists=True)
+    db["outbox"].create_index(["created_at"], if_not_exists=True)
+    db["announced"].create({"target": str, "topic": str, "created_at": str}, pk=("target", "topic"),
+                           not_null={"created_at"}, if_not_exists=True)
 
 
 def version(db) -> int | None:

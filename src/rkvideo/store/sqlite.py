@@ -38,20 +38,21 @@ in rare cases seen half-way; run the command again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
 import os
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import quote
 
 import sqlite_utils
 
 from . import browse, migrations
-from .base import Filters, Job, Status, StoreError, db_text, later, now, same_content, valid_name
+from .base import Filters, Job, Messages, Outgoing, Status, StoreError, db_text, later, now, same_content, valid_name
 from .fingerprints import fingerprint
 from .thumbnails import ThumbnailFiles, folder_for
 
@@ -351,12 +352,16 @@ class SqliteStore:
     # ------------------------------------------------------ queue writes
 
     def put(self, path: str, status: Status, *, root: str | None = None, size=None, mtime=None, digest=None,
-            duration=None, error=None, duplicate_of=None) -> int:
+            duration=None, error=None, duplicate_of=None, messages: Messages | None = None) -> int:
         """Insert or reset the job for ``path``; attempts start again at 0. ``root`` is the watched folder
-        ``path`` is in (kept from before when None)."""
+        ``path`` is in (kept from before when None). ``messages(job_id)`` go to the outbox in the same
+        transaction."""
         with self._transaction():
-            return self._put(path, status, root=root, size=size, mtime=mtime, digest=digest,
-                             duration=duration, error=error, duplicate_of=duplicate_of)
+            job_id = self._put(path, status, root=root, size=size, mtime=mtime, digest=digest,
+                               duration=duration, error=error, duplicate_of=duplicate_of)
+            if messages is not None:
+                self._enqueue(messages(job_id))
+            return job_id
 
     def _put(self, path: str, status: Status, *, root=None, size=None, mtime=None, digest=None, duration=None,
              error=None, duplicate_of=None) -> int:
@@ -467,13 +472,16 @@ class SqliteStore:
         return job
 
     def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
-               before_commit: Callable[[], None] | None = None) -> int:
-        """Store the description and mark the job done, in one transaction. ``before_commit`` is called
-        inside it, after both writes: if it raises, neither is kept. Returns the description's id."""
+               before_commit: Callable[[], None] | None = None, messages: Messages | None = None) -> int:
+        """Store the description and mark the job done, in one transaction, with the outbox rows of
+        ``messages(description_id)``. ``before_commit`` is called inside it, after every write: if it
+        raises, nothing is kept. Returns the description's id."""
         stamp = now()
         with self._transaction():
             description = self._insert_description(job, result, timings, source, stamp)
             self._mark_done(job.id, stamp)
+            if messages is not None:
+                self._enqueue(messages(description))
             if before_commit is not None:
                 before_commit()
         return description
@@ -529,10 +537,14 @@ class SqliteStore:
             [(job_id, description_id, e.start, e.end, e.text, json.dumps(e.frames, ensure_ascii=False), e.score,
               stamp) for e in events])
 
-    def fail(self, job_id: int, error: str, retry_in: float | None = None) -> None:
-        """Record a failure: queued again after ``retry_in`` seconds, or failed for good (None)."""
+    def fail(self, job_id: int, error: str, retry_in: float | None = None, *,
+             messages: Messages | None = None) -> None:
+        """Record a failure: queued again after ``retry_in`` seconds, or failed for good (None); the outbox
+        rows of ``messages(job_id)`` in the same transaction."""
         stamp = now()
         with self._transaction():
+            if messages is not None:
+                self._enqueue(messages(job_id))
             if retry_in is None:
                 self.db.execute("UPDATE jobs SET status = ?, error = ?, not_before = NULL, finished_at = ?, "
                                 "updated_at = ? WHERE id = ?", [Status.FAILED, error, stamp, stamp, job_id])
@@ -547,12 +559,14 @@ class SqliteStore:
                             "started_at = NULL, updated_at = ? WHERE id = ? AND status = ?",
                             [Status.QUEUED, later(delay) if delay else None, now(), job_id, Status.RUNNING])
 
-    def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]:
+    def recover(self, worker: str, max_attempts: int, *,
+                messages: Callable[[Job], Iterable[Outgoing]] | None = None) -> tuple[list[Job], list[Job]]:
         """At start-up: jobs left running by a crash go back to the queue, or fail after max_attempts.
 
         Every running job counts, not only those ``worker`` claimed: ``lock_daemon`` allows one daemon
         per database, so at its start no job can be running anywhere else. Returns (requeued, failed),
-        each job as it was found.
+        each job as it was found; ``messages(job)`` of each failed one go to the outbox in the same
+        transaction.
         """
         stamp = now()
         with self._transaction():
@@ -565,6 +579,8 @@ class SqliteStore:
                     self.db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? "
                                     "WHERE id = ?", [Status.FAILED, error, stamp, stamp, job.id])
                     failed.append(job)
+                    if messages is not None:
+                        self._enqueue(messages(dataclasses.replace(job, status=Status.FAILED, error=error)))
                 else:
                     self.db.execute("UPDATE jobs SET status = ?, started_at = NULL, updated_at = ?, "
                                     "error = coalesce(error, 'interrupted: the daemon stopped while describing') "
@@ -588,6 +604,72 @@ class SqliteStore:
                 cursor = self.db.execute(f"UPDATE jobs SET {reset} WHERE status IN ({marks})",
                                          [Status.QUEUED, stamp, *(Status(s) for s in statuses)])
             return cursor.rowcount
+
+    # ------------------------------------------------------------ the outbox
+
+    def _enqueue(self, messages: Iterable[Outgoing]) -> None:
+        """Outbox rows, inside the caller's transaction."""
+        stamp = now()
+        self.db.conn.executemany(
+            "INSERT INTO outbox (message, target, topic, payload, retain, job_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(m.message, m.target, m.topic, m.payload, int(m.retain), m.job_id, stamp) for m in messages])
+
+    def outbox(self, target: str | None = None, limit: int | None = None) -> list[dict]:
+        """Messages waiting for delivery, oldest first (those of ``target`` only, the first ``limit``)."""
+        sql = "SELECT * FROM outbox" + (" WHERE target = ?" if target is not None else "") + " ORDER BY id"
+        params: list = [target] if target is not None else []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._rows(sql, params)
+        for row in rows:
+            row["retain"] = bool(row["retain"])
+        return rows
+
+    def outbox_counts(self) -> dict[str, dict]:
+        """Per target: how many rows wait (``n``), since when (``oldest``) and the head row's last error."""
+        rows = self._rows("SELECT target, count(*) AS n, min(created_at) AS oldest, "
+                          "(SELECT last_error FROM outbox o WHERE o.target = outbox.target ORDER BY id LIMIT 1) "
+                          "AS last_error FROM outbox GROUP BY target ORDER BY target")
+        return {row.pop("target"): row for row in rows}
+
+    def outbox_sent(self, ids: list[int]) -> None:
+        """Delivered: the rows leave the outbox."""
+        if not ids:
+            return
+        with self._transaction("cannot update the outbox"):
+            self.db.execute(f"DELETE FROM outbox WHERE id IN ({', '.join('?' for _ in ids)})", list(ids))
+
+    def outbox_failed(self, row_id: int, error: str, retry_in: float) -> None:
+        """A delivery of row ``row_id`` failed: count it, keep why, and when it is tried next."""
+        with self._transaction("cannot update the outbox"):
+            self.db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try = ? WHERE id = ?",
+                            [error, later(retry_in), row_id])
+
+    def outbox_expire(self, older_than: float) -> list[dict]:
+        """Drop messages written more than ``older_than`` seconds ago; returns per target how many went
+        (``target``, ``n``, ``oldest``, ``messages``: their ids), for the log."""
+        cutoff = later(-older_than)
+        with self._transaction("cannot expire outbox messages"):
+            gone = list(self.db.query(
+                "SELECT target, count(*) AS n, min(created_at) AS oldest, group_concat(message, ' ') AS messages "
+                "FROM outbox WHERE created_at < ? GROUP BY target ORDER BY target", [cutoff]))
+            if gone:
+                self.db.execute("DELETE FROM outbox WHERE created_at < ?", [cutoff])
+        return gone
+
+    def announced(self, target: str) -> set[str]:
+        """The retained discovery topics ``target`` was last given."""
+        return {row["topic"] for row in self._rows("SELECT topic FROM announced WHERE target = ?", [target])}
+
+    def announce(self, target: str, topics: set[str]) -> None:
+        """``target`` now holds exactly these retained discovery topics."""
+        stamp = now()
+        with self._transaction("cannot record the announced topics"):
+            self.db.execute("DELETE FROM announced WHERE target = ?", [target])
+            self.db.conn.executemany("INSERT INTO announced (target, topic, created_at) VALUES (?, ?, ?)",
+                                     [(target, topic, stamp) for topic in sorted(topics)])
 
     def save_result(self, result) -> int:
         """``rkvideo describe --db``: store one result under the job of its (first) input file.
