@@ -100,6 +100,9 @@ def test_search_ranks_moments_and_recordings_best_first_with_highlighted_snippet
         assert [f["seconds"] for f in whole["frames"]] == [1.0, 3.0, 5.0]
         assert [r["score"] for r in api["results"]] == sorted(r["score"] for r in api["results"])
         picture = web.get(whole["frames"][0]["url"])
+        # The address notify.thumbnail_path builds by default: /thumbnails/<description>/<frame>.jpg
+        assert web.get(f"/thumbnails/{red_description}/0.jpg").content == picture.content
+        assert web.get(f"/thumbnails/{red_description}/3.jpg").status_code == 404
         assert picture.status_code == 200 and picture.content[:3] == b"\xff\xd8\xff"
 
 

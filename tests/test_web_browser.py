@@ -116,6 +116,11 @@ def test_clicking_a_moment_on_the_recording_page_seeks_there(site, page):
     page.wait_for_function(f"() => document.getElementById('player').currentTime >= {SCRIPT[0]}", timeout=20_000)
     assert page.url.endswith(f"?d={site['timeline']}&t=7")
     assert page.evaluate("() => document.getElementById('player').currentTime") < SCRIPT[1] + 1.5
+    # A notification's clip link (notify.clip_path: /recordings/<job>#t=<seconds>) plays from there too.
+    page.goto(site["url"] + f"recordings/{site['job']}#t={MOMENT[0]:g}")
+    page.wait_for_function("() => { const v = document.getElementById('player');"
+                           " return !v.paused && v.played.length > 0; }", timeout=20_000)
+    assert abs(page.evaluate("() => document.getElementById('player').played.start(0)") - MOMENT[0]) < 0.2
     # The self-test's description is there too, with the thumbnails of the frames its models saw.
     page.goto(site["url"] + f"recordings/{site['job']}")
     descriptions = page.locator(".all-descriptions li")

@@ -75,6 +75,7 @@ class Web:
             Route("/recordings/{job_id:int}/captions/{description_id:int}.vtt", self.captions),
             Route("/media/{job_id:int}", self.media, methods=["GET", "HEAD"]),
             Route("/thumbnails/{thumbnail_id:int}.jpg", self.thumbnail),
+            Route("/thumbnails/{description_id:int}/{seq:int}.jpg", self.thumbnail_of),
             Route("/jobs", self.jobs_page),
             Route("/jobs/retry", self.retry, methods=["POST"]),
             Route("/jobs/{job_id:int}/retry", self.retry, methods=["POST"]),
@@ -169,10 +170,17 @@ class Web:
 
     async def thumbnail(self, request: Request):
         thumbnail_id = _ident(request, "thumbnail_id")
-        data = await run_in_threadpool(self.read, lambda jobs: jobs.thumbnail(thumbnail_id))
-        if data is None:
-            raise HTTPException(404, "There is no such thumbnail.")
-        return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+        return _jpeg(await run_in_threadpool(self.read, lambda jobs: jobs.thumbnail(thumbnail_id)))
+
+    async def thumbnail_of(self, request: Request):
+        """Frame ``seq`` of a description (the address ``notify.thumbnail_path`` builds by default)."""
+        description_id, seq = _ident(request, "description_id"), _ident(request, "seq")
+
+        def find(jobs):
+            row = next((t for t in jobs.thumbnails([description_id])[description_id] if t["seq"] == seq), None)
+            return None if row is None else jobs.thumbnail(row["id"])
+
+        return _jpeg(await run_in_threadpool(self.read, find))
 
     async def jobs_page(self, request: Request):
         data = await run_in_threadpool(self.read, pages.jobs)
@@ -265,6 +273,12 @@ class Web:
         log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
         return self.error(request, 500, "Something went wrong", "The server could not answer this request; its log "
                                                                 "has the details.")
+
+
+def _jpeg(data: bytes | None) -> Response:
+    if data is None:
+        raise HTTPException(404, "There is no such thumbnail.")
+    return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
 
 def _ident(request: Request, key: str) -> int:

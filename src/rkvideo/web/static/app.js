@@ -56,8 +56,12 @@
   });
 
   player.addEventListener("timeupdate", markCurrent);
-  // Arrived from a moment or a frame (?t=SECONDS): play from there.
+  // Arrived from a moment or a frame (?t=SECONDS, or #t=SECONDS as notification links have it): play
+  // from there.
+  var fragment = /^#t=(\d+(?:\.\d+)?)$/.exec(window.location.hash);
   if (player.dataset.start !== "") {
     seek(parseFloat(player.dataset.start));
+  } else if (fragment) {
+    seek(parseFloat(fragment[1]));
   }
 })();
