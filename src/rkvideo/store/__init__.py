@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import re
 
-from .base import (COLUMNS, SCHEMA_VERSION, Job, JobStore, Messages, MissingSidecar, Outgoing, Status, StoreError,
-                   db_text, later, now, same_content, timings_text, valid_name)
+from .base import (COLUMNS, END, MARK, SCHEMA_VERSION, Filters, Job, JobStore, Messages, MissingSidecar, Outgoing,
+                   Status, StoreError, db_text, later, now, same_content, timings_text, valid_name)
 from .dbfile import BUSY_LIMIT, BUSY_SLICE
 from .fingerprints import BLOCK, PROBE, PROBES, fingerprint
 
 __all__ = ["BUSY_LIMIT", "BUSY_SLICE", "COLUMNS", "SCHEMA_VERSION", "Job", "JobStore", "Messages", "MissingSidecar",
            "Outgoing", "Status", "StoreError", "db_text", "later", "now", "same_content", "timings_text",
-           "valid_name", "BLOCK", "PROBE", "PROBES", "fingerprint", "open_store"]
+           "valid_name", "BLOCK", "PROBE", "PROBES", "fingerprint", "open_store", "END", "MARK", "Filters"]
 
 
 def open_store(target: str | os.PathLike, *, create: bool = True, readonly: bool = False,
