@@ -2,7 +2,8 @@
 
 Why: the database with its -wal, -shm and -journal files, its lock file and its thumbnails
 folder, the sidecars, and the ``output.dir`` folder may all sit inside a watched folder, and a
-pattern such as ``*`` matches them. Queued, they fail; the -wal file changes with every commit and would fail again and again, forever.
+pattern such as ``*`` matches them. Queued, they fail; the -wal file changes with every commit and
+would fail again and again, forever.
 
 A sidecar is known by its name, ``<recording>.<kind>`` (``door.mp4.vtt``), with the recording beside
 it: a ``notes.txt`` that belongs to no recording is an ordinary file.
