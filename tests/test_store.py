@@ -470,7 +470,8 @@ def test_the_store_names_its_files_by_their_real_path(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "data", target_is_directory=True)
     with store.open_store(tmp_path / "link" / "rk.db") as s:
         real = str(tmp_path / "data" / "rk.db")
-        assert s.files() == [real, real + "-wal", real + "-shm", real + "-journal", real + ".lock"]
+        assert s.files() == [real, real + "-wal", real + "-shm", real + "-journal", real + ".lock",
+                             real + ".thumbnails"]
         s.lock_daemon()
         assert (tmp_path / "data" / "rk.db.lock").exists()
 

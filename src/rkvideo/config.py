@@ -120,6 +120,17 @@ class OutputConfig:
     # Any of "txt", "json", "vtt"; written next to each recording (or under `dir`).
     sidecars: list = field(default_factory=list)
     dir: str = ""
+    # Small JPEGs of the frames the model saw, in <database>.thumbnails/ beside the database (for `rkvideo serve`).
+    thumbnails: bool = True
+
+
+@dataclass
+class ServeConfig:
+    # `rkvideo serve`: where the web page listens. Any host but the loopback needs `token`.
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Asked for by a login form (or sent as `Authorization: Bearer TOKEN`); "" = no login (loopback only).
+    token: str = ""
 
 
 @dataclass
@@ -159,6 +170,7 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     # Where the settings came from (None = built-in defaults). Not a TOML key.
     source: Path | None = field(default=None, compare=False)
 
@@ -288,6 +300,8 @@ def _check(section: str, key: str, value, hint, where: str):
     if (section, key) in CHOICES and value not in CHOICES[(section, key)]:
         allowed = ", ".join(repr(c) for c in CHOICES[(section, key)] if c)
         raise ConfigError(f"{where}: {name} must be one of {allowed}, got {value!r}")
+    if (section, key) == ("serve", "port") and value > 65535:
+        raise ConfigError(f"{where}: {name} must be a port number (0-65535), got {value!r}")
     if (section, key) in POSITIVE and value < 1:
         raise ConfigError(f"{where}: {name} must be at least 1, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:

@@ -149,6 +149,8 @@ def describe_one(describer, cfg, kind: pipeline.Kind, paths: list, options: Opti
     planned = []
     callbacks = {"on_text": echo if stream_text else None, "on_plan": planned.append,
                  "on_frame": lambda f: progress.frame(label, f, planned[0].frames)}
+    if options.db and cfg.output.thumbnails:     # stored with the description, for `rkvideo serve`
+        callbacks["thumbnails"] = True
     try:
         if kind is pipeline.Kind.VIDEO:
             result = describer.describe_video(paths[0], frames=options.frames, prompt=options.prompt,

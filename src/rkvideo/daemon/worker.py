@@ -152,7 +152,8 @@ class Worker(threading.Thread):
                 log.info("%s [job %d]: changed since it was queued; waiting for it to settle", path, job.id)
                 return
             try:
-                result = self.describer.describe_video(path, on_frame=self.touch, on_text=self.touch)
+                result = self.describer.describe_video(path, on_frame=self.touch, on_text=self.touch,
+                                                        thumbnails=self.config.output.thumbnails)
                 if self.stop.is_set():
                     raise errors.Interrupted()  # the text may be cut short by the abort; do not keep it
             except Exception as exc:            # noqa: BLE001 - every failure is classified below

@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import re
 
-from .base import (COLUMNS, SCHEMA_VERSION, Job, JobStore, Messages, MissingSidecar, Outgoing, Status, StoreError,
-                   StoreUnavailable, db_text, later, now, same_content, timings_text, valid_name)
+from .base import (COLUMNS, END, MARK, SCHEMA_VERSION, Filters, Job, JobStore, Messages, MissingSidecar, Outgoing,
+                   Status, StoreError, StoreUnavailable, db_text, later, now, same_content, timings_text, valid_name)
 from .dbfile import BUSY_LIMIT, BUSY_SLICE
 from .fingerprints import BLOCK, PROBE, PROBES, fingerprint
 from .search import words as search_words
 
 __all__ = ["BUSY_LIMIT", "BUSY_SLICE", "COLUMNS", "SCHEMA_VERSION", "Job", "JobStore", "Messages", "MissingSidecar",
            "Outgoing", "Status", "StoreError", "StoreUnavailable", "db_text", "later", "now", "same_content",
-           "timings_text", "valid_name", "BLOCK", "PROBE", "PROBES", "fingerprint", "open_store", "search_words"]
+           "timings_text", "valid_name", "BLOCK", "PROBE", "PROBES", "fingerprint", "open_store", "END", "MARK",
+           "Filters", "search_words"]
 
 
 def open_store(target: str | os.PathLike, *, create: bool = True, readonly: bool = False,

@@ -135,6 +135,23 @@ class MissingSidecar:
     failed_at: str | None = None
 
 
+# How ``JobStore.browse`` marks the matched words in a snippet: control characters no caption uses, so a
+# page can escape the text first and then turn them into highlights.
+MARK, END = "\x02", "\x03"
+
+
+@dataclass
+class Filters:
+    """What the web page narrows a search or the list of recordings to: one ``folder`` (the folder a
+    recording is in), file times from ``since`` up to ``until`` (Unix seconds, the recording's mtime),
+    and one ``status``. None = no condition."""
+
+    folder: str | None = None
+    since: float | None = None
+    until: float | None = None
+    status: Status | None = None
+
+
 @runtime_checkable
 class JobStore(Protocol):
     """A durable job queue and the descriptions, shared by the daemon and the commands.
@@ -190,6 +207,12 @@ class JobStore(Protocol):
     def outbox_expire(self, older_than: float) -> list[dict]: ...
     def announced(self, target: str) -> set[str]: ...
     def announce(self, target: str, topics: set[str]) -> None: ...
+    # ---- the web page (rkvideo serve): search, thumbnails, forgetting a description
+    def browse(self, query: str, filters: Filters, limit: int = 20, offset: int = 0) -> list[dict]: ...
+    def folders(self) -> list[str]: ...
+    def thumbnails(self, description_ids: list[int]) -> dict[int, list[dict]]: ...
+    def thumbnail(self, thumbnail_id: int) -> bytes | None: ...
+    def forget(self, description_id: int) -> bool: ...
 
     # ---- life
     def lock_daemon(self) -> None: ...

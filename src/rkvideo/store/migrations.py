@@ -47,8 +47,8 @@ DESCRIPTIONS = {
 }
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "events", "schema_version", "missing_sidecars", Migrations.migrations_table,
-          "outbox", "announced"}
+TABLES = {"jobs", "descriptions", "events", "thumbnails", "schema_version", "missing_sidecars",
+          Migrations.migrations_table, "outbox", "announced"}
 # Timeline moments. start_s/end_s: seconds from the recording's start ("end" is an SQL keyword).
 # description_id is NULL while the recording's timeline is still being described (a finished
 # segment kept for a resume after a crash); job_id says whose it is.
@@ -135,6 +135,33 @@ def descriptions_trigram(db) -> None:
                f"INSERT INTO {table} ({table}, rowid, text) VALUES ('delete', old.id, old.text); "
                f"INSERT INTO {table} (rowid, text) VALUES (new.id, new.text); END")
     db.execute(f"INSERT INTO {table} ({table}) VALUES ('rebuild')")
+
+
+# The folder a recording is in (its path up to the last "/"), as SQL over jobs.path: the web page's
+# folder filter. An index on this very expression (below) makes the filter and the list of folders cheap.
+FOLDER_SQL = "substr(path, 1, length(rtrim(path, replace(path, '/', ''))) - 1)"
+
+
+@MIGRATIONS(name="0200-i12-thumbnails")
+def thumbnails(db) -> None:
+    """Small JPEGs of the frames the model saw, one row per frame of a description: ``seq`` is the
+    frame's position in ``descriptions.frames``, ``seconds`` its time, ``path`` the file below the
+    thumbnails folder beside the database (``store.thumbnails``). Rows go with their description."""
+    db.execute("CREATE TABLE IF NOT EXISTS thumbnails ("
+               "id INTEGER PRIMARY KEY, "
+               "description_id INTEGER NOT NULL REFERENCES descriptions(id) ON DELETE CASCADE, "
+               "seq INTEGER NOT NULL, seconds FLOAT, path TEXT NOT NULL, created_at TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS thumbnails_description_id ON thumbnails (description_id, seq)")
+
+
+@MIGRATIONS(name="0201-i12-browse-indexes")
+def browse_indexes(db) -> None:
+    """What the web page sorts and filters by: a recording's time (``mtime``) and folder, and the moments
+    of a set of jobs."""
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_mtime ON jobs (mtime)")
+    db.execute(f"CREATE INDEX IF NOT EXISTS jobs_folder ON jobs ({FOLDER_SQL})")
+    # A folder's or a day's moments, by job, without reading the rows (the search's filters).
+    db.execute("CREATE INDEX IF NOT EXISTS events_job_description ON events (job_id, description_id)")
 
 
 # Notifications waiting for delivery, one row per message and target, delivered in id order per

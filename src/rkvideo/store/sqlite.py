@@ -49,7 +49,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -57,10 +59,13 @@ from urllib.parse import quote
 
 import sqlite_utils
 
-from . import dbfile, migrations, search
-from .base import (Job, Messages, MissingSidecar, Outgoing, Status, StoreError, StoreUnavailable, db_text, later, now,
-                   same_content, valid_name)
+from . import browse, dbfile, migrations, search
+from .base import (Filters, Job, Messages, MissingSidecar, Outgoing, Status, StoreError, StoreUnavailable, db_text,
+                   later, now, same_content, valid_name)
 from .fingerprints import fingerprint
+from .thumbnails import ThumbnailFiles, folder_for
+
+log = logging.getLogger(__name__)
 
 # A put with one of these statuses finishes the job at once.
 FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
@@ -91,6 +96,7 @@ class SqliteStore:
         self.on_busy = on_busy or dbfile.give_up_after(dbfile.BUSY_LIMIT, self.path)
         self._lock_file = None
         self._identity = None
+        self.thumbnail_files = ThumbnailFiles(folder_for(self.path))
         if (readonly or not create) and not self.path.exists():
             raise StoreError(f"{self.path}: no database yet (run `rkvideo watch` or `rkvideo describe --db`, "
                              f"or pass --db PATH)")
@@ -197,9 +203,10 @@ class SqliteStore:
         self._lock_file = dbfile.lock_daemon(self.path)    # held until closed or the process ends
 
     def files(self) -> list[str]:
-        """The database file and every file kept beside it (-wal, -shm, -journal, the lock file), as
-        real paths: the daemon never takes them for recordings."""
-        return dbfile.files(self.path)
+        """The database file and everything kept beside it (-wal, -shm, -journal, the lock file, the
+        thumbnails folder), as real paths: the daemon never takes them, or anything below them, for
+        recordings."""
+        return [*dbfile.files(self.path), os.path.realpath(self.thumbnail_files.folder)]
 
     def close(self) -> None:
         self.db.close()
@@ -293,6 +300,66 @@ class SqliteStore:
             sql += f" WHERE job_id IN ({', '.join('?' for _ in ids)})"
             params = list(ids)
         return [MissingSidecar(**row) for row in self._rows(sql + " ORDER BY job_id, kind", params)]
+
+    def browse(self, query: str, filters: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
+        """The web page's results: moments and recordings holding every word of ``query``, best first; with
+        no query, the recordings newest first (see ``browse``). Only the words count: quotes, operators and
+        other signs are not FTS5 syntax here, so no query can be a syntax error."""
+        words = re.findall(r"\w+", query)
+        try:
+            if not query.strip():
+                return browse.recordings(self.db, filters, limit, offset)
+            if not words:
+                return []
+            return browse.search(self.db, " ".join(f'"{w}"' for w in words), filters, limit, offset)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: search {query!r}: {exc}") from exc
+
+    def folders(self) -> list[str]:
+        """Every folder that holds a recording (the web page's folder filter)."""
+        try:
+            return browse.folders(self.db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def thumbnails(self, description_ids: list[int]) -> dict[int, list[dict]]:
+        """description id → its thumbnails in frame order: id, seq, seconds, path."""
+        try:
+            return browse.thumbnails(self.db, description_ids)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def thumbnail(self, thumbnail_id: int) -> bytes | None:
+        """The JPEG of a thumbnail the database knows, or None (no such row, or its file is gone)."""
+        rows = self._rows("SELECT path FROM thumbnails WHERE id = ?", [thumbnail_id])
+        if not rows:
+            return None
+        f = self.thumbnail_files.open(rows[0]["path"])
+        if f is None:
+            return None
+        with f:
+            return f.read()
+
+    def forget(self, description_id: int) -> bool:
+        """Remove a description with its moments and its thumbnails (rows and files). The job stays; if it
+        has no description left, its note says so (``rkvideo retry`` describes it again). Returns whether
+        the description existed."""
+        if not 0 < description_id < 2**63:       # SQLite's integers: no such row
+            return False
+        stamp = now()
+        with self._transaction(f"cannot remove description {description_id}"):
+            row = self.db.execute("SELECT job_id FROM descriptions WHERE id = ?", [description_id]).fetchone()
+            if row is None:
+                return False
+            names = [r[0] for r in self.db.execute("SELECT path FROM thumbnails WHERE description_id = ?",
+                                                   [description_id])]
+            for table, key in (("events", "description_id"), ("thumbnails", "description_id"), ("descriptions", "id")):
+                self.db.execute(f"DELETE FROM {table} WHERE {key} = ?", [description_id])
+            self.db.execute("UPDATE jobs SET error = 'its descriptions were removed (rkvideo forget); `rkvideo "
+                            "retry` describes it again', updated_at = ? WHERE id = ? AND status = ? AND NOT EXISTS "
+                            "(SELECT 1 FROM descriptions WHERE job_id = jobs.id)", [stamp, row[0], Status.DONE])
+        self.thumbnail_files.remove(names)
+        return True
 
     def search(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
         """Descriptions matching ``query``, best first (FTS5 bm25), each with a snippet.
@@ -492,7 +559,24 @@ class SqliteStore:
                                  f"({', '.join(':' + c for c in row)})", row)
         description = cursor.lastrowid
         self._insert_events(job.id, description, result.events, stamp)
+        self._insert_thumbnails(description, result, stamp)
         return description
+
+    def _insert_thumbnails(self, description_id: int, result, stamp: str) -> None:
+        """The result's thumbnails as files beside the database and rows naming them. A file that cannot
+        be written (a full disk, a planted link) costs the thumbnails, never the description."""
+        rows = []
+        try:
+            for seq, (frame, data) in enumerate(zip(result.frames, getattr(result, "thumbnails", None) or [])):
+                rows.append((description_id, seq, frame.get("seconds"),
+                             self.thumbnail_files.write(description_id, seq, data), stamp))
+        except OSError as exc:
+            log.warning("%s: thumbnails of description %d not kept: %s", self.thumbnail_files.folder,
+                        description_id, exc)
+            self.thumbnail_files.remove(row[3] for row in rows)
+            return
+        self.db.conn.executemany("INSERT INTO thumbnails (description_id, seq, seconds, path, created_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", rows)
 
     def _insert_events(self, job_id: int, description_id: int, events, stamp: str) -> None:
         self.db.conn.executemany(
