@@ -5,6 +5,7 @@ folder that user cannot reach). Otherwise: this user, with the write bits remove
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -36,9 +37,13 @@ def as_reader(folder: str, path: str, read) -> dict:
         finally:
             os.chmod(folder, 0o755)
             os.chmod(path, 0o644)
+    # Collect now, in this process: garbage finalized in the forked child instead (a PyAV decoder left
+    # by an earlier test) would wait there for FFmpeg threads that a fork does not copy, for ever.
+    gc.collect()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:        # the child: drop to nobody, read, report, exit without running pytest's cleanup
+        gc.disable()    # and no finalizer of the parent's objects runs here
         os.close(r)
         try:
             os.setgroups([])
