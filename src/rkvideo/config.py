@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -106,7 +107,11 @@ class WatchConfig:
     # Seconds before the first retry; doubles with every further attempt.
     retry_backoff: float = 30.0
     # Empty: rkvideo.db in the per-user data folder, $XDG_DATA_HOME/rkvideo (~/.local/share/rkvideo).
+    # A postgresql:// URL: a database several boards share.
     db: str = ""
+    # Watched folders by name, e.g. {cameras = "/mnt/nas/cameras"}: boards that mount one share at
+    # different places agree on a recording by its folder's name and the path below it.
+    roots: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -134,9 +139,20 @@ class Config:
             path = self.source.parent / path
         return path
 
-    def database_path(self) -> Path:
-        """``watch.db``, or ``rkvideo.db`` in the per-user data folder when it is not set."""
+    def database_path(self) -> Path | str:
+        """``watch.db`` (a URL as it is), or ``rkvideo.db`` in the per-user data folder when it is not set."""
+        if is_url(self.watch.db):
+            return self.watch.db
         return self.resolve_path(self.watch.db) if self.watch.db else default_database()
+
+    def roots(self) -> dict:
+        """``watch.roots`` with each folder resolved (relative to this file)."""
+        return {name: self.resolve_path(folder) for name, folder in self.watch.roots.items()}
+
+
+def is_url(target) -> bool:
+    """``postgresql://…`` and the like, as opposed to a database file path."""
+    return isinstance(target, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
 
 
 def user_config() -> Path:
@@ -218,7 +234,8 @@ def _fill(target, section: str, table: dict, where: str) -> None:
 
 def _check(section: str, key: str, value, hint, where: str):
     name = f"{section}.{key}"
-    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}[hint]
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+                dict: "a table"}[hint]
     ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
@@ -233,8 +250,23 @@ def _check(section: str, key: str, value, hint, where: str):
         raise ConfigError(f"{where}: {name} must not be negative, got {value!r}")
     if hint is list and not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{where}: {name} must be a list of strings")
+    if hint is dict:
+        _check_roots(name, value, where)
     if (section, key) == ("output", "sidecars"):
         bad = [s for s in value if s not in SIDECARS]
         if bad:
             raise ConfigError(f"{where}: output.sidecars: unknown kind {bad[0]!r} (known: {', '.join(SIDECARS)})")
     return value
+
+
+ROOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_roots(name: str, value: dict, where: str) -> None:
+    """``watch.roots``: name = "folder", each name one plain word (it is part of every job's key)."""
+    for root, folder in value.items():
+        if not ROOT_NAME.fullmatch(root):
+            raise ConfigError(f"{where}: {name}: {root!r} is not a usable folder name (letters, digits, "
+                              f"'.', '_', '-'; no '/')")
+        if not isinstance(folder, str) or not folder:
+            raise ConfigError(f"{where}: {name}.{root} must be a folder path (a string)")

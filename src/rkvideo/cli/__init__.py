@@ -7,7 +7,8 @@ stderr naming the file and the fix; ``--json`` output goes to stdout only.
 
 Where each command lives: ``describe`` (describe.py), ``models``
 (models.py), ``selftest`` (selftest.py), ``doctor`` (doctor.py), ``watch``
-(watch.py), ``list``/``show``/``search``/``retry`` (jobs.py).
+(watch.py), ``list``/``show``/``search``/``retry`` (jobs.py), ``workers`` (workers.py),
+``migrate-db`` (migrate.py).
 
 ``main(argv)`` is the seam for tests and the console script: it returns the
 exit status instead of leaving the process.
@@ -18,7 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
-from . import common, describe, doctor, jobs, models, selftest, watch
+from . import common, describe, doctor, jobs, migrate, models, selftest, watch, workers
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "rkvideo"]
 
@@ -46,7 +47,7 @@ def rkvideo(ctx):
 
 
 for _command in (describe.command, models.command, selftest.command, doctor.command, watch.command,
-                 *jobs.COMMANDS):
+                 *jobs.COMMANDS, workers.command, migrate.command):
     rkvideo.add_command(_command)
 
 

@@ -19,7 +19,8 @@ import click
 
 from .. import config as config_mod, errors, media, pipeline, store
 from ..output import sidecars, terminal
-from .common import CONTEXT, config_option, db_option, error, json_option, load_config, stage_messages, warn
+from .common import (CONTEXT, config_option, db_option, error, json_option, load_config, stage_messages, target,
+                     warn)
 
 EPILOG = """\b
 Examples:
@@ -185,16 +186,16 @@ def keep(result, cfg, options: Options) -> int:
         if options.sidecars:
             write_sidecars(result, cfg, options.sidecars)
         if options.db:
-            save(Path(options.db).expanduser(), result)
+            save(target(options.db), result, cfg)
     except errors.RkvideoError as exc:
         error(str(exc))
         return errors.exit_code(exc)
     return errors.EXIT_OK
 
 
-def save(db: Path, result) -> None:
+def save(db: Path | str, result, cfg) -> None:
     """One result into the database (created if missing), as its job's description."""
-    jobs = store.open_store(db)
+    jobs = store.open_store(db, roots=cfg.roots())
     try:
         jobs.save_result(result)
     finally:

@@ -14,7 +14,7 @@ import click
 
 from .. import errors, store
 from ..output import terminal
-from .common import CONTEXT, config_option, database, db_option, json_option, plural
+from .common import CONTEXT, config_option, database, db_option, json_option, plural, roots
 
 LIST_EPILOG = """\b
 Examples:
@@ -32,7 +32,8 @@ SEARCH_EPILOG = """\b
 Examples:
   rkvideo search "red car"
   rkvideo search delivery --limit 5 --json
-  rkvideo search 'dog OR cat' --raw             FTS5 syntax: OR, NOT, "exact phrase", prefix*"""
+  rkvideo search 'dog OR cat' --raw             SQLite: FTS5 syntax (OR, NOT, "phrase", prefix*);
+                                               PostgreSQL: web-search syntax (or, -word, "phrase")"""
 
 RETRY_EPILOG = """\b
 Examples:
@@ -42,10 +43,11 @@ Examples:
 
 
 def open_db(db: str | None, config: str | None, *, readonly: bool = True):
-    """The existing database named by ``--db`` or the config; one that cannot be opened is a usage
-    error (status 2), as a wrong ``--db`` is the usual cause."""
+    """The existing database named by ``--db`` or the config (with the config's ``[watch] roots``, so a
+    shared database shows this machine's paths); one that cannot be opened is a usage error (status 2),
+    as a wrong ``--db`` is the usual cause."""
     try:
-        return store.open_store(database(db, config), create=False, readonly=readonly)
+        return store.open_store(database(db, config), create=False, readonly=readonly, roots=roots(config))
     except store.StoreError as exc:
         raise errors.UsageError(str(exc)) from None
 
@@ -119,13 +121,15 @@ def show_command(target, as_json, db, config):
                short_help="full-text search over the descriptions")
 @click.argument("query", metavar="QUERY")
 @click.option("--limit", type=int, default=20, metavar="N", help="at most N results (default 20)")
-@click.option("--raw", is_flag=True, help="pass QUERY to FTS5 unquoted (operators allowed)")
+@click.option("--raw", is_flag=True, help="pass QUERY unquoted: FTS5 syntax on SQLite, web-search syntax on "
+                                          "PostgreSQL (operators allowed)")
 @json_option("a JSON array")
 @db_option()
 @config_option
 def search_command(query, limit, raw, as_json, db, config):
-    """Search every stored description (SQLite FTS5, best match first). Each word of QUERY must
-    appear; matches are shown in [brackets] in a snippet. Exit status 1 when nothing matches."""
+    """Search every stored description (SQLite FTS5 or PostgreSQL text search, best match first). Each
+    word of QUERY must appear; matches are shown in [brackets] in a snippet. Exit status 1 when nothing
+    matches."""
     if limit < 1:
         raise errors.UsageError(f"--limit must be at least 1, got {limit}")
     jobs = open_db(db, config)

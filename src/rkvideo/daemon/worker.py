@@ -21,6 +21,13 @@ A runtime that fails on ``FAILURE_STREAK`` different recordings in a row is
 broken, not the recordings: the worker stops and the daemon exits with a
 runtime failure, so that systemd restarts it and the model is loaded afresh.
 
+A shared store may take a job back while it is described (this worker's
+database session ended: ``LostClaim``); the result is dropped — another try
+describes the recording — and the worker goes on with the next job. A store
+that cannot be reached when claiming is tried again for ``DB_PATIENCE``
+seconds before the worker gives up (a runtime failure: systemd restarts it).
+``drain`` (an event) ends the loop after the running job.
+
 Progress (a frame encoded, a token generated, a job finished) is stamped in
 ``progress`` for the watchdog; stopping goes through ``Describer.abort()``.
 
@@ -39,7 +46,7 @@ import time
 from collections.abc import Callable
 
 from .. import errors, output
-from ..store import JobStore, timings_text
+from ..store import JobStore, LostClaim, StoreError, timings_text
 from .intake import drop_gone, reason, unchanged
 from .roots import Roots
 
@@ -49,6 +56,7 @@ log = logging.getLogger(__name__)
 # exits (a runtime failure) so that systemd restarts it and the model is loaded afresh.
 FAILURE_STREAK = 3
 IDLE_POLL = 1.0      # seconds between queue checks when idle (picks up `rkvideo retry`)
+DB_PATIENCE = 60.0   # seconds a store that cannot be reached is tried again before the worker gives up
 
 Observe = Callable[[str, str], None]     # observe(point, detail)
 
@@ -67,6 +75,8 @@ class Worker(threading.Thread):
         self.open_store, self.describer, self.config, self.roots = open_store, describer, config, roots
         self.worker_id, self.look_again, self.observe = worker_id, look_again, observe
         self.stop, self.wake, self.final = threading.Event(), threading.Event(), threading.Event()
+        self.drain = threading.Event()      # finish the running job, take no new one
+        self.store_seconds = 0.0            # the running job's time in claim and finish (coordination)
         self.current = None                 # the job being described
         self.progress = time.monotonic()    # last frame, token or finished job
         self.failed = False                 # stopped by a runtime failure: the daemon exits with one
@@ -76,16 +86,19 @@ class Worker(threading.Thread):
         store = None
         try:
             store = self.open_store()
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not self.drain.is_set():
                 self.observe("claim", "")
-                job = store.claim(self.worker_id)
+                job = self.claim(store)
                 if job is None:
                     if self.final.is_set():
                         return
                     self.wake.wait(IDLE_POLL)
                     self.wake.clear()
                     continue
-                self.run_job(store, job)
+                try:
+                    self.run_job(store, job)
+                except LostClaim as exc:
+                    log.warning("%s [job %d]: %s", job.path, job.id, exc)
                 if len(self.failing) >= FAILURE_STREAK:
                     log.error("the runtime failed on %d recordings in a row; exiting so that the service "
                               "restarts and reloads the model", len(self.failing))
@@ -98,6 +111,23 @@ class Worker(threading.Thread):
             self.current = None
             if store is not None:
                 store.close()
+
+    def claim(self, store: JobStore):
+        """The next job, or None; a store that cannot be reached is tried again (see the module docstring)."""
+        failing_since = None
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            try:
+                job = store.claim(self.worker_id)
+                self.store_seconds = time.perf_counter() - start
+                return job
+            except StoreError as exc:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > DB_PATIENCE:
+                    raise
+                log.warning("cannot take a job: %s (trying again)", exc)
+                self.wake.wait(IDLE_POLL)
+        return None
 
     def touch(self, *_) -> None:
         # Progress only: raising here would have to cross the runtime's threads or a ctypes
@@ -140,10 +170,13 @@ class Worker(threading.Thread):
         extra = {"describe": round(described, 4)}
         if self.config.output.sidecars:
             extra["sidecars"] = self.write_sidecars(current, job, result)
+        committing = time.perf_counter()
         store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path))
+        coordination = self.store_seconds + time.perf_counter() - committing
         self.failing.clear()
-        log.info("done %s [job %d] %d frames, %s new tokens; %s; total %.2fs", current.path, job.id,
-                 len(result.frames), result.tokens.new, timings_text(result.timings), time.perf_counter() - start)
+        log.info("done %s [job %d] %d frames, %s new tokens; %s; total %.2fs (queue %.1f ms)", current.path,
+                 job.id, len(result.frames), result.tokens.new, timings_text(result.timings),
+                 time.perf_counter() - start, 1000 * coordination)
 
     def write_sidecars(self, current, job, result) -> float:
         """The sidecars under the recording's current name; returns the seconds spent. A failure to

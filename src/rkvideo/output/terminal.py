@@ -122,6 +122,23 @@ def hits(rows: list) -> str:
     return "\n".join(lines)
 
 
+def ago(seconds: float) -> str:
+    """``4 s``, ``3 min``, ``2 h``, ``5 d``: how long ago, roughly."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{max(seconds, 0):.0f} s"
+
+
+def workers(rows: list) -> str:
+    """``rkvideo workers``: one line per daemon: its state, when it last reported, the job it runs
+    (the JSON form: ``state`` as shown, ``reported`` and ``running`` in seconds)."""
+    lines = [("worker", "state", "reported", "job")]
+    for w in rows:
+        job = f"{w['job_id']} {w['path']} (for {ago(w['running'])})" if w["job_id"] else ""
+        lines.append((w["id"], w["state"], f"{ago(w['reported'])} ago", job))
+    return table(lines, ("left",) * 4)
+
 # ------------------------------------------------------------------ reports
 
 def doctor(report) -> str:

@@ -43,9 +43,8 @@ DESCRIPTIONS = {
     "frame_count": int, "prompt_tokens": int, "vision_tokens": int, "new_tokens": int,
     "timings": str, "notes": str, "source": str, "created_at": str,
 }
-JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "schema_version", Migrations.migrations_table}
+TABLES = {"jobs", "descriptions", "schema_version", "workers", Migrations.migrations_table}
 
 
 @MIGRATIONS(name="0001-jobs-descriptions-fts")
@@ -77,6 +76,14 @@ def job_root_relpath_worker(db) -> None:
                "THEN substr(path, length(root) + 2) END) VIRTUAL")
     db.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
 
+
+
+@MIGRATIONS(name="0100-i13-workers")
+def workers(db) -> None:
+    """One row per daemon process (``rkvideo workers``): when it last reported, its state, and whether it
+    was asked to drain. Older rkvideo ignores the table, so ``schema_version`` stays."""
+    db.execute("CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at TEXT, seen_at TEXT, state TEXT, "
+               "drain INTEGER NOT NULL DEFAULT 0)")
 
 def version(db) -> int | None:
     """The schema_version of the database, or None when it has none (new, or not rkvideo's)."""

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -51,15 +50,19 @@ import sqlite_utils
 from . import migrations
 from .base import Job, Status, StoreError, db_text, later, now, same_content, valid_name
 from .fingerprints import fingerprint
+from .rows import INTERRUPTED, KEPT, decode, description_row, stopped_each_time
 
 # A put with one of these statuses finishes the job at once.
 FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
+FORGET_WORKERS = 7 * 86400   # a worker not heard of for a week leaves the workers table
 
 
 class SqliteStore:
-    """One connection to the database file; use one store per thread."""
+    """One connection to the database file; use one store per thread. ``roots`` (watched folders by name)
+    is accepted for the same signature as ``PostgresStore``: one board, so paths are the keys here."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False):
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
+                 roots: dict | None = None):
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.readonly = readonly
@@ -253,7 +256,7 @@ class SqliteStore:
     def descriptions(self, job_id: int) -> list[dict]:
         """The job's descriptions, oldest first, JSON columns decoded."""
         rows = self._rows("SELECT * FROM descriptions WHERE job_id = ? ORDER BY id", [job_id])
-        return [_decode(row) for row in rows]
+        return [decode(row) for row in rows]
 
     def original(self, digest: str, path: str) -> Job | None:
         """The first job with this content under another path that is not itself a duplicate."""
@@ -371,8 +374,8 @@ class SqliteStore:
                 if row[0] != Status.DONE:
                     self.db.execute(
                         "UPDATE jobs SET status = ?, duplicate_of = NULL, not_before = NULL, started_at = NULL, "
-                        "error = 'file deleted before it was described again; the earlier description is kept', "
-                        "finished_at = ?, updated_at = ? WHERE id = ?", [Status.DONE, stamp, stamp, job_id])
+                        "error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+                        [Status.DONE, KEPT, stamp, stamp, job_id])
                 return "kept", None
             promoted = self._promote_duplicate(job_id, stamp)
             self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
@@ -411,21 +414,9 @@ class SqliteStore:
                         "updated_at = ? WHERE id = ?", [Status.DONE, stamp, stamp, job_id])
 
     def _insert_description(self, job: Job, result, timings, source: str, stamp: str) -> int:
-        tokens = _counts(result.tokens)
         # The path at commit time, read in this transaction: a rename while describing moved the job.
         (path,) = self.db.execute("SELECT path FROM jobs WHERE id = ?", [job.id]).fetchone()
-        row = {
-            "job_id": job.id, "path": path, "hash": job.hash, "kind": result.kind,     # an enum binds as its value
-            "inputs": json.dumps([db_text(os.path.abspath(p)) for p in result.inputs], ensure_ascii=False),
-            "text": result.text, "model": result.model.get("profile"),
-            "vision_model": result.model.get("vision"), "llm_model": result.model.get("llm"),
-            "prompt": result.prompt,
-            "frames": json.dumps(result.frames, ensure_ascii=False), "frame_count": len(result.frames),
-            "prompt_tokens": tokens.get("prompt"), "vision_tokens": tokens.get("vision"),
-            "new_tokens": tokens.get("new"),
-            "timings": json.dumps({**result.timings, **(timings or {})}),
-            "notes": json.dumps(result.notes, ensure_ascii=False), "source": source, "created_at": stamp,
-        }
+        row = description_row(job, result, timings, source, stamp, path)
         columns = ", ".join(row)
         cursor = self.db.execute(f"INSERT INTO descriptions ({columns}) VALUES "
                                  f"({', '.join(':' + c for c in row)})", row)
@@ -450,28 +441,31 @@ class SqliteStore:
                             [Status.QUEUED, later(delay) if delay else None, now(), job_id, Status.RUNNING])
 
     def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]:
-        """At start-up: jobs left running by a crash go back to the queue, or fail after max_attempts.
+        """Jobs left running by a worker that is gone go back to the queue, or fail after max_attempts.
 
-        Every running job counts, not only those ``worker`` claimed: ``lock_daemon`` allows one daemon
-        per database, so at its start no job can be running anywhere else. Returns (requeued, failed),
-        each job as it was found.
+        Gone means: not ``worker``, the caller. ``lock_daemon`` allows one daemon per database and every
+        daemon process has its own worker id, so a running job claimed under any other id was left by a
+        daemon that has stopped; the caller's own running job is alive. Called at start-up and then
+        periodically. Returns (requeued, failed), each job as it was found.
         """
         stamp = now()
         with self._transaction():
-            jobs = self._jobs("SELECT * FROM jobs WHERE status = ? ORDER BY id", [Status.RUNNING])
+            jobs = self._jobs("SELECT * FROM jobs WHERE status = ? AND worker IS NOT ? ORDER BY id",
+                              [Status.RUNNING, worker])
             requeued, failed = [], []
             for job in jobs:
                 if job.attempts >= max_attempts:
-                    error = (f"the daemon stopped during each of {job.attempts} attempts "
-                             f"(it may crash on this file; `rkvideo retry` tries again)")
                     self.db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? "
-                                    "WHERE id = ?", [Status.FAILED, error, stamp, stamp, job.id])
+                                    "WHERE id = ?", [Status.FAILED, stopped_each_time(job.attempts), stamp, stamp,
+                                                     job.id])
                     failed.append(job)
                 else:
                     self.db.execute("UPDATE jobs SET status = ?, started_at = NULL, updated_at = ?, "
-                                    "error = coalesce(error, 'interrupted: the daemon stopped while describing') "
-                                    "WHERE id = ?", [Status.QUEUED, stamp, job.id])
+                                    "error = coalesce(error, ?) WHERE id = ?",
+                                    [Status.QUEUED, stamp, INTERRUPTED, job.id])
                     requeued.append(job)
+            if self.db["workers"].exists():
+                self.db.execute("DELETE FROM workers WHERE seen_at < ?", [later(-FORGET_WORKERS)])
         return requeued, failed
 
     def retry(self, ids: list[int] | None = None, statuses: tuple = (Status.FAILED,)) -> int:
@@ -517,6 +511,71 @@ class SqliteStore:
         return description
 
 
+    # ------------------------------------------------------------ workers
+
+    def report(self, worker: str, state: str) -> bool:
+        """``worker`` is alive and ``state`` (running, draining, stopped); returns whether it was asked
+        to drain."""
+        stamp = now()
+        with self._transaction("cannot report the worker"):
+            self.db.execute("INSERT INTO workers (id, started_at, seen_at, state) VALUES (?, ?, ?, ?) "
+                            "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, state = excluded.state",
+                            [worker, stamp, stamp, state])
+            return bool(self.db.execute("SELECT drain FROM workers WHERE id = ?", [worker]).fetchone()[0])
+
+    def workers(self) -> list[dict]:
+        """Every worker heard of, with the job it runs now (if any)."""
+        if not self.db["workers"].exists():      # read-only open of a database not migrated yet
+            return []
+        rows = self._rows("SELECT w.id, w.started_at, w.seen_at, w.state, w.drain, j.id AS job_id, j.path, "
+                          "j.started_at AS job_started FROM workers w LEFT JOIN jobs j ON j.worker = w.id "
+                          "AND j.status = 'running' ORDER BY w.started_at, w.id")
+        return [{**row, "drain": bool(row["drain"])} for row in rows]
+
+    def drain(self, target: str) -> list[str]:
+        """Ask the worker ``target`` (an id, or a host name: every worker of that host) to finish its job
+        and take no new one. Returns the ids asked."""
+        with self._transaction("cannot ask for a drain"):
+            where = "(id = ? OR substr(id, 1, ?) = ?) AND state != 'stopped'"
+            params = [target, len(target) + 1, target + ":"]
+            ids = [r[0] for r in self.db.execute(f"SELECT id FROM workers WHERE {where}", params)]
+            self.db.execute(f"UPDATE workers SET drain = 1 WHERE {where}", params)
+        return sorted(ids)
+
+    # ------------------------------------------------------------ copying (migrate-db)
+
+    def has_table(self, name: str) -> bool:
+        return self.db[name].exists()
+
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, kind) of the columns a copy writes (generated ones, like ``jobs.relpath``, left out)."""
+        kinds = {"INTEGER": "integer", "INT": "integer", "REAL": "real", "FLOAT": "real", "BLOB": "blob"}
+        rows = self.db.execute(f"PRAGMA table_info([{table}])").fetchall()
+        return [(r[1], kinds.get(r[2].upper(), "text")) for r in rows]
+
+    def rows(self, table: str, after: int = 0, limit: int | None = None) -> list[dict]:
+        """Rows of ``table`` with an id above ``after``, by id (all, for a table without ids); a job's
+        ``root`` is its watched folder here already."""
+        names = [c for c, _ in self.columns(table)]
+        query = f"SELECT {', '.join(f'[{n}]' for n in names)} FROM [{table}]"
+        if "id" not in names:
+            return self._rows(query)
+        return self._rows(query + " WHERE id > ? ORDER BY id LIMIT ?", [after, -1 if limit is None else limit])
+
+    def load(self, table: str, columns: list[tuple[str, str]], rows: list[dict]) -> int:
+        """Insert copied rows, ids kept; a table this database lacks (e.g. ``events``) is made first."""
+        types = {"integer": int, "real": float, "text": str, "blob": bytes}
+        with self._transaction(f"cannot copy {table}"):
+            if not self.has_table(table):
+                self.db[table].create({name: types[kind] for name, kind in columns},
+                                      pk="id" if any(n == "id" for n, _ in columns) else None)
+            names = [c for c, _ in columns]
+            insert = (f"INSERT INTO [{table}] ({', '.join(f'[{n}]' for n in names)}) "
+                      f"VALUES ({', '.join('?' for _ in names)})")
+            self.db.conn.executemany(insert, [[row.get(n) for n in names] for row in rows])
+        return len(rows)
+
+
 def _new_root(path_sql: str) -> str:
     """SQL for the root of a moved job: the one given (``:root``), else the one it had if its new path
     (the SQL expression ``path_sql``) is still inside it."""
@@ -529,17 +588,3 @@ def _root(path: str, root: str | None) -> str | None:
         return None
     folder = db_text(str(root)).rstrip("/")
     return folder if db_text(path).startswith(folder + "/") else None
-
-
-def _counts(tokens) -> dict:
-    """Token counts as a dict: ``pipeline.Tokens`` has ``as_dict()``; a plain dict is taken as it is."""
-    if tokens is None:
-        return {}
-    return tokens if isinstance(tokens, dict) else tokens.as_dict()
-
-
-def _decode(row: dict) -> dict:
-    for column in migrations.JSON_COLUMNS:
-        if isinstance(row.get(column), str):
-            row[column] = json.loads(row[column])
-    return row

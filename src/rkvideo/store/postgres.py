@@ -1,0 +1,714 @@
+"""The job store in a PostgreSQL database that several boards share: one queue, many daemons.
+
+Why PostgreSQL: SQLite's locking does not work over NFS/SMB, and queues built
+on a visibility timeout hand a long job to a second worker when the timeout
+passes. PostgreSQL gives ``SELECT … FOR UPDATE SKIP LOCKED`` (two workers
+never take one job, and neither waits for the other) and ties locks to a
+connection, which is what tells a live worker from a dead one here.
+
+**Dead workers: the claim is a session lock, held by the worker's connection
+for the length of the job.** Claiming marks the job ``running`` (attempt
+counted, worker named) and, in the same transaction, takes a session-level
+advisory lock on the job's id; the lock lives as long as the worker's
+database session. No transaction stays open while a recording is described
+(so ``idle_in_transaction_session_timeout`` may be anything and vacuum is
+never held back), yet the claim is still owned by a connection:
+
+* kill -9, a crash or ``pg_terminate_backend``: the socket closes, the server
+  ends the session and drops its locks at once;
+* a power cut or a pulled cable: the server's TCP keepalives (set per session
+  below, ~30 s) end the session, and with it the lock.
+
+A ``running`` job whose lock anyone can take is therefore an orphan. Every
+daemon sweeps for those at start-up and every few seconds (``recover``); it
+never touches a job whose worker's session is alive. Why not a lease with a
+heartbeat and a fencing token: a lease must be long enough to survive a slow
+heartbeat and so makes every kill cost that long, and it needs a heartbeat
+thread beside the runtime; the session lock is released the moment a process
+dies, and its fence is the connection itself.
+
+**Exactly once.** A worker commits its description only on the session that
+claimed the job, and only while the row is still ``running`` and names that
+worker (``finish`` checks both in the same transaction that inserts the
+description and marks the job ``done``). If its session ended meanwhile, the
+job was (or will be) queued again for someone else, and the late result is
+refused with ``LostClaim``: that attempt is lost, nothing else. The store
+reconnects by itself on the next call, so the worker goes on with the next job.
+
+**Intake from many boards.** A job is keyed by its watched folder's *name* and
+the path below it (``names.py``); ``put`` inserts with ``ON CONFLICT DO
+NOTHING`` and otherwise updates the row only if it can lock it at once (``FOR
+UPDATE SKIP LOCKED``: another board writing the same job right now wins), and
+never resets a job that is running, or queued/done with the same content, so
+two boards scanning one folder queue each recording once.
+
+Times are the boards' clocks (keep them in sync with NTP), ISO 8601 UTC text as on SQLite.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable
+
+import psycopg
+from psycopg import conninfo, sql
+from psycopg.rows import dict_row
+
+from . import pg_schema
+from .base import Job, LostClaim, Status, StoreError, db_text, later, now, same_content, valid_name
+from .fingerprints import fingerprint
+from .names import RootNames, folder_of
+from .rows import INTERRUPTED, KEPT, decode, description_row, stopped_each_time
+
+# Advisory lock namespaces (the first of the two int4 keys): a job's claim, and schema changes.
+JOB_LOCKS = 0x726B7601
+SCHEMA_LOCK = 0x726B7602
+
+# Client-side TCP keepalives (libpq) and the server side's (per session): a dead peer is noticed within
+# about 30 s instead of the kernel's two hours. Settings in the URL win.
+CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+                     "keepalives_count": "3", "connect_timeout": "10"}
+SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+                     "-c tcp_user_timeout=30000")
+MIN_SERVER = 120000          # generated columns
+FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
+FORGET_WORKERS = 7 * 86400   # a worker not heard of for a week leaves the workers table
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.I)
+
+
+class PostgresStore:
+    """One connection to the database; use one store per thread. ``roots``: name -> this board's folder."""
+
+    def __init__(self, url: str, *, create: bool = True, readonly: bool = False, roots: dict | None = None):
+        self.url, self.location, self.readonly = url, redact(url), readonly
+        self.names = RootNames(roots)
+        self.conn: psycopg.Connection | None = None
+        self.session = 0                   # which connection this is (a claim belongs to one)
+        self.claimed: dict[int, tuple[int, str]] = {}     # job id -> (session, worker) of live claims
+        self._connect()
+        try:
+            self._setup(create and not readonly)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ connection
+
+    def _connect(self) -> None:
+        try:
+            params = conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"{self.location}: not a usable PostgreSQL URL: {exc}") from None
+        for key, value in CLIENT_KEEPALIVES.items():
+            params.setdefault(key, value)
+        options = params.get("options", "")
+        if "tcp_keepalives" not in options:
+            options += " " + SERVER_KEEPALIVES
+        if self.readonly:
+            options += " -c default_transaction_read_only=on"
+        params["options"] = options.strip()
+        params.setdefault("application_name", "rkvideo")
+        try:
+            self.conn = psycopg.connect(**params, autocommit=True, row_factory=dict_row)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.location}: cannot connect: {first_line(exc)} (is the server running and "
+                             f"reachable, do the user and the database exist? see README, Several boards)") from None
+        self.session += 1
+
+    def _connection(self) -> psycopg.Connection:
+        """The connection, opened again if the last one broke (the claims it held are gone with it)."""
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            if self.conn is not None:
+                self.conn.close()
+            self._connect()
+        return self.conn
+
+    def _error(self, exc: Exception, doing: str = "") -> StoreError:
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            return StoreError(f"{self.location}: opened read-only; this command cannot write")
+        return StoreError(f"{self.location}: {doing}{': ' if doing else ''}{first_line(exc)}")
+
+    @contextlib.contextmanager
+    def _tx(self, doing: str = "", claim: int | None = None):
+        """One transaction (a savepoint inside another); a database failure becomes a StoreError — a
+        ``LostClaim`` when it ended the session that holds the claim on job ``claim``."""
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as exc:
+            if claim in self.claimed and (conn.closed or conn.broken):
+                raise self._lost(claim) from exc
+            raise self._error(exc, doing) from exc
+
+    def _rows(self, query: str, params=()) -> list[dict]:
+        try:
+            return self._connection().execute(query, params).fetchall()
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    def _job(self, row: dict) -> Job:
+        job = Job.from_row(row)
+        job.path = self.names.local(row.get("root"), row.get("relpath"), row["path"])
+        return job
+
+    def _jobs(self, query: str, params=()) -> list[Job]:
+        return [self._job(row) for row in self._rows(query, params)]
+
+    def _one(self, query: str, params=()) -> Job | None:
+        jobs = self._jobs(query, params)
+        return jobs[0] if jobs else None
+
+    # ------------------------------------------------------------ set-up
+
+    def _setup(self, create: bool) -> None:
+        server = self._connection().info.server_version
+        if server < MIN_SERVER:
+            raise StoreError(f"{self.location}: rkvideo needs PostgreSQL 12 or newer; the server is "
+                             f"{server // 10000}.{server % 10000}")
+        version = self._version()
+        if version is None and not create:
+            raise StoreError(f"{self.location}: no rkvideo database here yet (run `rkvideo watch` or "
+                             f"`rkvideo describe --db` with this URL first)")
+        self._check_version(version)
+        if not self.readonly and self._pending():
+            self._migrate()
+
+    def _version(self) -> int | None:
+        if not self.has_table("schema_version"):
+            return None
+        row = self._rows("SELECT max(version) AS v FROM schema_version")
+        return row[0]["v"] if row else None
+
+    def _check_version(self, version: int | None) -> None:
+        if version is not None and version > pg_schema.SCHEMA_VERSION:
+            raise StoreError(f"{self.location}: database schema version {version} is newer than this rkvideo "
+                             f"understands ({pg_schema.SCHEMA_VERSION}); upgrade rkvideo")
+
+    def _applied(self) -> set:
+        if not self.has_table(pg_schema.MIGRATIONS_TABLE):
+            return set()
+        return {r["name"] for r in self._rows(f"SELECT name FROM {pg_schema.MIGRATIONS_TABLE}")}
+
+    def _pending(self) -> list:
+        applied = self._applied()
+        return [name for name, _ in pg_schema.STEPS if name not in applied]
+
+    def _migrate(self) -> None:
+        """Apply the pending steps in one transaction, once, whoever else opens the database now."""
+        with self._tx("cannot create or upgrade the schema") as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", [SCHEMA_LOCK])
+            version = self._version()
+            if version is None:
+                foreign = self._tables() - pg_schema.TABLES
+                if foreign:
+                    raise StoreError(f"{self.location}: not an rkvideo database (it has other tables: "
+                                     f"{', '.join(sorted(foreign))}); use another database or schema")
+            self._check_version(version)
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {pg_schema.MIGRATIONS_TABLE} "
+                        "(name text PRIMARY KEY, applied_at text)")
+            applied = self._applied()
+            for name, statements in pg_schema.STEPS:
+                if name in applied:
+                    continue
+                for statement in statements:
+                    cur.execute(statement)
+                cur.execute(f"INSERT INTO {pg_schema.MIGRATIONS_TABLE} (name, applied_at) VALUES (%s, %s)",
+                            [name, now()])
+
+    def _tables(self) -> set:
+        return {r["table_name"] for r in self._rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+
+    def lock_daemon(self) -> None:
+        """Nothing to lock: any number of daemons share this database (see the module docstring)."""
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ keys
+
+    def _place(self, path: str, root: str | None) -> tuple[str | None, str | None]:
+        """(root name, relpath) for a path: by the named folders, else by ``root`` (a folder) if given."""
+        name, rel = self.names.split(path)
+        if name is None and root is not None:
+            folder = db_text(str(root)).rstrip("/")
+            if db_text(path).startswith(folder + "/"):
+                name, rel = self.names.name_of(folder), db_text(path)[len(folder) + 1:]
+        return name, rel
+
+    def _key(self, path: str, root: str | None = None) -> str:
+        name, rel = self._place(path, root)
+        return f"{name}/{rel}" if name else db_text(path)
+
+    def _prefix(self, folder: str) -> str:
+        """The key prefix of everything below ``folder`` (a named folder's own prefix is its name)."""
+        folder = db_text(folder).rstrip("/")
+        for name, known in self.names.folders.items():
+            if known == folder:
+                return name + "/"
+        return self._key(folder) + "/"
+
+    # ------------------------------------------------------------ reads
+
+    def job(self, job_id: int) -> Job | None:
+        return self._one("SELECT * FROM jobs WHERE id = %s", [job_id])
+
+    def job_at(self, path: str) -> Job | None:
+        job = self._one("SELECT * FROM jobs WHERE key = %s", [self._key(path)])
+        if job is None:       # a path this board cannot name: as some board stored it
+            job = self._one("SELECT * FROM jobs WHERE path = %s ORDER BY id LIMIT 1", [db_text(path)])
+        return job
+
+    def jobs(self, status: Status | None = None) -> list[Job]:
+        query = ("SELECT jobs.*, (SELECT count(*) FROM descriptions WHERE job_id = jobs.id) AS descriptions "
+                 "FROM jobs")
+        if status:
+            return self._jobs(query + " WHERE status = %s ORDER BY id", [Status(status).value])
+        return self._jobs(query + " ORDER BY id")
+
+    def jobs_under(self, folder: str) -> list[Job]:
+        prefix, absolute = self._prefix(folder), db_text(folder.rstrip("/")) + "/"
+        return self._jobs("SELECT * FROM jobs WHERE left(key, %s) = %s OR (root IS NULL AND left(path, %s) = %s) "
+                          "ORDER BY id", [len(prefix), prefix, len(absolute), absolute])
+
+    def counts(self) -> dict[Status, int]:
+        return {Status(r["status"]): r["n"] for r in
+                self._rows("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
+
+    def descriptions(self, job_id: int) -> list[dict]:
+        rows = self._rows("SELECT * FROM descriptions WHERE job_id = %s ORDER BY id", [job_id])
+        return [decode(row) for row in rows]
+
+    def original(self, digest: str, path: str) -> Job | None:
+        return self._one("SELECT * FROM jobs WHERE hash = %s AND key <> %s AND status <> 'skipped' "
+                         "ORDER BY id LIMIT 1", [digest, self._key(path)])
+
+    def search(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
+        """Descriptions matching ``query``, best first (``ts_rank``), each with a snippet (``ts_headline``).
+
+        Every word must appear (``plainto_tsquery``), unless ``raw``: then web-search syntax applies
+        (``websearch_to_tsquery``: ``or``, ``-word``, ``"a phrase"``). English stemming: "cars" finds "car".
+        """
+        parse = "websearch_to_tsquery" if raw else "plainto_tsquery"
+        rows = self._rows(
+            f"WITH q AS (SELECT {parse}('english', %s) AS q), "
+            "hits AS (SELECT d.id, d.job_id, d.path, d.model, d.prompt, d.created_at, d.text, "
+            "ts_rank(d.search, q.q) AS score FROM descriptions d, q WHERE d.search @@ q.q "
+            "ORDER BY score DESC, d.id LIMIT %s) "
+            "SELECT h.id, h.job_id, j.path AS job_path, j.root, j.relpath, h.path AS stored_path, h.model, "
+            "h.prompt, h.created_at, ts_headline('english', h.text, q.q, 'StartSel=[, StopSel=], MaxWords=24, "
+            "MinWords=8, ShortWord=2') AS snippet, -h.score AS rank "
+            "FROM hits h CROSS JOIN q LEFT JOIN jobs j ON j.id = h.job_id ORDER BY h.score DESC, h.id",
+            [query, limit])
+        hits = []
+        for r in rows:
+            path = self.names.local(r["root"], r["relpath"], r["job_path"]) if r["job_path"] else r["stored_path"]
+            hits.append({"id": r["id"], "job_id": r["job_id"], "path": path, "model": r["model"],
+                         "prompt": r["prompt"], "created_at": r["created_at"], "snippet": r["snippet"],
+                         "rank": r["rank"]})
+        return hits
+
+    # ------------------------------------------------------------ queue writes
+
+    def put(self, path: str, status: Status, *, root: str | None = None, size=None, mtime=None, digest=None,
+            duration=None, error=None, duplicate_of=None) -> int:
+        """Insert or reset the job for ``path`` (see the module docstring for what a concurrent scan may not
+        reset); attempts start again at 0."""
+        with self._tx(f"cannot queue {db_text(path)}") as cur:
+            return self._put(cur, path, status, root=root, size=size, mtime=mtime, digest=digest,
+                             duration=duration, error=error, duplicate_of=duplicate_of)
+
+    def _put(self, cur, path: str, status: Status, *, root=None, size=None, mtime=None, digest=None,
+             duration=None, error=None, duplicate_of=None) -> int:
+        stamp, status = now(), Status(status)
+        name, rel = self._place(path, root)
+        key = f"{name}/{rel}" if name else db_text(path)
+        values = {"path": db_text(path), "root": name, "relpath": rel, "size": size, "mtime": mtime,
+                  "hash": digest, "duration": duration, "status": status.value, "error": error,
+                  "duplicate_of": duplicate_of, "stamp": stamp,
+                  "finished": stamp if status in FINAL_ON_PUT else None}
+        cur.execute("INSERT INTO jobs (path, root, relpath, size, mtime, hash, duration, status, attempts, error, "
+                    "duplicate_of, created_at, updated_at, finished_at) VALUES (%(path)s, %(root)s, %(relpath)s, "
+                    "%(size)s, %(mtime)s, %(hash)s, %(duration)s, %(status)s, 0, %(error)s, %(duplicate_of)s, "
+                    "%(stamp)s, %(stamp)s, %(finished)s) ON CONFLICT (key) DO NOTHING RETURNING id", values)
+        row = cur.fetchone()
+        if row is not None:
+            return row["id"]
+        cur.execute("SELECT id, hash, status FROM jobs WHERE key = %s FOR UPDATE SKIP LOCKED", [key])
+        old = cur.fetchone()
+        if old is None:         # another board is writing this very job now: its write stands
+            cur.execute("SELECT id FROM jobs WHERE key = %s", [key])
+            return cur.fetchone()["id"]
+        same = digest is not None and old["hash"] == digest
+        if old["status"] == Status.RUNNING or (same and old["status"] in (Status.QUEUED, Status.DONE)):
+            return old["id"]    # being described, or queued/described with this content already
+        if old["hash"] != digest and old["status"] != Status.DONE:
+            self._promote_duplicate(cur, old["id"], stamp)    # its old content was never described
+        cur.execute("UPDATE jobs SET path = %(path)s, root = %(root)s, relpath = %(relpath)s, size = %(size)s, "
+                    "mtime = %(mtime)s, hash = %(hash)s, duration = %(duration)s, status = %(status)s, attempts = 0, "
+                    "error = %(error)s, duplicate_of = %(duplicate_of)s, not_before = NULL, updated_at = %(stamp)s, "
+                    "started_at = NULL, finished_at = %(finished)s WHERE id = %(id)s", {**values, "id": old["id"]})
+        return old["id"]
+
+    def _promote_duplicate(self, cur, job_id: int, stamp: str) -> Job | None:
+        """As ``SqliteStore._promote_duplicate``: the oldest skipped copy of ``job_id`` is queued instead."""
+        cur.execute("SELECT id FROM jobs WHERE duplicate_of = %s AND status = 'skipped' ORDER BY id LIMIT 1 "
+                    "FOR UPDATE", [job_id])
+        row = cur.fetchone()
+        if row is None:
+            return None
+        cur.execute("UPDATE jobs SET status = 'queued', duplicate_of = NULL, error = NULL, attempts = 0, "
+                    "not_before = NULL, started_at = NULL, finished_at = NULL, updated_at = %s WHERE id = %s",
+                    [stamp, row["id"]])
+        promoted = self.job(row["id"])
+        cur.execute("UPDATE jobs SET duplicate_of = %s, error = %s, updated_at = %s WHERE duplicate_of = %s",
+                    [promoted.id, same_content(promoted), stamp, job_id])
+        return promoted
+
+    def touch(self, job_id: int, size: int, mtime: float) -> None:
+        with self._tx() as cur:
+            cur.execute("UPDATE jobs SET size = %s, mtime = %s, updated_at = %s WHERE id = %s",
+                        [size, mtime, now(), job_id])
+
+    def move(self, job_id: int, path: str, *, root: str | None = None) -> None:
+        """The job's file was renamed to ``path``. If another board recorded a job at that name already,
+        the two are not merged (the other job stands)."""
+        name, rel = self._place(path, root)
+        key = f"{name}/{rel}" if name else db_text(path)
+        with self._tx(f"cannot move job {job_id}") as cur:
+            cur.execute("UPDATE jobs SET path = %s, root = %s, relpath = %s, updated_at = %s WHERE id = %s AND "
+                        "NOT EXISTS (SELECT 1 FROM jobs other WHERE other.key = %s AND other.id <> %s)",
+                        [db_text(path), name, rel, now(), job_id, key, job_id])
+
+    def move_folder(self, src: str, dest: str, *, root: str | None = None) -> int:
+        """A renamed folder: every job below ``src`` now lives below ``dest`` (keys, roots and paths)."""
+        old = self._prefix(src)
+        inside = db_text(dest.rstrip("/")) + "/"
+        name, rel = self._place(inside + "-", root)       # where a file directly inside ``dest`` would be
+        values = {"n": len(old), "old": old, "dest": inside, "stamp": now(), "root": name,
+                  "rel": rel[:-1] if rel else None}
+        rest = "substr(key, %(n)s + 1)"
+        relpath = f"%(rel)s || {rest}" if name else "NULL"
+        with self._tx(f"cannot move folder {src}") as cur:
+            cur.execute(f"UPDATE jobs SET path = %(dest)s || {rest}, root = %(root)s, relpath = {relpath}, "
+                        "updated_at = %(stamp)s WHERE left(key, %(n)s) = %(old)s", values)
+            return cur.rowcount
+
+    def drop(self, job_id: int, running: bool = False) -> tuple[str, Job | None]:
+        """As ``SqliteStore.drop``; a running job is dropped only by the worker that holds it."""
+        stamp = now()
+        fenced = self._fence(job_id)
+        with self._tx(f"cannot drop job {job_id}", claim=job_id) as cur:
+            cur.execute("SELECT status, worker, EXISTS (SELECT 1 FROM descriptions WHERE job_id = jobs.id) "
+                        "AS described FROM jobs WHERE id = %s FOR UPDATE", [job_id])
+            row = cur.fetchone()
+            if fenced and (row is None or row["status"] != Status.RUNNING or row["worker"] != fenced):
+                raise self._lost(job_id)
+            if row is None or (row["status"] == Status.RUNNING and not running):
+                return "", None
+            if row["described"]:
+                if row["status"] != Status.DONE:
+                    cur.execute("UPDATE jobs SET status = 'done', duplicate_of = NULL, not_before = NULL, "
+                                "started_at = NULL, error = %s, finished_at = %s, updated_at = %s WHERE id = %s",
+                                [KEPT, stamp, stamp, job_id])
+                result = ("kept", None)
+            else:
+                promoted = self._promote_duplicate(cur, job_id, stamp)
+                cur.execute("DELETE FROM jobs WHERE id = %s", [job_id])
+                result = ("dropped", promoted)
+        self._release(job_id)
+        return result
+
+    # ------------------------------------------------------------ claims
+
+    def claim(self, worker: str) -> Job | None:
+        """Take the oldest due queued job (in one of this board's named folders, when it has any), mark it
+        running for ``worker`` and hold its session lock until ``finish``, ``fail``, ``requeue`` or ``drop``."""
+        stamp, skipped = now(), []
+        scope = " AND root = ANY(%(roots)s::text[])" if self.names else ""
+        for _ in range(3):
+            locked = None
+            try:
+                with self._tx("cannot claim a job") as cur:
+                    cur.execute("SELECT id FROM jobs WHERE status = 'queued' AND (not_before IS NULL OR not_before "
+                                f"<= %(now)s) AND NOT id = ANY(%(skipped)s::integer[]){scope} ORDER BY id LIMIT 1 "
+                                "FOR UPDATE SKIP LOCKED", {"now": stamp, "skipped": skipped,
+                                                           "roots": self.names.names()})
+                    row = cur.fetchone()
+                    if row is None:
+                        return None
+                    cur.execute("SELECT pg_try_advisory_lock(%s, %s) AS locked", [JOB_LOCKS, row["id"]])
+                    if not cur.fetchone()["locked"]:
+                        skipped.append(row["id"])     # its last holder lets go this instant: take the next
+                        continue
+                    locked = row["id"]
+                    cur.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = %s, "
+                                "updated_at = %s, not_before = NULL, worker = %s WHERE id = %s RETURNING *",
+                                [stamp, stamp, worker, locked])
+                    job = self._job(cur.fetchone())
+            except BaseException:
+                if locked is not None:       # a session lock outlives the rolled-back transaction
+                    self._unlock(locked)
+                raise
+            self.claimed[job.id] = (self.session, worker)
+            return job
+        return None
+
+    def _fence(self, job_id: int) -> str | None:
+        """For a job this store claimed: the worker that holds it, or ``LostClaim`` if the session that
+        claimed it has ended. None for a job it did not claim (no fence: a command acting on a job)."""
+        claim = self.claimed.get(job_id)
+        if claim is None:
+            return None
+        self._connection()
+        if claim[0] != self.session:
+            raise self._lost(job_id)
+        return claim[1]
+
+    def _lost(self, job_id: int) -> LostClaim:
+        self.claimed.pop(job_id, None)
+        return LostClaim(f"{self.location}: job {job_id} was given back while it was described (this worker's "
+                         f"database session ended): the job is described again, unless this commit landed")
+
+    def _release(self, job_id: int) -> None:
+        """After the commit: the claim's session lock goes (a failure here means the session is gone,
+        which drops the lock anyway)."""
+        if self.claimed.pop(job_id, None) is not None:
+            self._unlock(job_id)
+
+    def _unlock(self, job_id: int) -> None:
+        with contextlib.suppress(psycopg.Error):
+            if not self.conn.closed:
+                self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCKS, job_id])
+
+    def _still_mine(self, cur, job_id: int, worker: str | None) -> None:
+        """Inside a write transaction: the job is still running for ``worker`` (the fence)."""
+        if worker is None:
+            return
+        cur.execute("SELECT 1 FROM jobs WHERE id = %s AND status = 'running' AND worker = %s FOR UPDATE",
+                    [job_id, worker])
+        if cur.fetchone() is None:
+            raise self._lost(job_id)
+
+    def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
+               before_commit: Callable[[], None] | None = None) -> int:
+        """Store the description and mark the job done, in one transaction, only if this worker still holds
+        the job (else ``LostClaim``). ``before_commit`` runs inside it, after both writes."""
+        stamp = now()
+        worker = self._fence(job.id)
+        with self._tx(f"cannot store the description of job {job.id}", claim=job.id) as cur:
+            self._still_mine(cur, job.id, worker)
+            description = self._insert_description(cur, job, result, timings, source, stamp)
+            _mark_done(cur, job.id, stamp)
+            if before_commit is not None:
+                before_commit()
+        self._release(job.id)
+        return description
+
+    def _insert_description(self, cur, job: Job, result, timings, source: str, stamp: str) -> int:
+        cur.execute("SELECT path, root, relpath FROM jobs WHERE id = %s", [job.id])
+        where = cur.fetchone()       # the path at commit time: a rename while describing moved the job
+        row = description_row(job, result, timings, source, stamp,
+                              self.names.local(where["root"], where["relpath"], where["path"]))
+        columns = sql.SQL(", ").join(map(sql.Identifier, row))
+        marks = sql.SQL(", ").join(sql.Placeholder(c) for c in row)
+        cur.execute(sql.SQL("INSERT INTO descriptions ({}) VALUES ({}) RETURNING id").format(columns, marks), row)
+        return cur.fetchone()["id"]
+
+    def fail(self, job_id: int, error: str, retry_in: float | None = None) -> None:
+        stamp = now()
+        worker = self._fence(job_id)
+        with self._tx(f"cannot record the failure of job {job_id}", claim=job_id) as cur:
+            self._still_mine(cur, job_id, worker)
+            if retry_in is None:
+                cur.execute("UPDATE jobs SET status = 'failed', error = %s, not_before = NULL, finished_at = %s, "
+                            "updated_at = %s WHERE id = %s", [error, stamp, stamp, job_id])
+            else:
+                cur.execute("UPDATE jobs SET status = 'queued', error = %s, not_before = %s, updated_at = %s "
+                            "WHERE id = %s", [error, later(retry_in), stamp, job_id])
+        self._release(job_id)
+
+    def requeue(self, job_id: int, delay: float | None = None) -> None:
+        worker = self._fence(job_id)
+        with self._tx(f"cannot queue job {job_id} again", claim=job_id) as cur:
+            self._still_mine(cur, job_id, worker)
+            cur.execute("UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), not_before = %s, "
+                        "started_at = NULL, updated_at = %s WHERE id = %s AND status = 'running'",
+                        [later(delay) if delay else None, now(), job_id])
+        self._release(job_id)
+
+    def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]:
+        """Running jobs whose worker is gone — nobody holds their session lock — go back to the queue, or
+        fail after ``max_attempts``. A live worker's job (its lock is held) is never touched, whichever
+        board it runs on; ``worker`` (the caller) needs no exception. Returns (requeued, failed)."""
+        requeued, failed = [], []
+        running = [r["id"] for r in self._rows("SELECT id FROM jobs WHERE status = 'running' ORDER BY id")]
+        for job_id in running:
+            if job_id in self.claimed:
+                continue                     # claimed on this very connection, which is alive
+            with self._tx("cannot recover jobs") as cur:
+                cur.execute("SELECT pg_try_advisory_xact_lock(%s, %s) AS free", [JOB_LOCKS, job_id])
+                if not cur.fetchone()["free"]:
+                    continue                 # its worker's session is alive
+                cur.execute("SELECT * FROM jobs WHERE id = %s AND status = 'running' FOR UPDATE", [job_id])
+                row = cur.fetchone()
+                if row is None:
+                    continue
+                job, stamp = self._job(row), now()
+                if job.attempts >= max_attempts:
+                    cur.execute("UPDATE jobs SET status = 'failed', error = %s, finished_at = %s, updated_at = %s "
+                                "WHERE id = %s", [stopped_each_time(job.attempts), stamp, stamp, job_id])
+                    failed.append(job)
+                else:
+                    cur.execute("UPDATE jobs SET status = 'queued', started_at = NULL, updated_at = %s, error = "
+                                "coalesce(error, %s) WHERE id = %s", [stamp, INTERRUPTED, job_id])
+                    requeued.append(job)
+        with self._tx() as cur:
+            cur.execute("DELETE FROM workers WHERE seen_at < %s", [later(-FORGET_WORKERS)])
+        return requeued, failed
+
+    def retry(self, ids: list[int] | None = None, statuses: tuple = (Status.FAILED,)) -> int:
+        stamp = now()
+        reset = ("status = 'queued', attempts = 0, error = NULL, not_before = NULL, duplicate_of = NULL, "
+                 "started_at = NULL, finished_at = NULL, updated_at = %s")
+        with self._tx("cannot queue jobs again") as cur:
+            if ids:
+                cur.execute(f"UPDATE jobs SET {reset} WHERE status <> 'running' AND id = ANY(%s::integer[])",
+                            [stamp, list(ids)])
+            else:
+                cur.execute(f"UPDATE jobs SET {reset} WHERE status = ANY(%s::text[])",
+                            [stamp, [Status(s).value for s in statuses]])
+            return cur.rowcount
+
+    def save_result(self, result) -> int:
+        """``rkvideo describe --db``: as ``SqliteStore.save_result``, in one transaction."""
+        path = os.path.abspath(result.inputs[0])
+        if not valid_name(path):
+            raise StoreError(f"{db_text(path)}: file name is not valid UTF-8 (rename the file to store it)")
+        try:
+            st = os.stat(path)
+            digest = fingerprint(path)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot store the result: {exc.strerror}") from None
+        with self._tx(f"cannot store the result for {path}") as cur:
+            job = self.job_at(path)
+            if job is None or job.hash != digest:
+                self._put(cur, path, Status.DONE, size=st.st_size, mtime=st.st_mtime, digest=digest)
+                job = self.job_at(path)
+            stamp = now()
+            description = self._insert_description(cur, job, result, None, "describe", stamp)
+            if job.status != Status.RUNNING:
+                _mark_done(cur, job.id, stamp)
+        return description
+
+    # ------------------------------------------------------------ workers
+
+    def report(self, worker: str, state: str) -> bool:
+        """``worker`` is alive and ``state`` (running, draining, stopped); returns whether it was asked
+        to drain."""
+        stamp = now()
+        with self._tx("cannot report the worker") as cur:
+            cur.execute("INSERT INTO workers (id, started_at, seen_at, state) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at, state = EXCLUDED.state "
+                        "RETURNING drain", [worker, stamp, stamp, state])
+            return bool(cur.fetchone()["drain"])
+
+    def workers(self) -> list[dict]:
+        """Every worker heard of, with the job it runs now (if any)."""
+        rows = self._rows("SELECT w.id, w.started_at, w.seen_at, w.state, w.drain, j.id AS job_id, j.path, j.root, "
+                          "j.relpath, j.started_at AS job_started FROM workers w LEFT JOIN jobs j ON j.worker = w.id "
+                          "AND j.status = 'running' ORDER BY w.started_at, w.id")
+        return [{"id": r["id"], "started_at": r["started_at"], "seen_at": r["seen_at"], "state": r["state"],
+                 "drain": r["drain"], "job_id": r["job_id"], "job_started": r["job_started"],
+                 "path": self.names.local(r["root"], r["relpath"], r["path"]) if r["path"] else None}
+                for r in rows]
+
+    def drain(self, target: str) -> list[str]:
+        """Ask the worker ``target`` (an id, or a host name: every worker of that host) to finish its job
+        and take no new one. Returns the ids asked."""
+        with self._tx("cannot ask for a drain") as cur:
+            cur.execute("UPDATE workers SET drain = true WHERE (id = %s OR left(id, %s) = %s) AND state <> 'stopped' "
+                        "RETURNING id", [target, len(target) + 1, target + ":"])
+            return sorted(r["id"] for r in cur.fetchall())
+
+    # ------------------------------------------------------------ copying (migrate-db)
+
+    def has_table(self, name: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
+                               "AND table_name = %s", [name]))
+
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, kind) of the columns a copy writes — generated ones left out; kind: integer, real, text, blob."""
+        kinds = {"integer": "integer", "bigint": "integer", "smallint": "integer", "boolean": "integer",
+                 "double precision": "real", "real": "real", "numeric": "real", "bytea": "blob"}
+        rows = self._rows("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
+                          "current_schema() AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position",
+                          [table])
+        columns = [(r["column_name"], kinds.get(r["data_type"], "text")) for r in rows]
+        return [c for c in columns if not (table == "jobs" and c[0] == "relpath")]
+
+    def rows(self, table: str, after: int = 0, limit: int | None = None) -> list[dict]:
+        """Rows of ``table`` with an id above ``after``, by id (all, for a table without ids); a job's
+        ``root`` as a folder (see ``JobStore``), not a name."""
+        names = [c for c, _ in self.columns(table)]
+        query = sql.SQL("SELECT {}" + (", relpath" if table == "jobs" else "") + " FROM {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(table))
+        if "id" in names:
+            query += sql.SQL(" WHERE id > %s ORDER BY id LIMIT %s")
+        rows = self._rows(query, [after, limit] if "id" in names else [])
+        if table == "jobs":
+            for row in rows:
+                rel = row.pop("relpath")
+                local = self.names.local(row["root"], rel, row["path"])
+                row["root"] = folder_of(local, rel) if row["root"] else None
+                row["path"] = local
+        return rows
+
+    def load(self, table: str, columns: list[tuple[str, str]], rows: list[dict]) -> int:
+        """Insert copied rows, ids kept; a table this database lacks (e.g. ``events``) is made first."""
+        with self._tx(f"cannot copy {table}") as cur:
+            if not self.has_table(table):
+                cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(
+                        "integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" if name == "id"
+                        else pg_schema.TYPES[kind])) for name, kind in columns)))
+            names = [c for c, _ in columns]
+            if table == "jobs":
+                names = [*names, "relpath"]
+                rows = [self._job_row(row) for row in rows]
+            insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)),
+                sql.SQL(", ").join(sql.Placeholder(n) for n in names))
+            cur.executemany(insert, [{n: row.get(n) for n in names} for row in rows])
+            if "id" in names:
+                cur.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), coalesce(max(id), 0) + 1, false) "
+                                    "FROM {}").format(sql.Literal(table), sql.Identifier(table)))
+        return len(rows)
+
+    def _job_row(self, row: dict) -> dict:
+        """A copied job keyed here: its folder named (the configured name, else the folder's own)."""
+        name, rel = self._place(row["path"], row.get("root"))
+        return {**row, "root": name, "relpath": rel}
+
+
+def _mark_done(cur, job_id: int, stamp: str) -> None:
+    cur.execute("UPDATE jobs SET status = 'done', error = NULL, not_before = NULL, finished_at = %s, updated_at = %s "
+                "WHERE id = %s", [stamp, stamp, job_id])
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
