@@ -203,6 +203,25 @@ def test_recover_never_touches_a_live_workers_job(db, target):
             assert [j.id for j in requeued] == [job_id]
 
 
+def test_workers_report_show_their_job_and_can_be_asked_to_drain(db, target):
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    assert db.report("door:12:ab", "starting") is False
+    assert db.report("door:12:ab", "running") is False
+    db.report("yard:7:cd", "running")
+    with store.open_store(target) as worker:
+        worker.claim("door:12:ab")
+        shown = {w["id"]: w for w in db.workers()}
+        assert (shown["door:12:ab"]["state"], shown["door:12:ab"]["job_id"], shown["door:12:ab"]["path"]) == (
+            "running", job_id, "/cam/a.mp4")
+        assert shown["yard:7:cd"]["job_id"] is None and shown["yard:7:cd"]["drain"] is False
+        assert db.drain("door") == ["door:12:ab"]               # by host: every worker of that host
+        assert db.drain("yard:7:cd") == ["yard:7:cd"]           # by id
+        assert db.drain("door:1") == []                         # never by a prefix of an id
+        assert db.report("door:12:ab", "draining") is True
+    db.report("yard:7:cd", "stopped")
+    assert db.drain("yard") == []                               # a stopped worker is not asked
+
+
 def test_requeue_after_a_clean_stop_does_not_count_the_attempt(db):
     job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
     db.claim("board-1")

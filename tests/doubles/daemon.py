@@ -34,18 +34,22 @@ max_new_tokens = 32
 settle_seconds = {settle}
 max_attempts = {max_attempts}
 retry_backoff = 0
+{watch}
 [output]
 sidecars = {sidecars}
 """
 
 
-def write_config(folder: Path, settle: float = 0.2, max_attempts: int = 3, sidecars=("txt", "json", "vtt")) -> Path:
-    """``folder``/config.toml, naming model files beside it that the test-double runtimes open."""
+def write_config(folder: Path, settle: float = 0.2, max_attempts: int = 3, sidecars=("txt", "json", "vtt"),
+                 roots: dict | None = None) -> Path:
+    """``folder``/config.toml, naming model files beside it that the test-double runtimes open; ``roots``:
+    ``[watch] roots`` (name -> folder)."""
     path = folder / "config.toml"
     listed = "[" + ", ".join(f'"{s}"' for s in sidecars) + "]"
     vision, llm = fake_runtime.write_models(folder)
+    named = "roots = {" + ", ".join(f'{n} = "{f}"' for n, f in roots.items()) + "}" if roots else ""
     path.write_text(CONFIG.format(vision=vision.name, llm=llm.name, settle=settle, max_attempts=max_attempts,
-                                  sidecars=listed))
+                                  sidecars=listed, watch=named))
     return path
 
 

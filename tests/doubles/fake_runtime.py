@@ -22,7 +22,9 @@ environment variables:
   not committed) and ``commit`` (description inserted and job done, transaction open), reached by the
   daemon's worker, which calls its observers there (``rkvideo.daemon.add_observer``);
 * ``RKVIDEO_TEST_NO_EVENTS=1`` turns file-system events off (``daemon.Service.follow_events``),
-  ``RKVIDEO_TEST_RESCAN`` sets the seconds between rescans (``daemon.Service.rescan_seconds``).
+  ``RKVIDEO_TEST_RESCAN`` sets the seconds between rescans (``daemon.Service.rescan_seconds``),
+  ``RKVIDEO_TEST_REPORT`` the seconds between reports to the store and sweeps for the jobs of gone
+  workers (``daemon.Service.report_seconds``).
 """
 from __future__ import annotations
 
@@ -182,7 +184,7 @@ class Pairing:
 
 def install() -> None:
     """Register the doubles as the runtimes of ``*.fakellm`` / ``*.fakevision`` model files, and the
-    kill points as an observer of the daemon; apply RKVIDEO_TEST_NO_EVENTS and RKVIDEO_TEST_RESCAN."""
+    kill points as an observer of the daemon; apply RKVIDEO_TEST_NO_EVENTS, _RESCAN and _REPORT."""
     pairing = Pairing()
     llm.register(LLM_SUFFIX, pairing.open_llm)
     vision.register(VISION_SUFFIX, pairing.open_vision)
@@ -192,6 +194,8 @@ def install() -> None:
         daemon.Service.follow_events = False
     if os.environ.get("RKVIDEO_TEST_RESCAN"):
         daemon.Service.rescan_seconds = float(os.environ["RKVIDEO_TEST_RESCAN"])
+    if os.environ.get("RKVIDEO_TEST_REPORT"):
+        daemon.Service.report_seconds = float(os.environ["RKVIDEO_TEST_REPORT"])
 
 
 def write_models(folder: Path) -> tuple[Path, Path]:

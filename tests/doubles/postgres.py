@@ -151,3 +151,24 @@ def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def jobs(url: str) -> dict:
+    """path -> job row of a PostgreSQL store, with ``n``, its number of descriptions (as daemon.jobs)."""
+    import psycopg
+    from psycopg.rows import dict_row
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        try:
+            rows = conn.execute("SELECT jobs.*, (SELECT count(*) FROM descriptions d WHERE d.job_id = jobs.id) AS n "
+                                "FROM jobs").fetchall()
+        except psycopg.errors.UndefinedTable:
+            return {}
+    return {row["path"]: row for row in rows}
+
+
+def sessions_of(url: str, pid: int) -> int:
+    """How many sessions the process ``pid`` has open on the server (they end a moment after a kill)."""
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+                            [f"rkvideo %:{pid}"]).fetchone()[0]

@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 from collections.abc import Callable
 
 import psycopg
@@ -112,7 +113,8 @@ class PostgresStore:
         if self.readonly:
             options += " -c default_transaction_read_only=on"
         params["options"] = options.strip()
-        params.setdefault("application_name", "rkvideo")
+        # Which process a session belongs to, in pg_stat_activity: "rkvideo host:pid".
+        params.setdefault("application_name", f"rkvideo {socket.gethostname()}:{os.getpid()}"[:63])
         try:
             self.conn = psycopg.connect(**params, autocommit=True, row_factory=dict_row)
         except psycopg.Error as exc:
@@ -147,6 +149,15 @@ class PostgresStore:
             raise self._error(exc, doing) from exc
 
     def _rows(self, query: str, params=()) -> list[dict]:
+        """A read; outside a transaction, one whose connection turns out to be gone is run again on a new
+        one (a read changes nothing, and the claims of the old session are fenced off anyway)."""
+        conn = self._connection()
+        alone = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        try:
+            return conn.execute(query, params).fetchall()
+        except psycopg.Error as exc:
+            if not (isinstance(exc, psycopg.OperationalError) and alone and (conn.closed or conn.broken)):
+                raise self._error(exc) from exc
         try:
             return self._connection().execute(query, params).fetchall()
         except psycopg.Error as exc:
