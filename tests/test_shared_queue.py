@@ -55,9 +55,9 @@ def test_three_daemons_describe_every_clip_exactly_once_through_random_kill_9(tm
             daemon.wait_for(lambda t=target: done_count(pg_url) >= t, what=f"{target} recordings done", timeout=60)
             victim = rng.randrange(3)
             pid = procs[victim].pid
-            dead.append(worker_of(pg_url, pid))      # "" when killed while starting, before it took a job
             logs.append(daemon.kill(procs[victim]))
             daemon.wait_for(lambda p=pid: sessions_of(pg_url, p) == 0, what="the killed daemon's sessions to end")
+            dead.append(worker_of(pg_url, pid))      # "" when killed while starting, before it took a job
             procs[victim] = daemon.start(folder, pg_url, config, env=env)
         daemon.wait_for(lambda: all_done(pg_url, paths), what="every recording done", timeout=60)
         # The last one started may still be loading: SIGTERM stops it cleanly once it runs.

@@ -136,12 +136,14 @@ class PostgresStore:
         return StoreError(f"{self.location}: {doing}{': ' if doing else ''}{first_line(exc)}")
 
     @contextlib.contextmanager
-    def _tx(self, doing: str = "", claim: int | None = None):
+    def _tx(self, doing: str = "", claim: int | None = None, pipeline: bool = False):
         """One transaction (a savepoint inside another); a database failure becomes a StoreError — a
-        ``LostClaim`` when it ended the session that holds the claim on job ``claim``."""
+        ``LostClaim`` when it ended the session that holds the claim on job ``claim``. ``pipeline``:
+        statements go out without waiting for each answer (fewer round trips)."""
         conn = self._connection()
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with conn.pipeline() if pipeline else contextlib.nullcontext(), conn.transaction(), \
+                    conn.cursor() as cur:
                 yield cur
         except psycopg.Error as exc:
             if claim in self.claimed and (conn.closed or conn.broken):
@@ -440,43 +442,43 @@ class PostgresStore:
                 promoted = self._promote_duplicate(cur, job_id, stamp)
                 cur.execute("DELETE FROM jobs WHERE id = %s", [job_id])
                 result = ("dropped", promoted)
-        self._release(job_id)
+            self._release(cur, job_id)
+        self.claimed.pop(job_id, None)
         return result
 
     # ------------------------------------------------------------ claims
 
     def claim(self, worker: str) -> Job | None:
         """Take the oldest due queued job (in one of this board's named folders, when it has any), mark it
-        running for ``worker`` and hold its session lock until ``finish``, ``fail``, ``requeue`` or ``drop``."""
-        stamp, skipped = now(), []
+        running for ``worker`` and hold its session lock until ``finish``, ``fail``, ``requeue`` or ``drop``.
+
+        One round trip: the statements are pipelined and the update picks its row with ``FOR UPDATE SKIP
+        LOCKED`` and takes the lock in its own filter (one row, by its key). The commit does not wait
+        for the server's disk: a claim lost in a server crash simply never happened — the job is queued,
+        and the worker's ``finish`` is refused by the fence.
+        """
+        stamp = now()
         scope = " AND root = ANY(%(roots)s::text[])" if self.names else ""
-        for _ in range(3):
-            locked = None
-            try:
-                with self._tx("cannot claim a job") as cur:
-                    cur.execute("SELECT id FROM jobs WHERE status = 'queued' AND (not_before IS NULL OR not_before "
-                                f"<= %(now)s) AND NOT id = ANY(%(skipped)s::integer[]){scope} ORDER BY id LIMIT 1 "
-                                "FOR UPDATE SKIP LOCKED", {"now": stamp, "skipped": skipped,
-                                                           "roots": self.names.names()})
-                    row = cur.fetchone()
-                    if row is None:
-                        return None
-                    cur.execute("SELECT pg_try_advisory_lock(%s, %s) AS locked", [JOB_LOCKS, row["id"]])
-                    if not cur.fetchone()["locked"]:
-                        skipped.append(row["id"])     # its last holder lets go this instant: take the next
-                        continue
-                    locked = row["id"]
-                    cur.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = %s, "
-                                "updated_at = %s, not_before = NULL, worker = %s WHERE id = %s RETURNING *",
-                                [stamp, stamp, worker, locked])
-                    job = self._job(cur.fetchone())
-            except BaseException:
-                if locked is not None:       # a session lock outlives the rolled-back transaction
-                    self._unlock(locked)
-                raise
-            self.claimed[job.id] = (self.session, worker)
-            return job
-        return None
+        conn = self._connection()
+        cur = conn.cursor()
+        try:
+            with conn.pipeline(), conn.transaction():
+                cur.execute("SET LOCAL synchronous_commit TO off")
+                cur.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = %(now)s, "
+                            "updated_at = %(now)s, not_before = NULL, worker = %(worker)s WHERE id = (SELECT id "
+                            "FROM jobs WHERE status = 'queued' AND (not_before IS NULL OR not_before <= %(now)s)"
+                            f"{scope} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AND pg_try_advisory_lock("
+                            "%(locks)s, id) RETURNING *",
+                            {"now": stamp, "worker": worker, "roots": self.names.names(), "locks": JOB_LOCKS})
+            row = cur.fetchone()
+        except psycopg.Error as exc:
+            raise self._error(exc, "cannot claim a job") from exc
+        finally:
+            cur.close()
+        if row is None:
+            return None
+        self.claimed[row["id"]] = (self.session, worker)
+        return self._job(row)
 
     def _fence(self, job_id: int) -> str | None:
         """For a job this store claimed: the worker that holds it, or ``LostClaim`` if the session that
@@ -494,16 +496,14 @@ class PostgresStore:
         return LostClaim(f"{self.location}: job {job_id} was given back while it was described (this worker's "
                          f"database session ended): the job is described again, unless this commit landed")
 
-    def _release(self, job_id: int) -> None:
-        """After the commit: the claim's session lock goes (a failure here means the session is gone,
-        which drops the lock anyway)."""
-        if self.claimed.pop(job_id, None) is not None:
-            self._unlock(job_id)
-
-    def _unlock(self, job_id: int) -> None:
-        with contextlib.suppress(psycopg.Error):
-            if not self.conn.closed:
-                self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCKS, job_id])
+    def _release(self, cur, job_id: int) -> None:
+        """Inside the transaction that gives up the claim, before its commit: the session lock goes at once
+        (it is not transactional), so no claimer ever meets the lock on a job it can see queued, and a
+        sweeper that sees the job still running waits for this transaction's row lock, then finds it
+        changed. If the commit then fails, the job is an orphan and is given back; the claim is forgotten
+        (``claimed``) only once the commit is done, so a second try is still fenced."""
+        if job_id in self.claimed:
+            cur.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCKS, job_id])
 
     def _still_mine(self, cur, job_id: int, worker: str | None) -> None:
         """Inside a write transaction: the job is still running for ``worker`` (the fence)."""
@@ -517,21 +517,43 @@ class PostgresStore:
     def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
                before_commit: Callable[[], None] | None = None) -> int:
         """Store the description and mark the job done, in one transaction, only if this worker still holds
-        the job (else ``LostClaim``). ``before_commit`` runs inside it, after both writes."""
+        the job (else ``LostClaim``). ``before_commit`` runs inside it, after both writes.
+
+        Two round trips: one statement updates the job (the fence: still running for this worker) and
+        inserts the description only if it did, with the job's path at commit time, pipelined with the
+        release of the claim; then the commit.
+        """
         stamp = now()
         worker = self._fence(job.id)
-        with self._tx(f"cannot store the description of job {job.id}", claim=job.id) as cur:
-            self._still_mine(cur, job.id, worker)
-            description = self._insert_description(cur, job, result, timings, source, stamp)
-            _mark_done(cur, job.id, stamp)
+        fence = " AND status = 'running' AND worker = %(worker)s" if worker else ""
+        row = description_row(job, result, timings, source, stamp, "")
+        del row["path"]
+        values = {f"d_{k}": v for k, v in row.items()}
+        values.update(id=job.id, worker=worker, stamp=stamp, names=list(self.names.folders),
+                      folders=list(self.names.folders.values()))
+        statement = sql.SQL(
+            "WITH done AS (UPDATE jobs SET status = 'done', error = NULL, not_before = NULL, finished_at = %(stamp)s, "
+            "updated_at = %(stamp)s WHERE id = %(id)s" + fence + " RETURNING path, root, relpath) "
+            "INSERT INTO descriptions (path, {}) SELECT coalesce((%(folders)s::text[])[array_position("
+            "%(names)s::text[], done.root)] || '/' || done.relpath, done.path), {} FROM done RETURNING id").format(
+            sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(sql.Placeholder(f"d_{k}") for k in row))
+        with self._tx(f"cannot store the description of job {job.id}", claim=job.id, pipeline=True) as cur:
+            cur.execute(statement, values)
+            inserted = cur.fetchone()
+            if inserted is None:
+                raise self._lost(job.id) if worker else StoreError(f"{self.location}: no job {job.id}")
+            self._release(cur, job.id)
             if before_commit is not None:
                 before_commit()
-        self._release(job.id)
-        return description
+        self.claimed.pop(job.id, None)
+        return inserted["id"]
 
-    def _insert_description(self, cur, job: Job, result, timings, source: str, stamp: str) -> int:
-        cur.execute("SELECT path, root, relpath FROM jobs WHERE id = %s", [job.id])
-        where = cur.fetchone()       # the path at commit time: a rename while describing moved the job
+    def _insert_description(self, cur, job: Job, result, timings, source: str, stamp: str,
+                            where: dict | None = None) -> int:
+        """The description row; ``where`` (path, root, relpath) is read here when the caller has not."""
+        if where is None:
+            cur.execute("SELECT path, root, relpath FROM jobs WHERE id = %s", [job.id])
+            where = cur.fetchone()       # the path at commit time: a rename while describing moved the job
         row = description_row(job, result, timings, source, stamp,
                               self.names.local(where["root"], where["relpath"], where["path"]))
         columns = sql.SQL(", ").join(map(sql.Identifier, row))
@@ -550,7 +572,8 @@ class PostgresStore:
             else:
                 cur.execute("UPDATE jobs SET status = 'queued', error = %s, not_before = %s, updated_at = %s "
                             "WHERE id = %s", [error, later(retry_in), stamp, job_id])
-        self._release(job_id)
+            self._release(cur, job_id)
+        self.claimed.pop(job_id, None)
 
     def requeue(self, job_id: int, delay: float | None = None) -> None:
         worker = self._fence(job_id)
@@ -559,7 +582,8 @@ class PostgresStore:
             cur.execute("UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), not_before = %s, "
                         "started_at = NULL, updated_at = %s WHERE id = %s AND status = 'running'",
                         [later(delay) if delay else None, now(), job_id])
-        self._release(job_id)
+            self._release(cur, job_id)
+        self.claimed.pop(job_id, None)
 
     def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]:
         """Running jobs whose worker is gone — nobody holds their session lock — go back to the queue, or
