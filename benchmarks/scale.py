@@ -36,21 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-CONFIG = """
-[model]
-vision = "{vision}"
-llm = "{llm}"
-tokens_per_image = 4
-embed_width = 8
-[describe]
-frames = 4
-[llm]
-max_new_tokens = 32
-[watch]
-settle_seconds = 0.2
-[output]
-sidecars = []
-"""
 QUEUE = re.compile(r"\(queue ([0-9.]+) ms\)")
 
 
@@ -142,7 +127,7 @@ def main() -> int:
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
 
-    from doubles import fake_runtime, postgres
+    from doubles import daemon, postgres
     print(f"making {args.clips} clips ...", flush=True)
     clips = make_clips(args.clips)
     work = Path(tempfile.mkdtemp(prefix="rkvideo-scale-"))
@@ -152,9 +137,7 @@ def main() -> int:
         os.link(clip, folder / clip.name) if clip.stat().st_dev == folder.stat().st_dev else \
             folder.joinpath(clip.name).write_bytes(clip.read_bytes())
     known = facts(sorted(folder.iterdir()))
-    vision, llm = fake_runtime.write_models(work)
-    config = work / "config.toml"
-    config.write_text(CONFIG.format(vision=vision, llm=llm))
+    config = daemon.write_config(work, sidecars=())       # the test-double runtime, 4 frames per clip
     server = postgres.start_server(settings="")      # the server's defaults: fsync and synchronous commit on
     results = []
     try:

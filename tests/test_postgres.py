@@ -97,7 +97,7 @@ def test_a_cut_connection_loses_only_that_attempt(postgres, url):
         second = worker.put("/cam/b.mp4", Status.QUEUED, size=1, mtime=1.0, digest="h2")
         job = worker.claim("board:1:a")
         assert other.recover("board:2:b", 3) == ([], [])     # alive: its session holds the claim
-        postgres.sql("SELECT pg_terminate_backend(%s)", [backend_of(postgres, job.id)])
+        postgres.sql("SELECT pg_terminate_backend(%s, 10000)", [backend_of(postgres, job.id)])
         with pytest.raises(store.LostClaim, match=f"job {first} was given back"):
             worker.finish(job, result(job.path))
         requeued, _ = other.recover("board:2:b", 3)           # the session is gone: so is the claim
@@ -117,7 +117,7 @@ def test_a_late_finisher_cannot_commit_over_a_newer_claim(postgres, url):
     try:
         job_id = late.put("/cam/a.mp4", Status.QUEUED, size=1, mtime=1.0, digest="h1")
         job = late.claim("board:1:a")
-        postgres.sql("SELECT pg_terminate_backend(%s)", [backend_of(postgres, job.id)])
+        postgres.sql("SELECT pg_terminate_backend(%s, 10000)", [backend_of(postgres, job.id)])
         newer.recover("board:2:b", 3)
         claimed = newer.claim("board:2:b")
         for call in (lambda: late.finish(job, result(job.path)), lambda: late.fail(job.id, "boom", 1),

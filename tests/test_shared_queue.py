@@ -99,7 +99,7 @@ def test_a_worker_whose_connection_is_cut_mid_job_loses_only_that_attempt(tmp_pa
 
     try:
         job_id, backend = daemon.wait_for(holder, proc, "a job to be claimed")
-        postgres.sql("SELECT pg_terminate_backend(%s)", [backend])
+        postgres.sql("SELECT pg_terminate_backend(%s, 10000)", [backend])
         gate.touch()                        # the runtime finishes; the commit meets a closed session
         daemon.wait_for(lambda: all_done(pg_url, paths), proc, "every recording done")
         assert proc.poll() is None          # the same daemon went on: no restart, no model reload
@@ -172,7 +172,7 @@ def test_boards_that_mount_the_share_at_different_places_describe_each_recording
         boards.append((share, daemon.write_config(tmp_path / board / "conf", sidecars=(),
                                                   roots={"cameras": share})))
     env = daemon.environment(RKVIDEO_FAKE_GENERATE_SECONDS=0.1)
-    for share, config in boards:
+    for _, config in boards:
         procs.append(daemon.start([], pg_url, config, env=env))     # no DIR: the [watch] roots
     try:
         daemon.wait_for(lambda: len(jobs(pg_url)) == 6 and all_done(pg_url, range(6)), what="six recordings done")

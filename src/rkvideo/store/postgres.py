@@ -60,7 +60,7 @@ from . import pg_schema
 from .base import Job, LostClaim, Status, StoreError, db_text, later, now, same_content, valid_name
 from .fingerprints import fingerprint
 from .names import RootNames, folder_of
-from .rows import INTERRUPTED, KEPT, decode, description_row, stopped_each_time
+from .rows import INTERRUPTED, KEPT, Reads, description_row, stopped_each_time
 
 # Advisory lock namespaces (the first of the two int4 keys): a job's claim, and schema changes.
 JOB_LOCKS = 0x726B7601
@@ -82,8 +82,10 @@ def redact(url: str) -> str:
     return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.I)
 
 
-class PostgresStore:
+class PostgresStore(Reads):
     """One connection to the database; use one store per thread. ``roots``: name -> this board's folder."""
+
+    mark = "%s"
 
     def __init__(self, url: str, *, create: bool = True, readonly: bool = False, roots: dict | None = None):
         self.url, self.location, self.readonly = url, redact(url), readonly
@@ -169,13 +171,6 @@ class PostgresStore:
         job = Job.from_row(row)
         job.path = self.names.local(row.get("root"), row.get("relpath"), row["path"])
         return job
-
-    def _jobs(self, query: str, params=()) -> list[Job]:
-        return [self._job(row) for row in self._rows(query, params)]
-
-    def _one(self, query: str, params=()) -> Job | None:
-        jobs = self._jobs(query, params)
-        return jobs[0] if jobs else None
 
     # ------------------------------------------------------------ set-up
 
@@ -276,34 +271,16 @@ class PostgresStore:
 
     # ------------------------------------------------------------ reads
 
-    def job(self, job_id: int) -> Job | None:
-        return self._one("SELECT * FROM jobs WHERE id = %s", [job_id])
-
     def job_at(self, path: str) -> Job | None:
         job = self._one("SELECT * FROM jobs WHERE key = %s", [self._key(path)])
         if job is None:       # a path this board cannot name: as some board stored it
             job = self._one("SELECT * FROM jobs WHERE path = %s ORDER BY id LIMIT 1", [db_text(path)])
         return job
 
-    def jobs(self, status: Status | None = None) -> list[Job]:
-        query = ("SELECT jobs.*, (SELECT count(*) FROM descriptions WHERE job_id = jobs.id) AS descriptions "
-                 "FROM jobs")
-        if status:
-            return self._jobs(query + " WHERE status = %s ORDER BY id", [Status(status).value])
-        return self._jobs(query + " ORDER BY id")
-
     def jobs_under(self, folder: str) -> list[Job]:
         prefix, absolute = self._prefix(folder), db_text(folder.rstrip("/")) + "/"
         return self._jobs("SELECT * FROM jobs WHERE left(key, %s) = %s OR (root IS NULL AND left(path, %s) = %s) "
                           "ORDER BY id", [len(prefix), prefix, len(absolute), absolute])
-
-    def counts(self) -> dict[Status, int]:
-        return {Status(r["status"]): r["n"] for r in
-                self._rows("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
-
-    def descriptions(self, job_id: int) -> list[dict]:
-        rows = self._rows("SELECT * FROM descriptions WHERE job_id = %s ORDER BY id", [job_id])
-        return [decode(row) for row in rows]
 
     def original(self, digest: str, path: str) -> Job | None:
         return self._one("SELECT * FROM jobs WHERE hash = %s AND key <> %s AND status <> 'skipped' "
@@ -455,30 +432,38 @@ class PostgresStore:
         One round trip: the statements are pipelined and the update picks its row with ``FOR UPDATE SKIP
         LOCKED`` and takes the lock in its own filter (one row, by its key). The commit does not wait
         for the server's disk: a claim lost in a server crash simply never happened — the job is queued,
-        and the worker's ``finish`` is refused by the fence.
+        and the worker's ``finish`` is refused by the fence. When nothing was taken although a job is
+        due (another worker held its row or its lock that instant), it tries again, a few times.
         """
         stamp = now()
         scope = " AND root = ANY(%(roots)s::text[])" if self.names else ""
+        due = f"status = 'queued' AND (not_before IS NULL OR not_before <= %(now)s){scope}"
+        values = {"now": stamp, "worker": worker, "roots": self.names.names(), "locks": JOB_LOCKS}
+        for _ in range(3):
+            row = self._claim_once(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = %(now)s, updated_at = "
+                f"%(now)s, not_before = NULL, worker = %(worker)s WHERE id = (SELECT id FROM jobs WHERE {due} "
+                "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AND pg_try_advisory_lock(%(locks)s, id) RETURNING *",
+                values)
+            if row is not None:
+                self.claimed[row["id"]] = (self.session, worker)
+                return self._job(row)
+            if not self._rows(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {due}) AS due", values)[0]["due"]:
+                return None
+        return None
+
+    def _claim_once(self, statement: str, values: dict) -> dict | None:
         conn = self._connection()
         cur = conn.cursor()
         try:
             with conn.pipeline(), conn.transaction():
                 cur.execute("SET LOCAL synchronous_commit TO off")
-                cur.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = %(now)s, "
-                            "updated_at = %(now)s, not_before = NULL, worker = %(worker)s WHERE id = (SELECT id "
-                            "FROM jobs WHERE status = 'queued' AND (not_before IS NULL OR not_before <= %(now)s)"
-                            f"{scope} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AND pg_try_advisory_lock("
-                            "%(locks)s, id) RETURNING *",
-                            {"now": stamp, "worker": worker, "roots": self.names.names(), "locks": JOB_LOCKS})
-            row = cur.fetchone()
+                cur.execute(statement, values)
+            return cur.fetchone()
         except psycopg.Error as exc:
             raise self._error(exc, "cannot claim a job") from exc
         finally:
             cur.close()
-        if row is None:
-            return None
-        self.claimed[row["id"]] = (self.session, worker)
-        return self._job(row)
 
     def _fence(self, job_id: int) -> str | None:
         """For a job this store claimed: the worker that holds it, or ``LostClaim`` if the session that

@@ -9,9 +9,43 @@ from __future__ import annotations
 import json
 import os
 
-from .base import Job, db_text
+from .base import Job, Status, db_text
 
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
+
+
+class Reads:
+    """The reads that are the same SQL on both backends but for the parameter mark (``?`` or ``%s``).
+    A store gives ``_rows(sql, params) -> list[dict]`` and ``_job(row) -> Job``."""
+
+    mark = "?"
+
+    def _jobs(self, sql: str, params=()) -> list[Job]:
+        return [self._job(row) for row in self._rows(sql, params)]
+
+    def _one(self, sql: str, params=()) -> Job | None:
+        jobs = self._jobs(sql, params)
+        return jobs[0] if jobs else None
+
+    def job(self, job_id: int) -> Job | None:
+        return self._one(f"SELECT * FROM jobs WHERE id = {self.mark}", [job_id])
+
+    def jobs(self, status: Status | None = None) -> list[Job]:
+        """Every job (or those with ``status``) by id, each with its number of descriptions."""
+        sql = ("SELECT jobs.*, (SELECT count(*) FROM descriptions WHERE job_id = jobs.id) AS descriptions "
+               "FROM jobs")
+        if status:
+            return self._jobs(sql + f" WHERE status = {self.mark} ORDER BY id", [Status(status).value])
+        return self._jobs(sql + " ORDER BY id")
+
+    def counts(self) -> dict[Status, int]:
+        return {Status(row["status"]): row["n"] for row in
+                self._rows("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
+
+    def descriptions(self, job_id: int) -> list[dict]:
+        """The job's descriptions, oldest first, JSON columns decoded."""
+        rows = self._rows(f"SELECT * FROM descriptions WHERE job_id = {self.mark} ORDER BY id", [job_id])
+        return [decode(row) for row in rows]
 
 
 def description_row(job: Job, result, timings: dict | None, source: str, stamp: str, path: str) -> dict:

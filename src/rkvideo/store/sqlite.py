@@ -50,14 +50,14 @@ import sqlite_utils
 from . import migrations
 from .base import Job, Status, StoreError, db_text, later, now, same_content, valid_name
 from .fingerprints import fingerprint
-from .rows import INTERRUPTED, KEPT, decode, description_row, stopped_each_time
+from .rows import INTERRUPTED, KEPT, Reads, description_row, stopped_each_time
 
 # A put with one of these statuses finishes the job at once.
 FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
 FORGET_WORKERS = 7 * 86400   # a worker not heard of for a week leaves the workers table
 
 
-class SqliteStore:
+class SqliteStore(Reads):
     """One connection to the database file; use one store per thread. ``roots`` (watched folders by name)
     is accepted for the same signature as ``PostgresStore``: one board, so paths are the keys here."""
 
@@ -222,41 +222,17 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
-    def _jobs(self, sql: str, params=()) -> list[Job]:
-        return [Job.from_row(row) for row in self._rows(sql, params)]
+    def _job(self, row: dict) -> Job:
+        return Job.from_row(row)
 
-    def _one(self, sql: str, params=()) -> Job | None:
-        jobs = self._jobs(sql, params)
-        return jobs[0] if jobs else None
-
-    # ------------------------------------------------------------- reads
-
-    def job(self, job_id: int) -> Job | None:
-        return self._one("SELECT * FROM jobs WHERE id = ?", [job_id])
+    # ------------------------------------------------------------- reads (and those of rows.Reads)
 
     def job_at(self, path: str) -> Job | None:
         return self._one("SELECT * FROM jobs WHERE path = ?", [db_text(path)])
 
-    def jobs(self, status: Status | None = None) -> list[Job]:
-        """Every job (or those with ``status``) by id, each with its number of descriptions."""
-        sql = ("SELECT jobs.*, (SELECT count(*) FROM descriptions WHERE job_id = jobs.id) AS descriptions "
-               "FROM jobs")
-        if status:
-            return self._jobs(sql + " WHERE status = ? ORDER BY id", [Status(status)])
-        return self._jobs(sql + " ORDER BY id")
-
     def jobs_under(self, folder: str) -> list[Job]:
         prefix = db_text(folder.rstrip("/")) + "/"
         return self._jobs("SELECT * FROM jobs WHERE substr(path, 1, ?) = ?", [len(prefix), prefix])
-
-    def counts(self) -> dict[Status, int]:
-        return {Status(row["status"]): row["n"] for row in
-                self._rows("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
-
-    def descriptions(self, job_id: int) -> list[dict]:
-        """The job's descriptions, oldest first, JSON columns decoded."""
-        rows = self._rows("SELECT * FROM descriptions WHERE job_id = ? ORDER BY id", [job_id])
-        return [decode(row) for row in rows]
 
     def original(self, digest: str, path: str) -> Job | None:
         """The first job with this content under another path that is not itself a duplicate."""
