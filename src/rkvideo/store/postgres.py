@@ -57,10 +57,9 @@ from psycopg import conninfo, sql
 from psycopg.rows import dict_row
 
 from . import pg_schema
-from .base import Job, LostClaim, Status, StoreError, db_text, later, now, same_content, valid_name
-from .fingerprints import fingerprint
+from .base import Job, LostClaim, Status, StoreError, db_text, later, now, same_content
 from .names import RootNames, folder_of
-from .rows import INTERRUPTED, KEPT, Reads, description_row, stopped_each_time
+from .rows import INTERRUPTED, KEPT, Reads, described_file, description_row, stopped_each_time
 
 # Advisory lock namespaces (the first of the two int4 keys): a job's claim, and schema changes.
 JOB_LOCKS = 0x726B7601
@@ -615,14 +614,7 @@ class PostgresStore(Reads):
 
     def save_result(self, result) -> int:
         """``rkvideo describe --db``: as ``SqliteStore.save_result``, in one transaction."""
-        path = os.path.abspath(result.inputs[0])
-        if not valid_name(path):
-            raise StoreError(f"{db_text(path)}: file name is not valid UTF-8 (rename the file to store it)")
-        try:
-            st = os.stat(path)
-            digest = fingerprint(path)
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot store the result: {exc.strerror}") from None
+        path, st, digest = described_file(result)
         with self._tx(f"cannot store the result for {path}") as cur:
             job = self.job_at(path)
             if job is None or job.hash != digest:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from .base import Job, Status, db_text
+from .base import Job, Status, StoreError, db_text, valid_name
+from .fingerprints import fingerprint
 
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 
@@ -63,6 +64,17 @@ def description_row(job: Job, result, timings: dict | None, source: str, stamp: 
         "timings": json.dumps({**result.timings, **(timings or {})}),
         "notes": json.dumps(result.notes, ensure_ascii=False), "source": source, "created_at": stamp,
     }
+
+
+def described_file(result) -> tuple[str, os.stat_result, str]:
+    """``describe --db``: the result's (first) input file as stored — absolute path, stat, fingerprint."""
+    path = os.path.abspath(result.inputs[0])
+    if not valid_name(path):
+        raise StoreError(f"{db_text(path)}: file name is not valid UTF-8 (rename the file to store it)")
+    try:
+        return path, os.stat(path), fingerprint(path)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot store the result: {exc.strerror}") from None
 
 
 def counts(tokens) -> dict:

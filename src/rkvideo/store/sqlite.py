@@ -48,9 +48,8 @@ from urllib.parse import quote
 import sqlite_utils
 
 from . import migrations
-from .base import Job, Status, StoreError, db_text, later, now, same_content, valid_name
-from .fingerprints import fingerprint
-from .rows import INTERRUPTED, KEPT, Reads, description_row, stopped_each_time
+from .base import Job, Status, StoreError, db_text, later, now, same_content
+from .rows import INTERRUPTED, KEPT, Reads, described_file, description_row, stopped_each_time
 
 # A put with one of these statuses finishes the job at once.
 FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
@@ -467,14 +466,7 @@ class SqliteStore(Reads):
         One transaction for the job and its description: a job must never be ``done`` without one (the
         daemon would never describe that file). Returns the description's id.
         """
-        path = os.path.abspath(result.inputs[0])
-        if not valid_name(path):
-            raise StoreError(f"{db_text(path)}: file name is not valid UTF-8 (rename the file to store it)")
-        try:
-            st = os.stat(path)
-            digest = fingerprint(path)
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot store the result: {exc.strerror}") from None
+        path, st, digest = described_file(result)
         with self._transaction(f"cannot store the result for {path}"):
             job = self.job_at(path)
             if job is None or job.hash != digest:
