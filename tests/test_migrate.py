@@ -1,57 +1,57 @@
-"""`rkvideo migrate-db`: SQLite -> PostgreSQL -> SQLite gives back the same rows (jobs, descriptions, and
-the events table where one exists), and it refuses to copy a database in use or into a full one."""
+"""`rkvideo migrate-db`: SQLite -> PostgreSQL -> SQLite gives back the same rows (jobs, descriptions, timeline
+moments, thumbnails, sidecars still to write, notifications still to deliver), and it refuses to copy a
+database in use or into a full one."""
 import sqlite3
-from types import SimpleNamespace
 
+from doubles import web as helpers
 from doubles.postgres import pg_url, postgres  # noqa: F401 - fixtures
-
 from rkvideo import cli, store
-from rkvideo.store import Status
+from rkvideo.store import MissingSidecar, Outgoing, Status
 
-# A timelines table as another part of rkvideo may add it; migrate-db copies whatever columns it has.
-EVENTS = ("CREATE TABLE events (id INTEGER PRIMARY KEY, job_id INTEGER REFERENCES jobs (id), start REAL, "
-          "end_ REAL, label TEXT, score REAL)")
-
-
-def result(path, text):
-    return SimpleNamespace(inputs=[path], kind="video", text=text, prompt="Describe.", frames=[{"index": 0,
-                           "pts": 5, "seconds": 0.5}], model={"profile": "qwen2-vl-2b", "vision": "v.rknn",
-                           "llm": "l.rkllm"}, tokens={"prompt": 9, "vision": 4, "new": 3},
-                           timings={"generate": 1.25}, notes=["a note ✓"])
+TABLES = ("jobs", "descriptions", "events", "thumbnails", "missing_sidecars", "outbox", "announced")
 
 
 def filled(path):
-    """An SQLite database as a board leaves it: described, queued, failed and skipped jobs, events."""
+    """An SQLite database as a board leaves it: described (with moments and thumbnails), queued, failed and
+    skipped jobs, a sidecar still to write, a notification still to deliver."""
     with store.open_store(path) as db:
         done = db.put("/srv/cams/door/0800.mp4", Status.QUEUED, root="/srv/cams", size=10, mtime=1.5, digest="h1",
                       duration=12.5)
-        db.finish(db.claim("board:1:a"), result("/srv/cams/door/0800.mp4", "A parcel is left at the door."))
+        db.finish(db.claim("board:1:a"), helpers.result(
+            "/srv/cams/door/0800.mp4", "A parcel is left at the door. A note ✓", events=[
+                (0.0, 4.5, "A person walks up."), (6.0, 9.0, "A parcel is left.")]),
+            missing_sidecars=[MissingSidecar(done, "txt", "/srv/cams/door/0800.mp4.txt", "/srv/cams/door/0800.mp4",
+                                             "the text", "disk full")],
+            messages=lambda d: [Outgoing("mqtt://broker:1883", f"d{d}", '{"x": 1}', "rkvideo/door", True, done)])
         db.put("/srv/cams/door/0900.mp4", Status.QUEUED, root="/srv/cams", size=20, mtime=2.5, digest="h2")
         db.put("/srv/cams/yard/empty.mp4", Status.FAILED, root="/srv/cams", error="empty file (0 bytes)")
         db.put("/srv/cams/door/copy.mp4", Status.SKIPPED, root="/srv/cams", digest="h1", duplicate_of=done,
                error=store.same_content(db.job(done)))
         db.put("/elsewhere/one-off.mp4", Status.QUEUED, size=5, mtime=3.0, digest="h5")     # outside any root
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute(EVENTS)
-        conn.executemany("INSERT INTO events (job_id, start, end_, label, score) VALUES (?, ?, ?, ?, ?)",
-                         [(done, 0.0, 4.5, "person", 0.9), (done, 6.0, 9.0, "parcel", 0.75)])
-    conn.close()
+        db.announce("mqtt://broker:1883", {"homeassistant/sensor/door/config"})
     return path
 
 
 def table(path, name):
     conn = sqlite3.connect(path)
     try:
-        return conn.execute(f"SELECT * FROM {name} ORDER BY id").fetchall()
+        return conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2").fetchall()
     finally:
         conn.close()
+
+
+def pictures(path) -> list:
+    """Every thumbnail's JPEG, by id."""
+    with store.open_store(path, readonly=True) as db:
+        rows = db.thumbnails([d["id"] for j in db.jobs() for d in db.descriptions(j.id)])
+        return [db.thumbnail(t["id"]) for ts in rows.values() for t in ts]
 
 
 def test_sqlite_to_postgresql_and_back_gives_the_same_rows(tmp_path, pg_url, capsys):
     source = filled(tmp_path / "board.db")
     assert cli.main(["migrate-db", str(source), pg_url]) == 0
-    assert "copied 5 jobs, 1 descriptions, 2 events" in capsys.readouterr().out
+    assert ("copied 5 jobs, 1 descriptions, 2 events, 3 thumbnails, 1 missing_sidecars, 1 outbox, 1 announced"
+            in capsys.readouterr().out)
     with store.open_store(pg_url, readonly=True) as shared:
         assert [(j.path, j.root, j.relpath, j.status) for j in shared.jobs()] == [
             ("/srv/cams/door/0800.mp4", "cams", "door/0800.mp4", Status.DONE),
@@ -60,16 +60,19 @@ def test_sqlite_to_postgresql_and_back_gives_the_same_rows(tmp_path, pg_url, cap
             ("/srv/cams/door/copy.mp4", "cams", "door/copy.mp4", Status.SKIPPED),
             ("/elsewhere/one-off.mp4", None, None, Status.QUEUED)]
         assert [h["path"] for h in shared.search("parcel")] == ["/srv/cams/door/0800.mp4"]
-        assert shared.descriptions(1)[0]["notes"] == ["a note ✓"]
+        assert [e["text"] for e in shared.events(1)] == ["A person walks up.", "A parcel is left."]
+        assert shared.outbox()[0]["message"] == "d1" and shared.missing_sidecars()[0].error == "disk full"
+    assert pictures(pg_url) == pictures(source) and len(pictures(source)) == 3
     # New rows after the copy take new ids, above the copied ones.
     with store.open_store(pg_url) as shared:
         assert shared.put("/srv/cams/door/1000.mp4", Status.QUEUED, root="/srv/cams") == 6
 
     back = tmp_path / "back.db"
     assert cli.main(["migrate-db", pg_url, str(back)]) == 0
-    assert "copied 6 jobs, 1 descriptions, 2 events" in capsys.readouterr().out
-    for name in ("jobs", "descriptions", "events"):
+    assert "copied 6 jobs, 1 descriptions, 2 events, 3 thumbnails" in capsys.readouterr().out
+    for name in TABLES:
         assert table(back, name)[:5] == table(source, name)[:5], name
+    assert pictures(back) == pictures(source)                  # the JPEGs are files again
     with store.open_store(back, readonly=True) as copy:
         assert [h["path"] for h in copy.search("parcel")] == ["/srv/cams/door/0800.mp4"]     # FTS rebuilt
 

@@ -4,7 +4,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from doubles.postgres import pg_url, postgres  # noqa: F401 - fixtures
+from doubles.postgres import pg_url, postgres, wait_until  # noqa: F401 - fixtures
 
 from rkvideo import store
 from rkvideo.store import Status
@@ -46,7 +46,8 @@ def test_schema_steps_are_named_and_applied_once_by_boards_opening_together(post
     assert errors == []
     db = postgres.database_of
     steps = [r["name"] for r in postgres.sql("SELECT name FROM rkvideo_migrations ORDER BY name", database=db)]
-    assert steps == ["0001-i13-jobs-descriptions-search", "0002-i13-workers"]
+    assert steps == ["0001-i13-jobs-descriptions-search", "0002-i13-workers",
+                     "0003-i13-events-sidecars-thumbnails-outbox"]
     assert postgres.sql("SELECT version FROM schema_version", database=db) == [{"version": store.SCHEMA_VERSION}]
     index = postgres.sql("SELECT indexdef FROM pg_indexes WHERE indexname = 'descriptions_search'", database=db)
     assert "USING gin (search)" in index[0]["indexdef"]
@@ -208,3 +209,38 @@ def test_search_uses_the_text_search_index_with_web_search_syntax(url):
         assert [h["path"] for h in db.search("dog -ball", raw=True)] == []
         assert {h["path"] for h in db.search("ball or van", raw=True)} == {"/cam/0.mp4", "/cam/1.mp4"}
         assert [h["path"] for h in db.search('"red ball"', raw=True)] == ["/cam/0.mp4"]
+
+
+def test_one_board_at_a_time_delivers_a_notification_target(url):
+    from rkvideo.store import Outgoing
+    with store.open_store(url) as db:
+        db.put("/cam/a.mp4", Status.FAILED, error="empty file",
+               messages=lambda job: [Outgoing("mqtt://broker:1883", f"m{job}", "{}"),
+                                     Outgoing("https://hook", "w", "{}")])
+    board_a, board_b = store.open_store(url), store.open_store(url)
+    try:
+        assert [r["message"] for r in board_a.outbox("mqtt://broker:1883")] == ["m1"]
+        assert board_b.outbox("mqtt://broker:1883") == []            # board A's sender has that target
+        assert [r["message"] for r in board_b.outbox("https://hook")] == ["w"]      # another target is free
+        assert len(board_b.outbox()) == 2                            # listing (rkvideo outbox) sees everything
+        board_a.close()                                              # board A stops: board B takes over
+        assert wait_until(lambda: board_b.outbox("mqtt://broker:1883"), what="board B to take the target")
+    finally:
+        board_a.close()
+        board_b.close()
+
+
+def test_thumbnails_live_in_the_database_and_go_with_their_description(tmp_path, url):
+    from doubles import web as helpers
+    clip = helpers.clip(tmp_path / "door" / "a.mp4")
+    with store.open_store(url) as db:
+        job_id, description = helpers.describe(db, clip, helpers.result(clip, "A fox crosses the lawn.",
+                                                                        events=[(1.0, 2.0, "A fox.")]))
+        shown = db.thumbnails([description])[description]
+        assert [t["seq"] for t in shown] == [0, 1, 2] and db.thumbnail(shown[0]["id"]).startswith(b"\xff\xd8")
+        assert db.files() == [] and db.thumbnail(2**40) is None
+        hits = db.browse("fox", store.Filters())
+        assert [(h["kind"], h["path"]) for h in hits] == [("event", str(clip)), ("description", str(clip))]
+        assert f"{store.MARK}fox{store.END}" in hits[0]["snippet"].lower()
+        assert db.forget(description) and db.thumbnail(shown[0]["id"]) is None and db.events(description) == []
+        assert "rkvideo forget" in db.job(job_id).error

@@ -58,6 +58,22 @@ class Timings(dict):
 
 
 @dataclass
+class Event:
+    """A moment of a recording where something happens (timeline mode): ``start``/``end`` in seconds
+    from the recording's start, the caption of that stretch, the frames the model saw for it, and
+    the activity score that found it."""
+    start: float
+    end: float
+    text: str
+    frames: list[dict] = field(default_factory=list)     # [{index, pts, seconds, source}]
+    score: float = 0.0
+
+    def as_json(self) -> dict:
+        return {"start": self.start, "end": self.end, "text": self.text, "frames": self.frames,
+                "score": self.score}
+
+
+@dataclass
 class Result:
     inputs: list[str]
     kind: Kind
@@ -70,12 +86,19 @@ class Result:
     text: str | None                # None in dry runs
     notes: list = field(default_factory=list)
     plan: dict = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)     # timeline mode only; ``text`` is then the summary
+    # Small JPEGs (bytes) of the frames the model saw, one per entry of ``frames``, when asked for
+    # (``thumbnails=True``); the store keeps them for the web page. Not part of the JSON.
+    thumbnails: list[bytes] = field(default_factory=list)
 
     def as_json(self) -> dict:
-        return {"inputs": self.inputs, "kind": self.kind.value, "frames": self.frames, "prompt": self.prompt,
-                "model": self.model, "tokens": self.tokens.as_dict(),
-                "frames_capped_by_budget": self.frames_capped_by_budget, "timings": dict(self.timings),
-                "text": self.text, "notes": self.notes, "plan": self.plan}
+        shape = {"inputs": self.inputs, "kind": self.kind.value, "frames": self.frames, "prompt": self.prompt,
+                 "model": self.model, "tokens": self.tokens.as_dict(),
+                 "frames_capped_by_budget": self.frames_capped_by_budget, "timings": dict(self.timings),
+                 "text": self.text, "notes": self.notes, "plan": self.plan}
+        if self.events:
+            shape["events"] = [event.as_json() for event in self.events]
+        return shape
 
 
 def model_file(config: Config, key: str) -> Path:
@@ -162,26 +185,28 @@ class Describer:
 
     def describe_video(self, path, *, frames: int | None = None, prompt: str | None = None,
                        max_new_tokens: int | None = None, seek: str | None = None, on_text: OnText | None = None,
-                       on_frame: OnFrame | None = None, on_plan: OnPlan | None = None) -> Result:
-        """Describe one video: ``frames`` evenly spaced frames (capped by the budget), one request."""
+                       on_frame: OnFrame | None = None, on_plan: OnPlan | None = None,
+                       thumbnails: bool = False) -> Result:
+        """Describe one video: ``frames`` evenly spaced frames (capped by the budget), one request.
+        ``thumbnails``: also return a small JPEG of each frame the model saw (``Result.thumbnails``)."""
         cfg = self.config
         prompt = prompt or cfg.describe.prompt
         plan = self._plan(prompt, frames or cfg.describe.frames, max_new_tokens, Kind.VIDEO, on_plan)
         notes: list = []
         stream = media.sample(str(path), plan.frames, seek or cfg.describe.seek, notes)
-        result = self._describe(Kind.VIDEO, [path], stream, prompt, plan, notes, on_text, on_frame)
+        result = self._describe(Kind.VIDEO, [path], stream, prompt, plan, notes, on_text, on_frame, thumbnails)
         if not result.frames:
             raise media.MediaError(f"{path}: no frame could be decoded (check the file plays)")
         return result
 
     def describe_images(self, paths: list, *, prompt: str | None = None, max_new_tokens: int | None = None,
                         on_text: OnText | None = None, on_frame: OnFrame | None = None,
-                        on_plan: OnPlan | None = None) -> Result:
+                        on_plan: OnPlan | None = None, thumbnails: bool = False) -> Result:
         """Describe a set of still images as one request (as many as the budget allows, in order)."""
         prompt = prompt or self.config.describe.image_prompt
         plan = self._plan(prompt, len(paths), max_new_tokens, Kind.IMAGES, on_plan)
         stream = media.load_images([str(p) for p in paths[:plan.frames]])
-        return self._describe(Kind.IMAGES, paths, stream, prompt, plan, [], on_text, on_frame)
+        return self._describe(Kind.IMAGES, paths, stream, prompt, plan, [], on_text, on_frame, thumbnails)
 
     def _plan(self, prompt: str, wanted: int, max_new_tokens: int | None, kind: Kind, on_plan) -> budget.Plan:
         plan = self.plan(prompt, wanted, max_new_tokens or self.config.llm.max_new_tokens, kind)
@@ -190,7 +215,7 @@ class Describer:
         return plan
 
     def _describe(self, kind: Kind, inputs: list, stream: Iterable[media.Frame], prompt: str, plan: budget.Plan,
-                  notes: list, on_text, on_frame) -> Result:
+                  notes: list, on_text, on_frame, thumbnails: bool = False) -> Result:
         if plan.capped:
             notes.append(f"{plan.requested} frames requested, {plan.frames} fit the "
                          f"{plan.max_context}-token context")
@@ -201,10 +226,12 @@ class Describer:
             text = None
         else:
             picked, text, tokens, timings = self._run(stream, prompt, plan, kind, on_text, on_frame)
+        # Made here, from the frames the encoders kept until now anyway: no full-size frame lives longer.
+        small = [media.thumbnail(f.image) for f in picked] if thumbnails and not self.dry_run else []
         return Result(inputs=[str(p) for p in inputs], kind=kind, frames=[_frame_info(f) for f in picked],
                       prompt=prompt, model=self._model_info(), tokens=tokens,
                       frames_capped_by_budget=plan.capped, timings=timings, text=text, notes=notes,
-                      plan=plan.as_dict())
+                      plan=plan.as_dict(), thumbnails=small)
 
     def _dry(self, stream, on_frame) -> tuple[list, Timings]:
         """Everything up to the encoder: decode and preprocess, keep nothing heavy."""

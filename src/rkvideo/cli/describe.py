@@ -68,6 +68,8 @@ def command(inputs, frames, prompt, max_new_tokens, seek, each, dry_run, as_json
         raise errors.UsageError("--sidecars writes one set of files per input: add --each to describe the "
                                 "images one by one")
     options = Options(frames, prompt, max_new_tokens, seek, dry_run, as_json, db, kinds)
+    if db and (config_mod.is_url(db) or Path(db).expanduser().exists()):
+        check_database(target(db), cfg)
     with stage_messages():
         describer = load(cfg, dry_run)
         progress = Progress(sys.stderr.isatty() and not as_json)
@@ -144,6 +146,8 @@ def describe_one(describer, cfg, kind: pipeline.Kind, paths: list, options: Opti
     planned = []
     callbacks = {"on_text": echo if stream_text else None, "on_plan": planned.append,
                  "on_frame": lambda f: progress.frame(label, f, planned[0].frames)}
+    if options.db and cfg.output.thumbnails:     # stored with the description, for `rkvideo serve`
+        callbacks["thumbnails"] = True
     try:
         if kind is pipeline.Kind.VIDEO:
             result = describer.describe_video(paths[0], frames=options.frames, prompt=options.prompt,
@@ -193,6 +197,15 @@ def keep(result, cfg, options: Options) -> int:
     return errors.EXIT_OK
 
 
+def check_database(db: Path | str, cfg) -> None:
+    """A ``--db`` that is not rkvideo's (or cannot be opened) is refused before anything is described:
+    status 2, pass another --db. A new or empty file (or database) becomes an rkvideo database."""
+    try:
+        store.open_store(db, roots=cfg.roots()).close()
+    except store.StoreError as exc:
+        raise errors.UsageError(str(exc)) from None
+
+
 def save(db: Path | str, result, cfg) -> None:
     """One result into the database (created if missing), as its job's description."""
     jobs = store.open_store(db, roots=cfg.roots())
@@ -207,10 +220,9 @@ def write_sidecars(result, cfg, kinds: list) -> None:
     path = result.inputs[0]
     duration = media.probe(path).duration if result.kind is pipeline.Kind.VIDEO else None
     out_dir = cfg.resolve_path(cfg.output.dir) if cfg.output.dir else None
-    try:
-        sidecars.write_all(path, result.as_json(), duration, kinds, out_dir)
-    except OSError as exc:
-        raise errors.RuntimeFailure(f"{path}: sidecar not written: {exc}") from None
+    failed = [s for s in sidecars.write_each(path, result.as_json(), duration, kinds, out_dir) if s.error]
+    if failed:     # the other kinds are written
+        raise errors.RuntimeFailure("; ".join(f"{path}: {s.kind} sidecar not written: {s.error}" for s in failed))
 
 
 def echo(text: str) -> None:

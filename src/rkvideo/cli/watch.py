@@ -35,10 +35,11 @@ Examples:
 
 \b
 Then: rkvideo list, rkvideo search "red car", rkvideo show PATH, rkvideo retry, rkvideo workers.
-Settings: [watch] roots, patterns, recursive, settle_seconds, max_attempts, retry_backoff, db;
+Settings: [watch] roots, patterns, recursive, settle_seconds, max_attempts, retry_backoff, db,
+follow_symlinks; [notify] mqtt, webhooks (messages for Home Assistant and others; see rkvideo outbox);
 [output] sidecars, dir. SIGUSR1 drains a running daemon as --drain does. Exit status: 0 stopped
-cleanly (or drained), 1 runtime failure (also a folder that is not there yet: systemd tries again),
-2 bad usage or configuration."""
+cleanly (or drained), 1 runtime failure (also a folder that is not there yet, or a database deleted
+under the daemon: systemd starts it again), 2 bad usage or configuration."""
 
 
 @click.command("watch", context_settings=CONTEXT, epilog=EPILOG,

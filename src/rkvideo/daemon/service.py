@@ -13,10 +13,21 @@ Why this shape:
   restart. ``Service`` receives its store (opened and locked by the caller, or
   by ``watch`` below) and a way to open the worker's own connection; it never
   decides which database it runs on.
+* Notifications (``rkvideo.notify``) never wait for a broker or web server:
+  the worker commits their outbox rows with each description and failure,
+  and the sender's own threads deliver them. The sender starts before the
+  model loads (what an earlier run left is delivered at once; a refused MQTT
+  login is a configuration error), and ``--once`` exits only after it
+  delivered what it could within ``notify.flush_timeout``.
 * ``run`` returns an ``Outcome``, not an exit status: the command line maps
   it (a configuration error must not be restarted by systemd, a runtime
   failure must). The one exception is a second SIGINT/SIGTERM, which cannot
   wait to return: the caller's ``on_second_signal`` ends the process.
+* Another process holding the database's write lock is waited for, as long as
+  it takes, by both threads (the store's ``on_busy``): the watchdog keeps being
+  fed and a stop ends the wait. A database that is deleted or replaced under
+  the daemon, or fails otherwise, ends it with one error line and a runtime
+  failure: systemd starts it again, on the file now at that path or a new one.
 * Several daemons may share one store (PostgreSQL). Each process has a worker
   id of its own (host:pid:random), so a restarted daemon never mistakes the
   jobs of its previous life for live ones. Every ``REPORT_SECONDS`` the main
@@ -41,13 +52,14 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from .. import errors, pipeline, store
+from .. import errors, notify, pipeline, store
 from ..store import REPORT_SECONDS, JobStore, StoreError
-from . import hooks
+from . import hooks, sidecars
 from .intake import Intake
 from .notify import Notifier
+from .own import OwnFiles
 from .roots import Roots
-from .watcher import RESCAN, Watcher
+from .watcher import RESCAN, Matcher, Watcher
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -91,12 +103,19 @@ class Service:
                  open_describer: Callable = pipeline.Describer, once: bool = False, worker_id: str | None = None,
                  on_second_signal: Callable[[int], None] = die_by_signal):
         self.config, self.store, self.once = config, store, once
-        self.roots = Roots(roots, config.watch.recursive)
+        store.on_busy = self.waiting
+        self.roots = Roots(roots, config.watch.recursive, config.watch.follow_symlinks)
         self.open_store, self.open_describer, self.on_second_signal = open_store, open_describer, on_second_signal
         self.worker_id = worker_id or worker_name()
-        self.intake = Intake(store, self.roots)
+        # Raises UsageError for two watched folders that would be one camera on MQTT.
+        self.notices = notify.Notices(config, self.roots.folders)
+        self.sender = notify.Sender(config, self.roots.folders, open_store)
+        self.intake = Intake(store, self.roots, notices=self.notices, wake=self.sender.wake)
+        out_dir = config.resolve_path(config.output.dir) if config.output.dir else None
         self.watcher = Watcher(config, self.roots, self.intake, ping=self.ping, stopping=self.stopping,
-                               rescan=None if once else self.rescan_seconds)
+                               rescan=None if once else self.rescan_seconds,
+                               own=OwnFiles(store.files(), out_dir, Matcher(config.watch.patterns)),
+                               after_scan=self.rewrite_sidecars)
         self.notifier = Notifier()
         self.worker: Worker | None = None
         self.signalled = 0
@@ -110,10 +129,17 @@ class Service:
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self.on_drain_signal)
         describer = None
+        sending = False
         try:
             log.info("worker %s", self.worker_id)
             self.store.report(self.worker_id, "starting")
             self.recover()
+            try:
+                self.sender.start(self.store)
+                sending = True
+            except errors.UsageError as exc:    # the broker refused the login
+                log.error("%s", exc)
+                return Outcome.CONFIGURATION_ERROR
             self.watcher.clean_output_dir()
             log.info("loading the model (%s)", self.config.model.profile)
             try:
@@ -134,7 +160,9 @@ class Service:
             self.notifier.send("READY=1\nSTATUS=scanning")
             self.watcher.scan_all()
             return self.loop()
-        except OSError as exc:
+        except errors.Interrupted:     # a stop while waiting for the database
+            return Outcome.STOPPED
+        except (OSError, StoreError) as exc:
             log.error("%s", exc)
             return Outcome.RUNTIME_FAILURE
         except Exception:       # noqa: BLE001 - one logged error, then systemd restarts us
@@ -147,6 +175,8 @@ class Service:
             self.watcher.join(5)
             if describer is not None:
                 describer.close()
+            if sending:
+                self.stop_sender()
             with contextlib.suppress(Exception):      # informative only; the database may be what failed
                 self.store.report(self.worker_id, "stopped")
             self.summary()
@@ -156,7 +186,8 @@ class Service:
 
     def start_worker(self, describer) -> None:
         self.worker = Worker(open_store=self.open_store, describer=describer, config=self.config, roots=self.roots,
-                             worker_id=self.worker_id, look_again=self.watcher.look_again, observe=hooks.observe)
+                             worker_id=self.worker_id, look_again=self.watcher.look_again, observe=hooks.observe,
+                             notices=self.notices, wake=self.sender.wake)
         self.worker.start()
 
     def loop(self) -> Outcome:
@@ -241,6 +272,16 @@ class Service:
                 waited = True
                 log.info("waiting for the running request to stop; a second Ctrl-C or SIGTERM exits at once")
 
+    def stop_sender(self) -> None:
+        """``--once``: deliver what can be delivered within notify.flush_timeout first (not after a stop
+        was asked for); then stop the delivery threads."""
+        timeout = self.config.notify.flush_timeout
+        if self.once and not self.stopping() and self.sender.deliveries:
+            self.notifier.send("STATUS=delivering notifications")
+            if not self.sender.flush(timeout, stop=self.stopping):
+                log.warning("notify: not everything was delivered within notify.flush_timeout (%gs)", timeout)
+        self.sender.stop(self.store)
+
     # ------------------------------------------------------------ start-up, health, summary
 
     def recover(self) -> None:
@@ -250,13 +291,16 @@ class Service:
         self.intake.forget_missing()
 
     def recover_orphans(self) -> None:
-        requeued, failed = self.store.recover(self.worker_id, self.config.watch.max_attempts)
+        requeued, failed = self.store.recover(self.worker_id, self.config.watch.max_attempts,
+                                              messages=self.notices.recovered if self.notices else None)
         for job in requeued:
             log.warning("%s [job %d]: interrupted last time, queued again (worker %s is gone)", job.path, job.id,
                         job.worker)
         for job in failed:
             log.error("failed %s [job %d]: the daemon stopped during each of its %d attempts",
                       job.path, job.id, job.attempts)
+        if failed:
+            self.sender.wake()
 
     def heartbeat(self) -> None:
         """Every ``report_seconds``: tell the store this daemon lives (and whether it drains), learn
@@ -271,6 +315,18 @@ class Service:
             self.recover_orphans()
         except StoreError as exc:
             log.warning("%s (trying again in %.0fs)", exc, self.report_seconds)
+
+    def waiting(self, waited: float) -> None:
+        """The store's ``on_busy`` on the main thread: another process holds the database's lock. Keep
+        the watchdog fed (unless the worker hangs); a stop ends the wait."""
+        self.ping()
+        if self.stopping():
+            raise errors.Interrupted("stopped while waiting for the database")
+
+    def rewrite_sidecars(self) -> None:
+        """After each full scan: the sidecars that could not be written before."""
+        if self.config.output.sidecars:
+            sidecars.rewrite(self.store)
 
     def ping(self) -> None:
         """The watchdog ping, if the worker is idle or making progress, and the store report when due.
@@ -295,13 +351,19 @@ def watch(config, roots, database, *, once: bool = False,
           on_second_signal: Callable[[int], None] = die_by_signal) -> Outcome:
     """Open the store at ``database`` (a file for this daemon alone — ``StoreError`` when another one uses
     it — or a URL shared with other daemons), run a ``Service`` on it until it stops, and close the store.
-    ``roots``: the folders, a list or a dict by name."""
+    While an SQLite database is locked by another process at start-up, the daemon waits (systemd's start
+    timeout still applies). ``roots``: the folders, a list or a dict by name."""
     names = Roots(roots).names
-    jobs = store.open_store(database, roots=names)
+    jobs = store.open_store(database, on_busy=wait_at_start, roots=names)
     try:
         jobs.lock_daemon()
-        service = Service(config, roots, jobs, open_store=lambda: store.open_store(database, roots=names), once=once,
-                          on_second_signal=on_second_signal)
+        service = Service(config, roots, jobs, once=once, on_second_signal=on_second_signal,
+                          open_store=lambda: store.open_store(database, on_busy=wait_at_start, roots=names))
         return service.run()
     finally:
         jobs.close()
+
+
+def wait_at_start(waited: float) -> None:
+    """``on_busy`` before the service runs: wait for another process's lock as long as it takes (the
+    service sets its own as soon as it exists, which keeps the watchdog fed and ends on a stop)."""

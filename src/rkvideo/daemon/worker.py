@@ -21,15 +21,20 @@ A runtime that fails on ``FAILURE_STREAK`` different recordings in a row is
 broken, not the recordings: the worker stops and the daemon exits with a
 runtime failure, so that systemd restarts it and the model is loaded afresh.
 
+Progress (a frame encoded, a token generated, a job finished) is stamped in
+``progress`` for the watchdog; stopping goes through ``Describer.abort()``.
+Waiting for another process's lock on the database (``waiting``) counts as
+progress: the lock is not ours to fix, and a good recording is never failed for
+it. A database that fails otherwise (deleted or replaced under the daemon, a
+full disk) stops the worker with one error line and the daemon exits with a
+runtime failure, so that systemd starts it again on a usable database.
+
 A shared store may take a job back while it is described (this worker's
 database session ended: ``LostClaim``); the result is dropped — another try
 describes the recording — and the worker goes on with the next job. A store
 that cannot be reached when claiming is tried again for ``DB_PATIENCE``
 seconds before the worker gives up (a runtime failure: systemd restarts it).
 ``drain`` (an event) ends the loop after the running job.
-
-Progress (a frame encoded, a token generated, a job finished) is stamped in
-``progress`` for the watchdog; stopping goes through ``Describer.abort()``.
 
 Observers (``rkvideo.daemon.add_observer``) are called at named points, so
 tests can stop the process exactly there: ``claim`` (between jobs),
@@ -45,9 +50,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import errors, output
-from ..store import JobStore, LostClaim, StoreError, timings_text
-from .intake import drop_gone, reason, unchanged
+from .. import errors
+from ..store import JobStore, LostClaim, Status, StoreError, timings_text
+from . import sidecars
+from .intake import LINK_OUT, drop_gone, reason, unchanged
 from .roots import Roots
 
 log = logging.getLogger(__name__)
@@ -70,10 +76,14 @@ class Worker(threading.Thread):
     """
 
     def __init__(self, *, open_store: Callable[[], JobStore], describer, config, roots: Roots, worker_id: str,
-                 look_again: Callable[[str], None], observe: Observe = lambda point, detail: None):
+                 look_again: Callable[[str], None], observe: Observe = lambda point, detail: None,
+                 notices=None, wake: Callable[[], None] = lambda: None):
         super().__init__(name="rkvideo-worker", daemon=True)
         self.open_store, self.describer, self.config, self.roots = open_store, describer, config, roots
         self.worker_id, self.look_again, self.observe = worker_id, look_again, observe
+        # Notifications: ``notices`` builds the outbox rows committed with each outcome, ``wake`` tells
+        # the sender that there are new ones (see rkvideo.notify).
+        self.notices, self.wake_sender = notices, wake
         self.stop, self.wake, self.final = threading.Event(), threading.Event(), threading.Event()
         self.drain = threading.Event()      # finish the running job, take no new one
         self.store_seconds = 0.0            # the running job's time in claim and finish (coordination)
@@ -86,6 +96,7 @@ class Worker(threading.Thread):
         store = None
         try:
             store = self.open_store()
+            store.on_busy = self.waiting
             while not self.stop.is_set() and not self.drain.is_set():
                 self.observe("claim", "")
                 job = self.claim(store)
@@ -104,6 +115,11 @@ class Worker(threading.Thread):
                               "restarts and reloads the model", len(self.failing))
                     self.failed = True
                     return
+        except errors.Interrupted:      # asked to stop while waiting for the database
+            log.info("worker stopped while waiting for the database")
+        except StoreError as exc:
+            log.error("%s", exc)
+            self.failed = True
         except Exception:       # noqa: BLE001 - the daemon must report, not vanish
             log.exception("worker stopped by an unexpected error")
             self.failed = True
@@ -121,6 +137,8 @@ class Worker(threading.Thread):
                 job = store.claim(self.worker_id)
                 self.store_seconds = time.perf_counter() - start
                 return job
+            except LostClaim:
+                raise
             except StoreError as exc:
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since > DB_PATIENCE:
@@ -133,6 +151,13 @@ class Worker(threading.Thread):
         # Progress only: raising here would have to cross the runtime's threads or a ctypes
         # callback. Stopping goes through Describer.abort() instead.
         self.progress = time.monotonic()
+
+    def waiting(self, waited: float) -> None:
+        """The store's ``on_busy``: another process holds the database's lock. Keep the watchdog fed;
+        a stop ends the wait."""
+        self.touch()
+        if self.stop.is_set():
+            raise errors.Interrupted("stopped while waiting for the database")
 
     def run_job(self, store: JobStore, job) -> None:
         path = job.path
@@ -147,6 +172,11 @@ class Worker(threading.Thread):
             except FileNotFoundError:
                 drop_gone(store, job, running=True)
                 return
+            if self.roots.reaches_out(path):      # replaced by a link out since it was queued
+                store.put(path, Status.SKIPPED, root=self.roots.root_of(path), size=st.st_size, mtime=st.st_mtime,
+                          error=LINK_OUT)
+                log.info("skipped %s [job %d]: %s", path, job.id, LINK_OUT)
+                return
             if not unchanged(job, st):
                 # Not due again before the main thread has seen it settle, or this would spin.
                 store.requeue(job.id, delay=2 * self.config.watch.settle_seconds + 1)
@@ -154,7 +184,8 @@ class Worker(threading.Thread):
                 log.info("%s [job %d]: changed since it was queued; waiting for it to settle", path, job.id)
                 return
             try:
-                result = self.describer.describe_video(path, on_frame=self.touch, on_text=self.touch)
+                result = self.describer.describe_video(path, on_frame=self.touch, on_text=self.touch,
+                                                        thumbnails=self.config.output.thumbnails)
                 if self.stop.is_set():
                     raise errors.Interrupted()  # the text may be cut short by the abort; do not keep it
             except Exception as exc:            # noqa: BLE001 - every failure is classified below
@@ -168,29 +199,32 @@ class Worker(threading.Thread):
     def finish(self, store: JobStore, job, result, described: float, start: float) -> None:
         current = store.job(job.id) or job     # a rename while describing moved the job
         extra = {"describe": round(described, 4)}
+        missing = []
         if self.config.output.sidecars:
-            extra["sidecars"] = self.write_sidecars(current, job, result)
+            extra["sidecars"], missing = self.write_sidecars(current, job, result)
+        messages = self.notices.described(current, result, extra) if self.notices else None
         committing = time.perf_counter()
-        store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path))
+        store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path),
+                     messages=messages, missing_sidecars=missing)
         coordination = self.store_seconds + time.perf_counter() - committing
+        if messages:
+            self.wake_sender()
         self.failing.clear()
         log.info("done %s [job %d] %d frames, %s new tokens; %s; total %.2fs (queue %.1f ms)", current.path,
                  job.id, len(result.frames), result.tokens.new, timings_text(result.timings),
                  time.perf_counter() - start, 1000 * coordination)
 
-    def write_sidecars(self, current, job, result) -> float:
-        """The sidecars under the recording's current name; returns the seconds spent. A failure to
-        write them is logged and does not fail the job: the description is in the database."""
+    def write_sidecars(self, current, job, result) -> tuple[float, list]:
+        """The sidecars under the recording's current name; returns the seconds spent and those that
+        could not be written. Those do not fail the job (the description is in the database): the
+        store keeps them for a later try (see ``sidecars``)."""
         t0 = time.perf_counter()
         out_dir = self.config.resolve_path(self.config.output.dir) if self.config.output.dir else None
-        try:
-            output.write_all(current.path, result.as_json(), job.duration, self.config.output.sidecars, out_dir,
-                             self.roots.first_containing(current.path),
-                             before_rename=lambda path: self.observe("rename", str(path)))
-            self.observe("sidecar", current.path)
-        except OSError as exc:
-            log.error("%s: sidecar not written: %s", current.path, exc)
-        return round(time.perf_counter() - t0, 4)
+        missing = sidecars.write(current.path, result.as_json(), job.duration, self.config.output.sidecars, out_dir,
+                                 self.roots.first_containing(current.path),
+                                 before_rename=lambda path: self.observe("rename", str(path)))
+        self.observe("sidecar", current.path)
+        return round(time.perf_counter() - t0, 4), missing
 
     # ------------------------------------------------------------ the retry policy
 
@@ -207,7 +241,8 @@ class Worker(threading.Thread):
             return
         limit = self.config.watch.max_attempts
         if permanent or job.attempts >= limit:
-            store.fail(job.id, error)
+            store.fail(job.id, error, messages=self.notices.failed(job, error) if self.notices else None)
+            self.wake_sender()
             log.error("failed %s [job %d] after %d attempt%s: %s", job.path, job.id, job.attempts,
                       "" if job.attempts == 1 else "s", error)
         else:

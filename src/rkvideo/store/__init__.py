@@ -11,25 +11,30 @@ from __future__ import annotations
 import os
 
 from ..config import is_url
-from .base import (COLUMNS, REPORT_SECONDS, SCHEMA_VERSION, STALE_SECONDS, Job, JobStore, LostClaim, Status,
-                   StoreError, db_text, later, now, same_content, timings_text, valid_name)
+from .base import (COLUMNS, END, MARK, REPORT_SECONDS, SCHEMA_VERSION, STALE_SECONDS, Filters, Job, JobStore,
+                   LostClaim, Messages, MissingSidecar, Outgoing, Status, StoreError, db_text, later, now,
+                   same_content, timings_text, valid_name)
+from .dbfile import BUSY_LIMIT, BUSY_SLICE
 from .fingerprints import BLOCK, PROBE, PROBES, fingerprint
 
-__all__ = ["COLUMNS", "REPORT_SECONDS", "SCHEMA_VERSION", "STALE_SECONDS", "Job", "JobStore", "LostClaim", "Status",
-           "StoreError", "db_text", "later", "now", "same_content", "timings_text", "valid_name", "BLOCK", "PROBE",
-           "PROBES", "fingerprint", "open_store"]
+__all__ = ["BUSY_LIMIT", "BUSY_SLICE", "COLUMNS", "REPORT_SECONDS", "SCHEMA_VERSION", "STALE_SECONDS", "Job",
+           "JobStore", "LostClaim", "Messages", "MissingSidecar", "Outgoing", "Status", "StoreError", "db_text",
+           "later", "now", "same_content", "timings_text", "valid_name", "BLOCK", "PROBE", "PROBES", "fingerprint",
+           "open_store", "END", "MARK", "Filters"]
 
 SCHEMES = ("postgresql", "postgres")
 
 
 def open_store(target: str | os.PathLike, *, create: bool = True, readonly: bool = False,
-               roots: dict | None = None) -> JobStore:
+               on_busy=None, roots: dict | None = None) -> JobStore:
     """Open the store at ``target``: a database file path, or a ``postgresql://`` URL.
 
     ``create``: make the database (file and folder, or the schema) if missing; otherwise a missing one is
-    an error. ``readonly``: never write (the reading commands); does not bring an older schema up to
-    date. ``roots``: the watched folders by name (name -> folder), which a shared database keys its jobs
-    by. Raises ``StoreError`` naming the target and the fix.
+    an error. ``readonly``: never write (the reading commands); works for a user who may only read the
+    file, and does not bring an older schema up to date. ``on_busy(waited)``: called while an SQLite
+    store waits for another process's lock, already while it opens (see ``JobStore.on_busy``; default:
+    give up after ``BUSY_LIMIT`` seconds). ``roots``: the watched folders by name (name -> folder),
+    which a shared database keys its jobs by. Raises ``StoreError`` naming the target and the fix.
     """
     if isinstance(target, str) and is_url(target):
         scheme = target.split(":", 1)[0].lower()
@@ -40,7 +45,7 @@ def open_store(target: str | os.PathLike, *, create: bool = True, readonly: bool
             from .postgres import PostgresStore
         except ImportError as exc:
             raise StoreError(f"{target}: PostgreSQL needs psycopg ({exc}): pip install 'rkvideo[postgres]'") from None
-        return PostgresStore(target, create=create, readonly=readonly, roots=roots)
+        return PostgresStore(target, create=create, readonly=readonly, roots=roots, on_busy=on_busy)
     # Here, not at the top: sqlite-utils takes 0.1 s to import, which `rkvideo --help` must not pay.
     from .sqlite import SqliteStore
-    return SqliteStore(target, create=create, readonly=readonly, roots=roots)
+    return SqliteStore(target, create=create, readonly=readonly, on_busy=on_busy, roots=roots)

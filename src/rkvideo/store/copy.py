@@ -3,15 +3,19 @@
 Why table by table through the ``JobStore`` copying methods, not a dump: the
 two backends store a job's folder differently (SQLite: the folder's path;
 PostgreSQL: its name, which several boards share), and each store converts
-its own rows (``rows``/``load``). Ids are kept, so descriptions (and the
-``events`` of timelines, where that table exists) still point at their jobs.
-Rows go over in batches, so a large archive never sits in memory whole.
+its own rows (``rows``/``load``), and thumbnails are files beside an SQLite
+database but rows in PostgreSQL (each store reads and writes its own kind;
+between them a thumbnail is its JPEG bytes). Ids are kept, so descriptions,
+moments and thumbnails still point at their jobs. What waits to be done goes
+along: sidecars not written yet, notifications not delivered yet. Rows go
+over in batches, so a large archive never sits in memory whole.
 """
 from __future__ import annotations
 
 from .base import JobStore, StoreError
 
-TABLES = ("jobs", "descriptions", "events")   # in this order: later tables point at earlier ones
+# In this order: later tables point at earlier ones. A table the source lacks (an older database) is left out.
+TABLES = ("jobs", "descriptions", "events", "thumbnails", "missing_sidecars", "outbox", "announced")
 BATCH = 2000
 
 

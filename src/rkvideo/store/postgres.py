@@ -47,23 +47,28 @@ Times are the boards' clocks (keep them in sync with NTP), ISO 8601 UTC text as 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
-import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import psycopg
 from psycopg import conninfo, sql
 from psycopg.rows import dict_row
 
-from . import pg_schema
-from .base import Job, LostClaim, Status, StoreError, db_text, later, now, same_content
+from ..config import hide_password
+from . import pg_browse, pg_schema
+from .base import (Filters, Job, LostClaim, Messages, MissingSidecar, Outgoing, Status, StoreError, db_text, later,
+                   now, same_content)
 from .names import RootNames, folder_of
-from .rows import INTERRUPTED, KEPT, Reads, described_file, description_row, stopped_each_time
+from .rows import FORGOTTEN, INTERRUPTED, KEPT, Reads, decode, described_file, description_row, stopped_each_time
 
-# Advisory lock namespaces (the first of the two int4 keys): a job's claim, and schema changes.
+# Advisory lock namespaces (the first of the two int4 keys): a job's claim, schema changes, and the delivery
+# of one notification target's outbox (one board's sender at a time, see ``outbox``).
 JOB_LOCKS = 0x726B7601
 SCHEMA_LOCK = 0x726B7602
+OUTBOX_LOCKS = 0x726B7603
 
 # Client-side TCP keepalives (libpq) and the server side's (per session): a dead peer is noticed within
 # about 30 s instead of the kernel's two hours. Settings in the URL win.
@@ -76,22 +81,21 @@ FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
 FORGET_WORKERS = 7 * 86400   # a worker not heard of for a week leaves the workers table
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.I)
-
-
 class PostgresStore(Reads):
     """One connection to the database; use one store per thread. ``roots``: name -> this board's folder."""
 
     mark = "%s"
 
-    def __init__(self, url: str, *, create: bool = True, readonly: bool = False, roots: dict | None = None):
-        self.url, self.location, self.readonly = url, redact(url), readonly
+    def __init__(self, url: str, *, create: bool = True, readonly: bool = False, roots: dict | None = None,
+                 on_busy: Callable[[float], None] | None = None):
+        self.url, self.location, self.readonly = url, hide_password(url), readonly
         self.names = RootNames(roots)
         self.conn: psycopg.Connection | None = None
         self.session = 0                   # which connection this is (a claim belongs to one)
         self.claimed: dict[int, tuple[int, str]] = {}     # job id -> (session, worker) of live claims
+        # SQLite's wait for another process's lock; the server queues lock waits itself, and no transaction
+        # here holds a row lock for longer than a statement or two.
+        self.on_busy = on_busy or (lambda waited: None)
         self._connect()
         try:
             self._setup(create and not readonly)
@@ -235,6 +239,10 @@ class PostgresStore(Reads):
     def lock_daemon(self) -> None:
         """Nothing to lock: any number of daemons share this database (see the module docstring)."""
 
+    def files(self) -> list[str]:
+        """No files: the database lives on its server (thumbnails too, see ``pg_schema``)."""
+        return []
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
@@ -313,12 +321,18 @@ class PostgresStore(Reads):
     # ------------------------------------------------------------ queue writes
 
     def put(self, path: str, status: Status, *, root: str | None = None, size=None, mtime=None, digest=None,
-            duration=None, error=None, duplicate_of=None) -> int:
+            duration=None, error=None, duplicate_of=None, messages: Messages | None = None) -> int:
         """Insert or reset the job for ``path`` (see the module docstring for what a concurrent scan may not
-        reset); attempts start again at 0."""
+        reset); attempts start again at 0. ``messages(job_id)`` go to the outbox in the same transaction.
+        A put by the worker that holds the job ends its claim."""
         with self._tx(f"cannot queue {db_text(path)}") as cur:
-            return self._put(cur, path, status, root=root, size=size, mtime=mtime, digest=digest,
-                             duration=duration, error=error, duplicate_of=duplicate_of)
+            job_id = self._put(cur, path, status, root=root, size=size, mtime=mtime, digest=digest,
+                               duration=duration, error=error, duplicate_of=duplicate_of)
+            if messages is not None:
+                self._enqueue(cur, messages(job_id))
+            self._release(cur, job_id)
+        self.claimed.pop(job_id, None)
+        return job_id
 
     def _put(self, cur, path: str, status: Status, *, root=None, size=None, mtime=None, digest=None,
              duration=None, error=None, duplicate_of=None) -> int:
@@ -342,8 +356,9 @@ class PostgresStore(Reads):
             cur.execute("SELECT id FROM jobs WHERE key = %s", [key])
             return cur.fetchone()["id"]
         same = digest is not None and old["hash"] == digest
-        if old["status"] == Status.RUNNING or (same and old["status"] in (Status.QUEUED, Status.DONE)):
-            return old["id"]    # being described, or queued/described with this content already
+        mine = old["id"] in self.claimed
+        if (old["status"] == Status.RUNNING and not mine) or (same and old["status"] in (Status.QUEUED, Status.DONE)):
+            return old["id"]    # being described elsewhere, or queued/described with this content already
         if old["hash"] != digest and old["status"] != Status.DONE:
             self._promote_duplicate(cur, old["id"], stamp)    # its old content was never described
         cur.execute("UPDATE jobs SET path = %(path)s, root = %(root)s, relpath = %(relpath)s, size = %(size)s, "
@@ -499,13 +514,16 @@ class PostgresStore(Reads):
             raise self._lost(job_id)
 
     def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
-               before_commit: Callable[[], None] | None = None) -> int:
-        """Store the description and mark the job done, in one transaction, only if this worker still holds
-        the job (else ``LostClaim``). ``before_commit`` runs inside it, after both writes.
+               before_commit: Callable[[], None] | None = None, messages: Messages | None = None,
+               missing_sidecars: list[MissingSidecar] = ()) -> int:
+        """Store the description (with its moments and thumbnails) and mark the job done, in one
+        transaction, only if this worker still holds the job (else ``LostClaim``); with the outbox rows of
+        ``messages(description_id)`` and the sidecars that could not be written. ``before_commit`` runs
+        inside it, after every write.
 
         Two round trips: one statement updates the job (the fence: still running for this worker) and
-        inserts the description only if it did, with the job's path at commit time, pipelined with the
-        release of the claim; then the commit.
+        inserts the description only if it did, with the job's path at commit time; then the rest, the
+        release of the claim and the commit, pipelined.
         """
         stamp = now()
         worker = self._fence(job.id)
@@ -526,11 +544,34 @@ class PostgresStore(Reads):
             inserted = cur.fetchone()
             if inserted is None:
                 raise self._lost(job.id) if worker else StoreError(f"{self.location}: no job {job.id}")
+            description = inserted["id"]
+            self._description_extras(cur, job.id, description, result, stamp)
+            cur.execute("DELETE FROM missing_sidecars WHERE job_id = %s", [job.id])
+            cur.executemany("INSERT INTO missing_sidecars (job_id, kind, path, recording, text, error, failed_at) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                            [(job.id, m.kind, m.path, m.recording, m.text, m.error, stamp) for m in missing_sidecars])
+            if messages is not None:
+                self._enqueue(cur, messages(description))
             self._release(cur, job.id)
             if before_commit is not None:
                 before_commit()
         self.claimed.pop(job.id, None)
-        return inserted["id"]
+        return description
+
+    def _description_extras(self, cur, job_id: int, description_id: int, result, stamp: str) -> None:
+        """A description's moments (timeline mode) and thumbnails (the JPEGs themselves, see pg_schema)."""
+        events = getattr(result, "events", None) or []
+        if events:
+            cur.executemany("INSERT INTO events (job_id, description_id, start_s, end_s, text, frames, score, "
+                            "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                            [(job_id, description_id, e.start, e.end, e.text, json.dumps(e.frames, ensure_ascii=False),
+                              e.score, stamp) for e in events])
+        pictures = list(zip(result.frames, getattr(result, "thumbnails", None) or []))
+        if pictures:
+            cur.executemany("INSERT INTO thumbnails (description_id, seq, seconds, data, created_at) "
+                            "VALUES (%s, %s, %s, %s, %s)",
+                            [(description_id, seq, frame.get("seconds"), data, stamp)
+                             for seq, (frame, data) in enumerate(pictures)])
 
     def _insert_description(self, cur, job: Job, result, timings, source: str, stamp: str,
                             where: dict | None = None) -> int:
@@ -543,13 +584,20 @@ class PostgresStore(Reads):
         columns = sql.SQL(", ").join(map(sql.Identifier, row))
         marks = sql.SQL(", ").join(sql.Placeholder(c) for c in row)
         cur.execute(sql.SQL("INSERT INTO descriptions ({}) VALUES ({}) RETURNING id").format(columns, marks), row)
-        return cur.fetchone()["id"]
+        description = cur.fetchone()["id"]
+        self._description_extras(cur, job.id, description, result, stamp)
+        return description
 
-    def fail(self, job_id: int, error: str, retry_in: float | None = None) -> None:
+    def fail(self, job_id: int, error: str, retry_in: float | None = None, *,
+             messages: Messages | None = None) -> None:
+        """Record a failure: queued again after ``retry_in`` seconds, or failed for good (None); the outbox
+        rows of ``messages(job_id)`` in the same transaction."""
         stamp = now()
         worker = self._fence(job_id)
         with self._tx(f"cannot record the failure of job {job_id}", claim=job_id) as cur:
             self._still_mine(cur, job_id, worker)
+            if messages is not None:
+                self._enqueue(cur, messages(job_id))
             if retry_in is None:
                 cur.execute("UPDATE jobs SET status = 'failed', error = %s, not_before = NULL, finished_at = %s, "
                             "updated_at = %s WHERE id = %s", [error, stamp, stamp, job_id])
@@ -569,10 +617,12 @@ class PostgresStore(Reads):
             self._release(cur, job_id)
         self.claimed.pop(job_id, None)
 
-    def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]:
+    def recover(self, worker: str, max_attempts: int, *,
+                messages: Callable[[Job], Iterable[Outgoing]] | None = None) -> tuple[list[Job], list[Job]]:
         """Running jobs whose worker is gone — nobody holds their session lock — go back to the queue, or
         fail after ``max_attempts``. A live worker's job (its lock is held) is never touched, whichever
-        board it runs on; ``worker`` (the caller) needs no exception. Returns (requeued, failed)."""
+        board it runs on; ``worker`` (the caller) needs no exception. Returns (requeued, failed);
+        ``messages(job)`` of each failed one go to the outbox in the same transaction."""
         requeued, failed = [], []
         running = [r["id"] for r in self._rows("SELECT id FROM jobs WHERE status = 'running' ORDER BY id")]
         for job_id in running:
@@ -588,9 +638,12 @@ class PostgresStore(Reads):
                     continue
                 job, stamp = self._job(row), now()
                 if job.attempts >= max_attempts:
+                    error = stopped_each_time(job.attempts)
                     cur.execute("UPDATE jobs SET status = 'failed', error = %s, finished_at = %s, updated_at = %s "
-                                "WHERE id = %s", [stopped_each_time(job.attempts), stamp, stamp, job_id])
+                                "WHERE id = %s", [error, stamp, stamp, job_id])
                     failed.append(job)
+                    if messages is not None:
+                        self._enqueue(cur, messages(dataclasses.replace(job, status=Status.FAILED, error=error)))
                 else:
                     cur.execute("UPDATE jobs SET status = 'queued', started_at = NULL, updated_at = %s, error = "
                                 "coalesce(error, %s) WHERE id = %s", [stamp, INTERRUPTED, job_id])
@@ -625,6 +678,143 @@ class PostgresStore(Reads):
             if job.status != Status.RUNNING:
                 _mark_done(cur, job.id, stamp)
         return description
+
+    # ------------------------------------------------------------ moments, sidecars
+
+    def events(self, description_id: int) -> list[dict]:
+        """The description's timeline moments in time order: start, end (seconds), text, frames, score."""
+        rows = self._rows('SELECT id, start_s AS start, end_s AS "end", text, frames, score FROM events '
+                          "WHERE description_id = %s ORDER BY start_s, id", [description_id])
+        return [decode(row) for row in rows]
+
+    def missing_sidecars(self, ids: list[int] | None = None) -> list[MissingSidecar]:
+        """Sidecars still to be written, by job (only those of ``ids`` when given)."""
+        where = " WHERE job_id = ANY(%s::integer[])" if ids else ""
+        rows = self._rows(f"SELECT * FROM missing_sidecars{where} ORDER BY job_id, kind", [list(ids)] if ids else [])
+        return [MissingSidecar(**row) for row in rows]
+
+    def sidecar_written(self, job_id: int, kind: str) -> None:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM missing_sidecars WHERE job_id = %s AND kind = %s", [job_id, kind])
+
+    def sidecar_failed(self, job_id: int, kind: str, error: str) -> None:
+        with self._tx() as cur:
+            cur.execute("UPDATE missing_sidecars SET error = %s, failed_at = %s WHERE job_id = %s AND kind = %s",
+                        [error, now(), job_id, kind])
+
+    # ------------------------------------------------------------ the outbox
+
+    def _enqueue(self, cur, messages: Iterable[Outgoing]) -> None:
+        """Outbox rows, inside the caller's transaction."""
+        stamp = now()
+        cur.executemany("INSERT INTO outbox (message, target, topic, payload, retain, job_id, created_at) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        [(m.message, m.target, m.topic, m.payload, int(m.retain), m.job_id, stamp) for m in messages])
+
+    def outbox(self, target: str | None = None, limit: int | None = None) -> list[dict]:
+        """Messages waiting for delivery, oldest first (those of ``target`` only, the first ``limit``).
+
+        For one ``target`` (a sender delivering it), this session first takes the target's session lock
+        and keeps it: several boards run senders, and one at a time may deliver a target, or messages would
+        go out twice. Another board's sender holds it: nothing to deliver here (it is taken over when that
+        board's session ends)."""
+        if target is not None and not self._rows("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS mine",
+                                                 [OUTBOX_LOCKS, target])[0]["mine"]:
+            return []
+        query = "SELECT * FROM outbox" + (" WHERE target = %s" if target is not None else "") + " ORDER BY id"
+        params: list = [target] if target is not None else []
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit)
+        rows = self._rows(query, params)
+        for row in rows:
+            row["retain"] = bool(row["retain"])
+        return rows
+
+    def outbox_counts(self) -> dict[str, dict]:
+        """Per target: how many rows wait (``n``), since when (``oldest``) and the head row's last error."""
+        rows = self._rows("SELECT target, count(*) AS n, min(created_at) AS oldest, (SELECT last_error FROM outbox o "
+                          "WHERE o.target = outbox.target ORDER BY id LIMIT 1) AS last_error FROM outbox "
+                          "GROUP BY target ORDER BY target")
+        return {row.pop("target"): row for row in rows}
+
+    def outbox_sent(self, ids: list[int]) -> None:
+        if ids:
+            with self._tx("cannot update the outbox") as cur:
+                cur.execute("DELETE FROM outbox WHERE id = ANY(%s::integer[])", [list(ids)])
+
+    def outbox_failed(self, row_id: int, error: str, retry_in: float) -> None:
+        with self._tx("cannot update the outbox") as cur:
+            cur.execute("UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_try = %s WHERE id = %s",
+                        [error, later(retry_in), row_id])
+
+    def outbox_expire(self, older_than: float) -> list[dict]:
+        """Drop messages written more than ``older_than`` seconds ago; per target how many went."""
+        cutoff = later(-older_than)
+        with self._tx("cannot expire outbox messages") as cur:
+            cur.execute("SELECT target, count(*) AS n, min(created_at) AS oldest, string_agg(message, ' ' ORDER BY id) "
+                        "AS messages FROM outbox WHERE created_at < %s GROUP BY target ORDER BY target", [cutoff])
+            gone = cur.fetchall()
+            if gone:
+                cur.execute("DELETE FROM outbox WHERE created_at < %s", [cutoff])
+        return gone
+
+    def announced(self, target: str) -> set[str]:
+        return {row["topic"] for row in self._rows("SELECT topic FROM announced WHERE target = %s", [target])}
+
+    def announce(self, target: str, topics: set[str]) -> None:
+        stamp = now()
+        with self._tx("cannot record the announced topics") as cur:
+            cur.execute("DELETE FROM announced WHERE target = %s", [target])
+            cur.executemany("INSERT INTO announced (target, topic, created_at) VALUES (%s, %s, %s)",
+                            [(target, topic, stamp) for topic in sorted(topics)])
+
+    # ------------------------------------------------------------ the web page
+
+    def browse(self, query: str, filters: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
+        """The web page's results (see ``pg_browse``): moments and recordings holding every word of
+        ``query``, best first; with no query, the recordings newest first."""
+        try:
+            return pg_browse.browse(self._rows, self.names, query, filters, limit, offset)
+        except psycopg.Error as exc:
+            raise self._error(exc, f"search {query!r}") from exc
+
+    def folders(self) -> list[str]:
+        """Every folder that holds a recording, as this machine names it (the web page's folder filter)."""
+        return [pg_browse.local_folder(self.names, row["folder"]) for row in
+                self._rows("SELECT DISTINCT folder FROM jobs WHERE folder IS NOT NULL ORDER BY folder")]
+
+    def thumbnails(self, description_ids: list[int]) -> dict[int, list[dict]]:
+        """description id → its thumbnails in frame order: id, seq, seconds, path (None: in the database)."""
+        out: dict = {d: [] for d in description_ids}
+        if description_ids:
+            for row in self._rows("SELECT id, description_id, seq, seconds, path FROM thumbnails WHERE "
+                                  "description_id = ANY(%s::integer[]) ORDER BY description_id, seq",
+                                  [list(description_ids)]):
+                out[row["description_id"]].append(row)
+        return out
+
+    def thumbnail(self, thumbnail_id: int) -> bytes | None:
+        if not 0 < thumbnail_id < 2**31:
+            return None
+        rows = self._rows("SELECT data FROM thumbnails WHERE id = %s", [thumbnail_id])
+        return bytes(rows[0]["data"]) if rows and rows[0]["data"] is not None else None
+
+    def forget(self, description_id: int) -> bool:
+        """As ``SqliteStore.forget``: the description, its moments and thumbnails go; the job stays."""
+        if not 0 < description_id < 2**31:
+            return False
+        with self._tx(f"cannot remove description {description_id}") as cur:
+            cur.execute("SELECT job_id FROM descriptions WHERE id = %s FOR UPDATE", [description_id])
+            row = cur.fetchone()
+            if row is None:
+                return False
+            for table, key in (("events", "description_id"), ("thumbnails", "description_id"), ("descriptions", "id")):
+                cur.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(table), sql.Identifier(key)),
+                            [description_id])
+            cur.execute("UPDATE jobs SET error = %s, updated_at = %s WHERE id = %s AND status = 'done' AND NOT EXISTS "
+                        "(SELECT 1 FROM descriptions WHERE job_id = jobs.id)", [FORGOTTEN, now(), row["job_id"]])
+        return True
 
     # ------------------------------------------------------------ workers
 
@@ -670,7 +860,8 @@ class PostgresStore(Reads):
                           "current_schema() AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position",
                           [table])
         columns = [(r["column_name"], kinds.get(r["data_type"], "text")) for r in rows]
-        return [c for c in columns if not (table == "jobs" and c[0] == "relpath")]
+        hidden = {("jobs", "relpath"), ("thumbnails", "path")}     # computed here / a file on SQLite
+        return [c for c in columns if (table, c[0]) not in hidden]
 
     def rows(self, table: str, after: int = 0, limit: int | None = None) -> list[dict]:
         """Rows of ``table`` with an id above ``after``, by id (all, for a table without ids); a job's
@@ -687,6 +878,9 @@ class PostgresStore(Reads):
                 local = self.names.local(row["root"], rel, row["path"])
                 row["root"] = folder_of(local, rel) if row["root"] else None
                 row["path"] = local
+        if table == "thumbnails":
+            for row in rows:
+                row["data"] = None if row["data"] is None else bytes(row["data"])
         return rows
 
     def load(self, table: str, columns: list[tuple[str, str]], rows: list[dict]) -> int:

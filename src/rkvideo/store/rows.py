@@ -13,6 +13,7 @@ from .base import Job, Status, StoreError, db_text, valid_name
 from .fingerprints import fingerprint
 
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
+EXCERPT = 400       # characters of a description the web page shows for a recording without a query
 
 
 class Reads:
@@ -101,3 +102,10 @@ def stopped_each_time(attempts: int) -> str:
 
 INTERRUPTED = "interrupted: the daemon stopped while describing"
 KEPT = "file deleted before it was described again; the earlier description is kept"
+FORGOTTEN = "its descriptions were removed (rkvideo forget); `rkvideo retry` describes it again"
+
+
+def excerpt(text: str) -> str:
+    """The start of a description on one line, cut at a word (the web page's recordings without a query)."""
+    text = " ".join(text.split())
+    return text if len(text) <= EXCERPT else text[:EXCERPT].rsplit(" ", 1)[0] + " …"
