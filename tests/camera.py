@@ -53,7 +53,7 @@ class Scene:
     switch_at: float | None = None          # a whole-picture brightness change that stays
     switch_luma: int = 45                   # how much brighter the picture is after it
     flicker: tuple | None = None            # (start, end) seconds of rain-like streaks
-    noise: float = 2.5                      # sensor noise, standard deviation in luma levels
+    noise: float = 1.0                      # sensor noise, standard deviation in luma levels
     drift: float = 0.05                     # lighting drift: ± this fraction of brightness …
     drift_period: float = 300.0             # … over this many seconds
     codec: str = "libx264"

@@ -70,6 +70,7 @@ ABSORB = 10.0                # seconds a change must stand still to become backg
 SETTLE = 3.0                 # seconds a camera takes to settle after a whole-picture change
 RECENT_GOPS = 64             # GOPs the online "did this GOP grow?" check compares with
 BUSY_RISE = 0.25             # a GOP whose mean packet grew this much decodes its keyframes
+WEIGHT_CAP = 4.0             # frame picking: a score counts up to this much
 STRONG = 3.0                 # packet scores this high stand without a changed keyframe
 FLAT = 0.04                  # packet sizes varying less than this (MAD / median) look like CBR
 # Pixel formats whose first plane is 8-bit luma, read as it is instead of converted.
@@ -645,34 +646,49 @@ def _span_peak(analysis: Analysis, lo: float, hi: float, fallback: float) -> flo
     return round(float(part.max()), 3) if part.size else fallback
 
 
-def pick_times(analysis: Analysis, segment: Span, n: int, min_gap: float) -> list:
-    """Up to ``n`` frame times inside ``segment``: its first active moment always, the rest spread
-    over its activity (more where the score is high), never two closer than ``min_gap`` seconds."""
-    step = analysis.step
-    lo = max(0, int(segment.start // step))
-    hi = max(lo + 1, min(len(analysis.scores), math.ceil(segment.end / step)))
-    weights = np.maximum(analysis.scores[lo:hi], 0.0)
-    times = (np.arange(lo, hi) + 0.5) * step
-    times = np.clip(times, segment.start, max(segment.start, segment.end - 1e-3))
-    active = [s for s in analysis.spans if s.end > segment.start and s.start < segment.end]
-    first = max(segment.start, active[0].start) if active else segment.start
+def pick_times(analysis: Analysis, segment: Span, n: int, min_gap: float, first: float | None = None) -> list:
+    """Up to ``n`` frame times inside ``segment``: ``first`` (default: its start) always, the rest
+    spread over its activity — more where the score is higher — never two closer than ``min_gap``.
+
+    Weights are the scores inside the active spans, capped (one changed keyframe must not draw every
+    frame to itself) and at least 1 there; outside them 0. A segment without activity gets even spacing.
+    """
+    first = segment.start if first is None else first
+    times, weights = _weights(analysis, segment)
     picked = [round(first, 3)]
     if n > 1 and weights.sum() > 0:
         cumulative = np.cumsum(weights) / weights.sum()
-        for q in (np.arange(n - 1) + 0.5) / (n - 1):
-            picked.append(round(float(times[min(len(times) - 1, np.searchsorted(cumulative, q))]), 3))
+        wanted = [times[min(len(times) - 1, int(np.searchsorted(cumulative, q)))]
+                  for q in (np.arange(n - 1) + 0.5) / (n - 1)]
+        by_weight = [times[i] for i in np.argsort(-weights, kind="stable") if weights[i] > 0]
+        picked = _spaced(first, wanted + by_weight, n, min_gap)
     elif n > 1:
-        picked += [round(segment.start + (k + 0.5) * segment.length / (n - 1), 3) for k in range(n - 1)]
-    return _spaced(sorted(set(picked)), first, min_gap)
+        even = [segment.start + (k + 0.5) * segment.length / (n - 1) for k in range(n - 1)]
+        picked = _spaced(first, even, n, min_gap)
+    return picked
 
 
-def _spaced(times: list, first: float, min_gap: float) -> list:
-    """Keep ``first`` and every later time at least ``min_gap`` after the one kept before it."""
+def _weights(analysis: Analysis, segment: Span) -> tuple:
+    step = analysis.step
+    lo = max(0, int(segment.start // step))
+    hi = max(lo + 1, min(len(analysis.scores), math.ceil(segment.end / step)))
+    times = np.clip((np.arange(lo, hi) + 0.5) * step, segment.start, max(segment.start, segment.end - 1e-3))
+    inside = np.zeros(hi - lo, bool)
+    for span in analysis.spans:
+        inside |= (times >= span.start) & (times < span.end)
+    weights = np.where(inside, np.clip(analysis.scores[lo:hi], 1.0, WEIGHT_CAP), 0.0)
+    return times, weights
+
+
+def _spaced(first: float, candidates: list, n: int, min_gap: float) -> list:
+    """``first``, then candidates in their order that keep ``min_gap`` from every time kept, up to n."""
     kept = [first]
-    for t in times:
-        if t - kept[-1] >= min_gap:
-            kept.append(t)
-    return kept
+    for t in candidates:
+        if len(kept) >= n:
+            break
+        if all(abs(t - k) >= min_gap for k in kept):
+            kept.append(float(t))
+    return sorted(round(t, 3) for t in kept)
 
 
 def clock(seconds: float) -> str:

@@ -451,14 +451,16 @@ def _fast(cursor: _Cursor, seg: _Segment):
 
 
 def _around(line: _Timeline, seconds: list[float]) -> Iterator[_Segment]:
-    """A segment per target time (seconds from the start, sorted): from the midpoint with the
-    previous target to the midpoint with the next one, the recording's ends outside."""
+    """A segment per target time (seconds from the start, sorted): halfway to the neighbouring targets
+    (as far on the open side of the first and last), so a frame stays near its own target."""
     ticks = [line.start + Fraction(s).limit_denominator(10**6) / line.base for s in seconds]
-    ticks = [min(max(t, Fraction(line.start)), Fraction(line.end)) for t in ticks]
+    ticks = [min(max(t, Fraction(line.start)), Fraction(line.end - 1)) for t in ticks]
     for i, target in enumerate(ticks):
-        low = (ticks[i - 1] + target) / 2 if i else Fraction(line.start)
-        high = (target + ticks[i + 1]) / 2 if i + 1 < len(ticks) else Fraction(line.end)
-        yield _Segment(i, low, target, max(high, target + 1))
+        before = (target - ticks[i - 1]) / 2 if i else None
+        after = (ticks[i + 1] - target) / 2 if i + 1 < len(ticks) else None
+        before, after = before if before is not None else after, after if after is not None else before
+        low = max(Fraction(line.start), target - (before or 0))
+        yield _Segment(i, low, target, max(target + (after or 0), target + 1))
 
 
 def _pick(cursor: _Cursor, segments: Iterable[_Segment], mode: str, missed: list[float]) -> Iterator:
@@ -594,9 +596,9 @@ def _sample(path: str, n: int, mode: str, notes: list) -> Iterator[Frame]:
 def sample_at(path: str, seconds: list[float], mode: str = "exact", notes: list | None = None) -> Iterator[Frame]:
     """Yield a frame for each of the given times (seconds from the recording's start), in time order.
 
-    For the frames a timeline request or activity-picked clip wants: ``exact`` takes the first frame at
-    or after each time, ``fast`` any frame within a quarter of the way to the neighbouring times. Times
-    that get no frame of their own are left out with a note, as in ``sample``.
+    For frames chosen where the activity is (a timeline segment, ``describe.frames_by = "activity"``):
+    ``exact`` takes the first frame at or after each time, ``fast`` any frame within a quarter of the way
+    to the neighbouring times. Times that get no frame of their own are left out with a note.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")

@@ -27,6 +27,7 @@ environment variables:
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 from rkvideo import assemble, daemon, llm, vision
 
 VISION_SUFFIX, LLM_SUFFIX = ".fakevision", ".fakellm"
+MOMENT = re.compile(r"\d+:\d\d(?::\d\d)?–\d+:\d\d(?::\d\d)?: ")     # "00:05–00:10: " in a summary request
 
 
 class Points:
@@ -157,6 +159,19 @@ class FakeLLM:
         self.seconds += elapsed
         return llm.Generation(text, request.prompt_tokens + request.vision_tokens, len(text.split()),
                               {"generate": elapsed}, "eos")
+
+    def generate_text(self, request, on_text=None) -> llm.Generation:
+        """The timeline's summary: names how many moments it was given, and the first one's time."""
+        if request.n_images:
+            raise llm.LLMError(f"{self.path}: a text-only request with images")
+        _log("summary-start", Path(self.seen.source).name)
+        moments = [line for line in request.text.splitlines() if MOMENT.match(line)]
+        first = moments[0].split(": ", 1)[0] if moments else "?"
+        text = f"Summary: {len(moments)} moments, the first at {first}."
+        if on_text:
+            on_text(text)
+        _log("summary-end", Path(self.seen.source).name)
+        return llm.Generation(text, request.prompt_tokens, len(text.split()), {"generate": 0.0}, "eos")
 
     def abort(self) -> None:
         self.aborted.set()
