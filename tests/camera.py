@@ -122,10 +122,13 @@ def frames(scene: Scene, preroll: int = 0):
     noise = _Noise(w, h, scene.noise, rng)
     chroma = np.full((h // 2, w // 2), 128, np.uint8)
     skins = [np.clip(c.luma + rng.integers(-25, 26, (h, w // 2 + 2), dtype=np.int16), 0, 255) for c in scene.crossings]
+    lit: dict = {}          # the scene at each brightness (drift moves in steps of 0.1 %)
     for n, when in enumerate(_times(scene, preroll), -preroll):
         t = max(0.0, when)
-        gain = 1.0 + scene.drift * math.sin(2 * math.pi * t / scene.drift_period)
-        luma = (base * gain).astype(np.int16) + noise.next()
+        gain = round(1.0 + scene.drift * math.sin(2 * math.pi * t / scene.drift_period), 3)
+        if gain not in lit:
+            lit = {gain: (base * gain).astype(np.int16)}
+        luma = lit[gain] + noise.next()
         if scene.switch_at is not None and t >= scene.switch_at:
             luma += scene.switch_luma
         if scene.flicker and scene.flicker[0] <= t < scene.flicker[1]:
@@ -191,3 +194,16 @@ def _copy_plane(plane, data: np.ndarray) -> None:
     rows, cols = data.shape
     view = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
     view[:rows, :cols] = data
+
+
+# ------------------------------------------------------- session cache
+
+_made: dict = {}
+
+
+def cached(name: str, scene: Scene, folder: Path) -> Path:
+    """``make`` once per test session for the same name and scene (``folder``: a session temp dir)."""
+    key = (name, repr(scene))
+    if key not in _made:
+        _made[key] = make(Path(folder) / f"s{len(_made)}" / name, scene)
+    return _made[key]

@@ -66,7 +66,7 @@ THUMB_WIDTH = 128            # pixels; a person at 30 m still covers a few of th
 MIN_LEVEL = 10.0             # grey levels a thumbnail pixel must change by, whatever the noise
 GLOBAL_AREA = 0.5            # changed fraction of the picture that makes a change "whole-picture"
 GLOBAL_SHIFT = 12.0          # grey levels of brightness change that make it whole-picture too
-ABSORB = 10.0                # seconds a change must stand still to become background (a parked car)
+ABSORB = 6.0                # seconds a change must stand still to become background (a parked car)
 SETTLE = 3.0                 # seconds a camera takes to settle after a whole-picture change
 RECENT_GOPS = 64             # GOPs the online "did this GOP grow?" check compares with
 BUSY_RISE = 0.25             # a GOP whose mean packet grew this much decodes its keyframes
@@ -209,8 +209,8 @@ class _Background:
 
 
 def _change(image: np.ndarray, background: np.ndarray) -> tuple[float, bool, np.ndarray]:
-    """(compact changed area, whole-picture change?, changed pixels) after matching brightness and
-    contrast to the background's."""
+    """(area of the largest changed blob, whole-picture change?, changed pixels) after matching
+    brightness and contrast to the background's."""
     lo_i, mid_i, hi_i = np.percentile(image, (25, 50, 75))
     lo_b, mid_b, hi_b = np.percentile(background, (25, 50, 75))
     gain = (hi_i - lo_i) / max(hi_b - lo_b, 1.0)
@@ -220,8 +220,12 @@ def _change(image: np.ndarray, background: np.ndarray) -> tuple[float, bool, np.
     changed = diff > max(MIN_LEVEL, 4.0 * noise)
     if changed.mean() > GLOBAL_AREA or abs(mid_i - mid_b) > GLOBAL_SHIFT or not 0.8 <= gain <= 1.25:
         return float(changed.mean()), True, changed
+    # Scattered pixels (noise, raindrops) go in the opening; what counts is the largest blob left,
+    # since a thing that moves is one blob and rain is many small ones.
     compact = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
-    return float(compact.mean()), False, changed
+    count, _, stats, _ = cv2.connectedComponentsWithStats(compact, connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
+    return largest / compact.size, False, changed
 
 
 class _Pass:
@@ -514,13 +518,10 @@ def _settle(scores: np.ndarray, switches: list, step: float, end: float) -> None
 
 
 def _thumb_scores(thumbs: list, settings: TimelineConfig) -> list:
-    """Per thumbnail, its changed area relative to the larger of ``min_area`` and the recording's usual
-    changed area (a scene that always moves a little)."""
+    """Per thumbnail, its changed area relative to the larger of ``min_area`` and three times the area
+    that changes in most thumbnails (a tree in the wind: its area shows in the 30th percentile)."""
     areas = np.asarray([th.area for th in thumbs if not th.whole], float)
-    usual = 0.0
-    if areas.size >= 5:
-        middle = float(np.median(areas))
-        usual = middle + settings.start * 1.4826 * float(np.median(np.abs(areas - middle)))
+    usual = 3.0 * float(np.percentile(areas, 30)) if areas.size >= 5 else 0.0
     threshold = max(settings.min_area, usual)
     return [0.0 if th.whole else th.area / threshold for th in thumbs]
 
