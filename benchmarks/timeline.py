@@ -36,13 +36,14 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import camera  # noqa: E402
 from camera import Crossing, Scene  # noqa: E402
+from pipeline import NPUCoreStandIn  # noqa: E402  (benchmarks/pipeline.py: one NPU core's encoder)
 
 from rkvideo import activity, assemble, config as config_mod, media, models, pipeline, timeline  # noqa: E402
 from rkvideo.llm import Generation  # noqa: E402
@@ -107,24 +108,6 @@ def length(spans: list) -> float:
 
 
 # ----------------------------------------------------------------------------------- stand-ins
-
-class NPUCoreStandIn:
-    """One vision encoder instance that takes ``latency`` seconds per frame without using the CPU."""
-
-    def __init__(self, profile, latency: float):
-        self.path = "npu-core-stand-in.rknn"
-        self.normalize = "encoder"
-        self.input_size = profile.input_size
-        self.output_shapes = [[1, profile.tokens_per_image, profile.embed_width]] * profile.encoder_outputs
-        self.latency = latency
-
-    def run(self, tensor):
-        time.sleep(self.latency)
-        return [np.zeros(s, np.float32) for s in self.output_shapes]
-
-    def close(self):
-        pass
-
 
 class LLMStandIn:
     """Waits the published prefill and decode time (÷ scale) and counts the requests."""

@@ -55,7 +55,8 @@ def test_a_persistent_brightness_switch_alone_is_no_event(scenes):
     path = scenes("switch.mp4", Scene(switch_at=30.3, **SMALL))
     analysis = analyse(path)
     assert analysis.spans == []
-    assert len(analysis.switches) == 1 and 30 <= analysis.switches[0] <= 38     # recalibrated, not activity
+    # Recalibrated, not activity; placed between the keyframes that bracket it.
+    assert len(analysis.switches) == 1 and 24 <= analysis.switches[0] <= 38
 
 
 def test_events_around_a_brightness_switch_are_still_found(scenes):

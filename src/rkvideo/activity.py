@@ -68,11 +68,12 @@ GLOBAL_AREA = 0.5            # changed fraction of the picture that makes a chan
 GLOBAL_SHIFT = 12.0          # grey levels of brightness change that make it whole-picture too
 ABSORB = 6.0                # seconds a change must stand still to become background (a parked car)
 SETTLE = 3.0                 # seconds a camera takes to settle after a whole-picture change
-RECENT_GOPS = 64             # GOPs the online "did this GOP grow?" check compares with
-BUSY_RISE = 0.25             # a GOP whose mean packet grew this much decodes its keyframes
+RECENT_GOPS = 16             # GOPs the online "did this GOP grow?" check compares with
+BUSY_RISE = 1.0              # a GOP whose median packet grew this much (doubled) decodes its keyframes
 WEIGHT_CAP = 4.0             # frame picking: a score counts up to this much
+EVIDENCE = 1.5               # score × seconds a weak stretch nothing confirms must hold
 STRONG = 3.0                 # packet scores this high stand without a changed keyframe
-FLAT = 0.04                  # packet sizes varying less than this (MAD / median) look like CBR
+FLAT = 0.03                  # GOP sizes varying less than this (MAD / median) look like CBR
 # Pixel formats whose first plane is 8-bit luma, read as it is instead of converted.
 LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv440p",
               "nv12", "nv21", "nv16", "gray"}
@@ -209,16 +210,15 @@ class _Background:
 
 
 def _change(image: np.ndarray, background: np.ndarray) -> tuple[float, bool, np.ndarray]:
-    """(area of the largest changed blob, whole-picture change?, changed pixels) after matching
-    brightness and contrast to the background's."""
-    lo_i, mid_i, hi_i = np.percentile(image, (25, 50, 75))
-    lo_b, mid_b, hi_b = np.percentile(background, (25, 50, 75))
-    gain = (hi_i - lo_i) / max(hi_b - lo_b, 1.0)
-    matched = (background - mid_b) * gain + mid_i
-    diff = np.abs(image - matched)
-    noise = 1.4826 * float(np.median(diff))
-    changed = diff > max(MIN_LEVEL, 4.0 * noise)
-    if changed.mean() > GLOBAL_AREA or abs(mid_i - mid_b) > GLOBAL_SHIFT or not 0.8 <= gain <= 1.25:
+    """(area of the largest changed blob, whole-picture change?, changed pixels) after matching the
+    background's brightness and contrast to the picture's (fitted again without the changed pixels,
+    so a large thing in the picture does not skew the match)."""
+    diff, shift, gain = _matched(image, background, None)
+    changed = diff > _level(diff)
+    if 0.0 < changed.mean() < GLOBAL_AREA:
+        diff, shift, gain = _matched(image, background, ~changed)
+        changed = diff > _level(diff)
+    if changed.mean() > GLOBAL_AREA or abs(shift) > GLOBAL_SHIFT or not 0.8 <= gain <= 1.25:
         return float(changed.mean()), True, changed
     # Scattered pixels (noise, raindrops) go in the opening; what counts is the largest blob left,
     # since a thing that moves is one blob and rain is many small ones.
@@ -226,6 +226,21 @@ def _change(image: np.ndarray, background: np.ndarray) -> tuple[float, bool, np.
     count, _, stats, _ = cv2.connectedComponentsWithStats(compact, connectivity=8)
     largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
     return largest / compact.size, False, changed
+
+
+def _matched(image: np.ndarray, background: np.ndarray, where) -> tuple[np.ndarray, float, float]:
+    """|image − background matched to it| (by quartiles, over ``where`` if given), the brightness shift
+    and the contrast gain."""
+    a, b = (image, background) if where is None else (image[where], background[where])
+    lo_i, mid_i, hi_i = np.percentile(a, (25, 50, 75))
+    lo_b, mid_b, hi_b = np.percentile(b, (25, 50, 75))
+    gain = (hi_i - lo_i) / max(hi_b - lo_b, 1.0)
+    return np.abs(image - ((background - mid_b) * gain + mid_i)), float(mid_i - mid_b), float(gain)
+
+
+def _level(diff: np.ndarray) -> float:
+    """How far a pixel must differ to count as changed: 4 noise widths, at least MIN_LEVEL."""
+    return max(MIN_LEVEL, 4.0 * 1.4826 * float(np.median(diff)))
 
 
 class _Pass:
@@ -242,11 +257,11 @@ class _Pass:
         self.positions: list = []          # frames since the last keyframe, in decode order
         self.position = 0
         self.gop: list = []                # sizes of the predicted frames of the GOP being read
-        self.gop_means: deque = deque(maxlen=RECENT_GOPS)
-        self.recent: deque = deque(maxlen=300)   # recent predicted sizes, to notice a flat (CBR) stream
+        self.gop_sizes: deque = deque(maxlen=RECENT_GOPS)     # the median predicted frame of each
+        self.gop_bytes: deque = deque(maxlen=RECENT_GOPS)     # the mean one (a CBR stream keeps it flat)
         self.held = None                   # (pts, packet) of the last keyframe, not decoded yet
         self.last_thumb = -math.inf        # pts seconds of the last decoded picture
-        self.hot = True                    # the last thumbnail changed: look at the next keyframe too
+        self.was_busy = False              # the GOP before the last one grew
         self.background = _Background()
         self.thumbs: list = []             # [_Thumb], times in pts seconds
         self.decoded = 0
@@ -267,7 +282,6 @@ class _Pass:
             self.position += 1
             if packet.size:
                 self.gop.append(packet.size)
-                self.recent.append(packet.size)
         self.pts.append(pts)
         self.sizes.append(packet.size)
         self.keys.append(key)
@@ -276,33 +290,37 @@ class _Pass:
     def _keyframe(self, pts: float, packet) -> None:
         busy = self._busy()
         if self.gop:
-            self.gop_means.append(float(np.mean(self.gop)))
+            self.gop_sizes.append(float(np.median(self.gop)))
+            self.gop_bytes.append(float(np.mean(self.gop)))
         self.gop, self.position = [], 0
-        if busy and self.held is not None:
-            self._decode(*self.held)      # the keyframe that opened the busy GOP
+        turned = busy != self.was_busy
+        if turned and busy and self.held is not None:
+            self._decode(*self.held)      # the keyframe before the sizes grew: what was there before
         self.held = None
-        due = pts - self.last_thumb >= self.settings.thumbnail_every
-        if busy or self.hot or due or self._flat():
+        # Every keyframe where the sizes start or stop growing (what came, what is left), the
+        # keyframe after a whole-picture change (did it stay?), at least one every thumbnail_every
+        # seconds, and every keyframe of a flat (CBR) stream, where sizes tell nothing.
+        due = pts - self.last_thumb >= self.settings.thumbnail_every - 1e-6
+        if turned or due or self.background.pending is not None or self._flat():
             self._decode(pts, packet)
         else:
             self.held = (pts, packet)
+        self.was_busy = busy
 
     def _busy(self) -> bool:
         """Did the GOP just read grow against the recent ones (or hold one very large frame)?"""
         if not self.gop:
             return False
-        if len(self.gop_means) < 3:
+        if len(self.gop_sizes) < 3:
             return True
-        # Against the quiet GOPs (a low percentile), so that a slow rise (drift, rain) counts as busy
-        # too: its keyframes are what tells it apart from something moving.
-        reference = float(np.percentile(self.gop_means, 25))
-        return float(np.mean(self.gop)) > reference * (1 + BUSY_RISE) or max(self.gop) > 4 * reference
+        reference = float(np.median(self.gop_sizes))
+        return float(np.median(self.gop)) > reference * (1 + BUSY_RISE) or max(self.gop) > 4 * reference
 
     def _flat(self) -> bool:
-        """Predicted frames all about the same size: a constant-bitrate stream, where sizes hide motion."""
-        if len(self.recent) < 60:
+        """GOPs all about the same size: a constant-bitrate stream, where sizes hide motion."""
+        if len(self.gop_bytes) < 8:
             return False
-        sizes = np.asarray(self.recent, float)
+        sizes = np.asarray(self.gop_bytes, float)
         middle = float(np.median(sizes))
         return middle > 0 and float(np.median(np.abs(sizes - middle))) / middle < FLAT
 
@@ -323,8 +341,6 @@ class _Pass:
         self.decoded += 1
         self.last_thumb = pts
         self.thumbs.extend(self.background.compare(pts, _gray(frames[0])))
-        last = self.thumbs[-1] if self.thumbs else None
-        self.hot = self.background.pending is not None or (last is not None and last.area >= self.settings.min_area)
 
     def finish(self) -> None:
         self.thumbs.extend(self.background.flush())
@@ -443,15 +459,39 @@ def _packet_scores(t, work: _Pass, bins: int, step: float, switches: list, setti
     ratio = sizes[predicted] / np.maximum(usual[places[predicted]], 1.0)
     index = np.minimum((t[predicted] // step).astype(int), bins - 1)
     value = _bin_medians(index, ratio, bins)
-    level = _quiet_level(value, step, switches, settings.baseline_window)
-    rise = value / level - 1.0
+    # The baseline and the noise start afresh where the picture changed as a whole (night noise is
+    # not day noise) and where the frame rate changed (a slower camera codes more per frame).
+    changes = list(switches) + _rate_changes(t)
+    cuts = sorted({min(bins, max(0, int(c // step))) for c in changes})
+    scores = np.zeros(bins)
+    for lo, hi in zip([0] + cuts, cuts + [bins]):
+        if hi > lo:
+            scores[lo:hi] = _rise(value[lo:hi], step, settings)
+    _settle(scores, changes, step)
+    return scores, typical
+
+
+def _rise(value: np.ndarray, step: float, settings: TimelineConfig) -> np.ndarray:
+    """Scores of one stretch with one baseline: the rise over its quiet level in noise widths, 1.0 at
+    the start threshold."""
+    rise = value / _quiet_level(value, step, settings.baseline_window) - 1.0
     # The noise of the steps, from the differences between neighbours: a long stretch of rain or
     # activity moves the level, not the differences (MAD of a difference is √2 that of a value).
     steps = np.diff(rise) if rise.size > 2 else np.zeros(1)
     noise = max(1.4826 * float(np.median(np.abs(steps))) / math.sqrt(2), 0.02)
-    scores = np.maximum(rise / max(settings.start * noise, settings.min_rise), 0.0)
-    _settle(scores, switches, step, settings.end / settings.start)
-    return scores, typical
+    return np.maximum(rise / max(settings.start * noise, settings.min_rise), 0.0)
+
+
+def _rate_changes(t: np.ndarray, window: float = 5.0) -> list:
+    """Times where the frame rate changed by half or more and stayed so (variable-frame-rate cameras
+    slow down in the dark)."""
+    counts = np.bincount((np.sort(t) // window).astype(int)).astype(float)
+    out = []
+    for i in range(1, len(counts) - 1):
+        before, now, after = counts[i - 1], counts[i], counts[i + 1]
+        if min(before, now) > 0 and max(before, now) / min(before, now) >= 1.5 and abs(after - now) <= 0.2 * now:
+            out.append(i * window)
+    return out
 
 
 def _bin_medians(index: np.ndarray, values: np.ndarray, bins: int) -> np.ndarray:
@@ -468,21 +508,13 @@ def _bin_medians(index: np.ndarray, values: np.ndarray, bins: int) -> np.ndarray
     return np.interp(np.arange(bins), known, out[known])
 
 
-def _quiet_level(value: np.ndarray, step: float, switches: list, window: float) -> np.ndarray:
-    """A low percentile of ``value`` over ``window`` seconds around each step, computed afresh after
-    every whole-picture change (night noise is not day noise)."""
-    level = np.empty_like(value)
-    cuts = [0] + sorted({min(len(value), max(0, int(s // step))) for s in switches}) + [len(value)]
+def _quiet_level(value: np.ndarray, step: float, window: float) -> np.ndarray:
+    """A low percentile of ``value`` over ``window`` seconds around each step."""
     half = max(1, int(window / step / 2))
-    for lo, hi in zip(cuts, cuts[1:]):
-        if hi <= lo:
-            continue
-        part = value[lo:hi]
-        hop = max(1, half // 8)
-        centres = np.arange(0, len(part), hop)
-        quiet = [np.percentile(part[max(0, c - half):c + half + 1], 30) for c in centres]
-        level[lo:hi] = np.interp(np.arange(len(part)), centres, quiet)
-    return np.maximum(level, 1e-6)
+    hop = max(1, half // 8)
+    centres = np.arange(0, len(value), hop)
+    quiet = [np.percentile(value[max(0, c - half):c + half + 1], 30) for c in centres]
+    return np.maximum(np.interp(np.arange(len(value)), centres, quiet), 1e-6)
 
 
 def _when(t: np.ndarray, work: _Pass, changes: list) -> list:
@@ -502,19 +534,11 @@ def _when(t: np.ndarray, work: _Pass, changes: list) -> list:
     return out
 
 
-def _settle(scores: np.ndarray, switches: list, step: float, end: float) -> None:
-    """Drop the short burst of large frames a whole-picture change causes (the encoder re-codes the
-    picture, the camera settles its exposure): runs above ``end`` that start at the change and last
-    at most SETTLE seconds."""
-    for when in switches:
-        first = max(0, int(when // step) - 1)
-        last = min(len(scores), int((when + SETTLE) // step) + 1)
-        for lo, hi in _runs(scores[first:last] >= end):
-            lo, hi = lo + first, hi + first
-            while hi + 1 < len(scores) and scores[hi + 1] >= end:
-                hi += 1
-            if (hi - lo + 1) * step <= SETTLE + step:
-                scores[lo:hi + 1] = 0.0
+def _settle(scores: np.ndarray, changes: list, step: float) -> None:
+    """Nothing counts from just before a whole-picture or frame-rate change to SETTLE seconds after it:
+    the encoder re-codes the picture and the camera settles its exposure there."""
+    for when in changes:
+        scores[max(0, int(when // step) - 1):max(0, int((when + SETTLE) // step) + 1)] = 0.0
 
 
 def _thumb_scores(thumbs: list, settings: TimelineConfig) -> list:
@@ -529,20 +553,33 @@ def _thumb_scores(thumbs: list, settings: TimelineConfig) -> list:
 def _spans(packets: np.ndarray, thumbs: list, thumb_scores: list, step: float, duration: float,
            settings: TimelineConfig, intra: bool) -> list:
     """Hysteresis over the packet scores, seeded by them and by changed thumbnails; thumbnails also
-    cover what packets cannot see (flat streams, intra streams) and veto long packet-only stretches
-    in which every keyframe looked the same as the background (rain, noise)."""
+    cover what packets cannot see (flat streams, intra streams), veto packet-only stretches in which a
+    keyframe looked the same as the background (rain, noise, drift) and trim stretches to the unchanged
+    keyframes around the changed ones. Weak stretches nothing confirms must hold some evidence."""
     end_level = settings.end / settings.start
-    active_thumbs = [th for th, s in zip(thumbs, thumb_scores) if s >= 1.0]
     seeds = packets >= 1.0
-    for th in active_thumbs:
-        seeds[min(len(seeds) - 1, int(th.t // step))] = True
+    for th, score in zip(thumbs, thumb_scores):
+        if score >= 1.0:
+            seeds[min(len(seeds) - 1, int(th.t // step))] = True
     grown = _grow(seeds, packets >= end_level)
-    runs = _merge([(lo * step, min(duration, (hi + 1) * step)) for lo, hi in _runs(grown)], settings.merge_gap)
+    # Judged together when close (drift comes and goes around a threshold), joined by merge_gap after.
+    runs = _merge([(lo * step, min(duration, (hi + 1) * step)) for lo, hi in _runs(grown)], 2 * step + 1e-9)
     if not intra:
-        runs = [_trimmed(r, thumbs, thumb_scores) for r in runs if not _vetoed(r, packets, thumbs, thumb_scores, step)]
+        runs = [_trimmed(r, thumbs, thumb_scores) for r in runs
+                if not _vetoed(r, packets, thumbs, thumb_scores, step) and _evident(r, packets, thumbs, thumb_scores,
+                                                                                     step)]
     runs += _thumb_runs(thumbs, thumb_scores, runs, settings, duration)
     runs = [r for r in _merge(sorted(runs), settings.merge_gap) if r[1] - r[0] >= settings.min_event - 1e-9]
     return [Span(lo, hi, _peak(packets, thumbs, thumb_scores, lo, hi, step)) for lo, hi in runs]
+
+
+def _evident(run: tuple, packets: np.ndarray, thumbs: list, scores: list, step: float) -> bool:
+    """A stretch no changed keyframe confirms must rise sharply (STRONG) or hold EVIDENCE score-seconds:
+    a blip of noise barely over the threshold is no event."""
+    if any(run[0] - step <= th.t <= run[1] + step and s >= 1.0 for th, s in zip(thumbs, scores)):
+        return True
+    inside = packets[int(run[0] // step):max(int(run[0] // step) + 1, int(math.ceil(run[1] / step)))]
+    return float(inside.max()) >= STRONG or float(inside.sum()) * step >= EVIDENCE
 
 
 def _grow(seeds: np.ndarray, keep: np.ndarray) -> np.ndarray:

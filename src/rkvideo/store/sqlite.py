@@ -277,6 +277,9 @@ class SqliteStore:
                "FROM descriptions_fts JOIN descriptions d ON d.id = descriptions_fts.rowid "
                "LEFT JOIN jobs j ON j.id = d.job_id "
                "WHERE descriptions_fts MATCH ? ORDER BY descriptions_fts.rank LIMIT ?")
+        return self._matches(sql, query, match, limit)
+
+    def _matches(self, sql: str, query: str, match: str, limit: int) -> list[dict]:
         try:
             return list(self.db.query(sql, [match, limit]))
         except sqlite3.OperationalError as exc:
@@ -292,10 +295,7 @@ class SqliteStore:
                "FROM events_fts JOIN events e ON e.id = events_fts.rowid "
                "JOIN descriptions d ON d.id = e.description_id LEFT JOIN jobs j ON j.id = e.job_id "
                "WHERE events_fts MATCH ? ORDER BY events_fts.rank LIMIT ?")
-        try:
-            return list(self.db.query(sql, [match, limit]))
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"search {query!r}: {exc} (check the FTS5 query syntax, or drop --raw)") from None
+        return self._matches(sql, query, match, limit)
 
     # ------------------------------------------------------ queue writes
 
