@@ -175,16 +175,15 @@ def way_windows(path: Path, scale: float) -> dict:
     seen = []
     with d:
         def run():
-            windows = math.ceil(SCENE.seconds / WINDOW)
             lines = []
-            for k in range(windows):
+            plan = d.plan("Describe this part.", 8, 128, pipeline.Kind.VIDEO)
+            for k in range(math.ceil(SCENE.seconds / WINDOW)):
                 lo = k * WINDOW
-                plan = d.plan("Describe this part.", 8, 128, pipeline.Kind.VIDEO)
                 times = [lo + (i + 0.5) * WINDOW / plan.frames for i in range(plan.frames)]
-                frames, text, _, _ = d.caption(media.sample_at(str(path), times), "Describe this part.", plan)
+                frames, text, tokens, _ = d.caption(media.sample_at(str(path), times), "Describe this part.", plan)
                 seen.extend(f.seconds for f in frames)
-                lines.append(f"{lo:.0f}: {text}")
-            d.write("\n".join(lines)[:4000] + "\nSummarise.", 128)
+                lines.append(timeline.Line(lo, lo + WINDOW, text, tokens.new))
+            timeline.summarise(d, lines, SCENE.seconds, "Summarise the recording.", 128)
         _, wall, _ = timed(run)
     return {"requests": llm.requests, "segments": math.ceil(SCENE.seconds / WINDOW), "wall": wall,
             "covered": covered(seen)}

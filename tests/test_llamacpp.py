@@ -138,8 +138,10 @@ def test_a_text_only_request_too_long_for_the_context_is_refused(llm, tiny):
     _, profile = tiny
     with pytest.raises(Exception, match="context"):
         assemble.build_text(profile, "word " * 5000, max_new_tokens=8)
-    assert not assemble.text_fits(profile, "word " * 5000, max_new_tokens=8)
-    assert assemble.text_fits(profile, "a short text", max_new_tokens=8)
+    room = assemble.text_room(profile, max_new_tokens=8)
+    assert assemble.build_text(profile, "x" * (room - 1), max_new_tokens=8).prompt_tokens < profile.max_context - 8
+    with pytest.raises(Exception, match="context"):
+        assemble.build_text(profile, "x" * (room + 1), max_new_tokens=8)
 
 
 def test_a_second_request_gets_the_same_text_as_a_fresh_model(llm, tiny, tiny_models):

@@ -92,22 +92,23 @@ class TextRequest:
 
 
 def build_text(profile: Profile, text: str, *, max_new_tokens: int, max_context: int | None = None,
-               reserve: int = 0) -> TextRequest:
-    """Check the budget of a text-only request, then freeze it."""
+               reserve: int = 0, text_tokens: int | None = None) -> TextRequest:
+    """Check the budget of a text-only request, then freeze it. ``text_tokens``: an upper bound on the
+    tokens of ``text`` known better than the byte count (text the model generated itself)."""
     chat = profile.chat
+    counted = estimate_tokens(text) if text_tokens is None else text_tokens
     request = TextRequest(profile=profile, text=text, max_new_tokens=max_new_tokens,
                           max_context=max_context or profile.max_context,
-                          prompt_tokens=estimate_tokens(chat.system, chat.prefix, chat.postfix, text))
+                          prompt_tokens=estimate_tokens(chat.system, chat.prefix, chat.postfix) + counted)
     check_budget(request, reserve)
     return request
 
 
-def text_fits(profile: Profile, text: str, *, max_new_tokens: int, max_context: int | None = None,
-              reserve: int = 0) -> bool:
-    """Whether ``build_text`` would accept ``text`` (the estimate errs high, never low)."""
+def text_room(profile: Profile, *, max_new_tokens: int, max_context: int | None = None, reserve: int = 0) -> int:
+    """How many tokens the text of a request without images may have (``build_text`` accepts up to this)."""
     chat = profile.chat
-    used = estimate_tokens(chat.system, chat.prefix, chat.postfix, text) + max_new_tokens + reserve
-    return used < (max_context or profile.max_context)
+    template = estimate_tokens(chat.system, chat.prefix, chat.postfix)
+    return (max_context or profile.max_context) - 1 - template - max_new_tokens - reserve
 
 
 def combine_outputs(outputs: list, tokens: int, width: int) -> np.ndarray:

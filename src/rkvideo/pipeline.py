@@ -220,18 +220,21 @@ class Describer:
         the text, the token counts and the seconds per stage."""
         return self._run(stream, prompt, plan, Kind.VIDEO, on_text, on_frame)
 
-    def write(self, text: str, max_new_tokens: int, on_text: OnText | None = None) -> tuple[str, Tokens, Timings]:
-        """One request without images (a timeline's summary): its text, token counts and seconds."""
+    def write(self, text: str, max_new_tokens: int, on_text: OnText | None = None,
+              text_tokens: int | None = None) -> tuple[str, Tokens, Timings]:
+        """One request without images (a timeline's summary): its text, token counts and seconds.
+        ``text_tokens``: an upper bound on the tokens of ``text``, when known better than its bytes."""
         request = assemble.build_text(self.profile, text, max_new_tokens=max_new_tokens,
-                                      max_context=self.profile.max_context, reserve=self.config.llm.reserve)
+                                      max_context=self.profile.max_context, reserve=self.config.llm.reserve,
+                                      text_tokens=text_tokens)
         generation = self.llm.generate_text(request, on_text)
         tokens = Tokens(prompt=generation.prompt_tokens, new=generation.new_tokens)
         return generation.text, tokens, Timings({k: round(v, 4) for k, v in generation.timings.items()})
 
-    def fits(self, text: str, max_new_tokens: int) -> bool:
-        """Whether a request without images over ``text`` fits the context (``write`` would take it)."""
-        return assemble.text_fits(self.profile, text, max_new_tokens=max_new_tokens,
-                                  max_context=self.profile.max_context, reserve=self.config.llm.reserve)
+    def text_room(self, max_new_tokens: int) -> int:
+        """How many tokens the text of a request without images may have (what ``write`` accepts)."""
+        return assemble.text_room(self.profile, max_new_tokens=max_new_tokens, max_context=self.profile.max_context,
+                                  reserve=self.config.llm.reserve)
 
     def describe_images(self, paths: list, *, prompt: str | None = None, max_new_tokens: int | None = None,
                         on_text: OnText | None = None, on_frame: OnFrame | None = None,

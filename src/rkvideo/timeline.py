@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from . import activity, media
+from . import activity, budget, media
 from .errors import Interrupted
 from .pipeline import Event, Kind, OnFrame, OnPlan, OnText, Result, Timings, Tokens, frame_info
 
@@ -127,6 +127,7 @@ class _Timeline:
         self.prompt = options.prompt or self.settings.prompt
         self.totals = _Totals()
         self.notes: list = []
+        self.caption_tokens: dict = {}     # (start, end) -> tokens the model generated for that caption
 
     def run(self) -> Result:
         started = time.perf_counter()
@@ -173,6 +174,7 @@ class _Timeline:
                 stream, self._segment_prompt(analysis, segment), plan, self.hooks.on_text, self.hooks.on_frame)
             frames = [frame_info(f) for f in picked]
             self.totals.add(tokens, timings)
+            self.caption_tokens[(segment.start, segment.end)] = tokens.new
         self.notes.extend(f"{activity.clock(segment.start)}–{activity.clock(segment.end)}: {note}" for note in notes)
         event = Event(segment.start, segment.end, (text or "").strip(), frames, segment.score)
         if self.hooks.on_event and not self.describer.dry_run:
@@ -191,57 +193,99 @@ class _Timeline:
                 f"{analysis.summary()}.")
 
     def _summary(self, analysis, events: list) -> str:
-        """One text over the captions: the caption itself for a single moment; else a request without
-        images, after summarising groups of captions first if they do not fit one context."""
-        lines = [(e.start, e.end, e.text) for e in events]
-        if len(lines) == 1 or self.describer.dry_run:
-            return lines[0][2] if len(lines) == 1 else ""
-        head = (f"Descriptions of the moments where something happens in a {activity.clock(analysis.duration)} "
-                f"recording, with their times:")
-        rounds, shortened = 0, False
-        while not self.describer.fits(_listing(head, lines, self.settings.summary_prompt), self.max_new_tokens):
-            grouped = self._grouped(head, lines)
-            if len(grouped) < len(lines):
-                lines, rounds = grouped, rounds + 1
-            else:       # no two lines fit together: shorten them all, then group again
-                lines, shortened = [_shortened(line) for line in lines], True
-        if rounds:
-            self.notes.append(f"summary written in {rounds + 1} rounds: the captions did not fit one context")
-        if shortened:
-            self.notes.append("captions shortened to fit the summary's context")
+        """One text over the captions: the caption itself for a single moment, else ``summarise``."""
+        if len(events) == 1 or self.describer.dry_run:
+            return events[0].text if len(events) == 1 else ""
         self.hooks.stage("summary", 1, 1)
-        text, tokens, timings = self.describer.write(_listing(head, lines, self.settings.summary_prompt),
-                                                     self.max_new_tokens, self.hooks.on_text)
-        self.totals.add(tokens, timings)
-        self.totals.timings["summary"] = round(self.totals.timings.get("summary", 0.0) + sum(timings.values()), 4)
-        return text.strip()
-
-    def _grouped(self, head: str, lines: list) -> list:
-        """Lines summarised in consecutive groups, each as large as fits one context."""
-        groups: list = [[]]
-        for line in lines:
-            if groups[-1] and not self.describer.fits(_listing(head, groups[-1] + [line], GROUP_PROMPT),
-                                                      self.max_new_tokens):
-                groups.append([])
-            groups[-1].append(line)
-        out = []
-        for group in groups:
-            if len(group) == 1:
-                out.append(group[0])
-                continue
-            text, tokens, timings = self.describer.write(_listing(head, group, GROUP_PROMPT), self.max_new_tokens)
+        lines = [Line(e.start, e.end, e.text, self.caption_tokens.get((e.start, e.end))) for e in events]
+        summary = summarise(self.describer, lines, analysis.duration, self.settings.summary_prompt,
+                            self.max_new_tokens, self.hooks.on_text)
+        for tokens, timings in summary.requests:
             self.totals.add(tokens, timings)
-            out.append((group[0][0], group[-1][1], text.strip()))
-        return out
+        self.totals.timings["summary"] = round(sum(sum(t.values()) for _, t in summary.requests), 4)
+        self.notes.extend(summary.notes)
+        return summary.text
+
+
+@dataclass
+class Line:
+    """A caption with its span, and its length in tokens when the model said it (None: unknown)."""
+    start: float
+    end: float
+    text: str
+    tokens: int | None = None
+
+
+@dataclass
+class Summary:
+    text: str
+    requests: list        # [(Tokens, timings)] per request without images
+    notes: list
+
+
+def summarise(describer, lines: list, duration: float, ask: str, max_new_tokens: int,
+              on_text: OnText | None = None) -> Summary:
+    """The recording's summary from its captions with one request without images; captions that do
+    not fit one context are summarised in groups first (and again, until they fit).
+
+    Lengths are counted as the model's own token counts where known (a caption is what it generated)
+    and as bytes otherwise (the estimate that errs high), so the usual handful of captions fits one
+    request on a board with no tokenizer to count them."""
+    head = f"Descriptions of the moments where something happens in a {activity.clock(duration)} recording, " \
+           f"with their times:"
+    room, requests, rounds, shortened = describer.text_room(max_new_tokens), [], 0, False
+    while _cost(head, lines, ask) > room:
+        grouped = _grouped(describer, head, lines, room, max_new_tokens, requests)
+        if len(grouped) < len(lines):
+            lines, rounds = grouped, rounds + 1
+        else:       # no two lines fit together: shorten them all, then group again
+            lines, shortened = [_shortened(line) for line in lines], True
+    text, tokens, timings = describer.write(_listing(head, lines, ask), max_new_tokens, on_text,
+                                            text_tokens=_cost(head, lines, ask))
+    requests.append((tokens, timings))
+    notes = [f"summary written in {rounds + 1} rounds: the captions did not fit one context"] if rounds else []
+    if shortened:
+        notes.append("captions shortened to fit the summary's context")
+    return Summary(text.strip(), requests, notes)
+
+
+def _grouped(describer, head: str, lines: list, room: int, max_new_tokens: int, requests: list) -> list:
+    """Lines summarised in consecutive groups, each as large as fits one context."""
+    groups: list = [[]]
+    for line in lines:
+        if groups[-1] and _cost(head, groups[-1] + [line], GROUP_PROMPT) > room:
+            groups.append([])
+        groups[-1].append(line)
+    out = []
+    for group in groups:
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        text, tokens, timings = describer.write(_listing(head, group, GROUP_PROMPT), max_new_tokens,
+                                                text_tokens=_cost(head, group, GROUP_PROMPT))
+        requests.append((tokens, timings))
+        out.append(Line(group[0].start, group[-1].end, text.strip(), tokens.new or None))
+    return out
 
 
 def _listing(head: str, lines: list, ask: str) -> str:
-    body = "\n".join(f"{activity.clock(a)}–{activity.clock(b)}: {text}" for a, b, text in lines)
+    body = "\n".join(f"{_span(line)}{line.text}" for line in lines)
     return f"{head}\n{body}\n\n{ask}"
 
 
-def _shortened(line: tuple) -> tuple:
-    """A caption cut to three quarters of its words."""
-    start, end, text = line
-    words = text.rstrip(" …").split()
-    return start, end, " ".join(words[:len(words) * 3 // 4]) + " …"
+def _span(line: Line) -> str:
+    return f"{activity.clock(line.start)}–{activity.clock(line.end)}: "
+
+
+def _cost(head: str, lines: list, ask: str) -> int:
+    """An upper bound on the tokens of ``_listing``: the model's count for its own words (plus two for
+    how the text around them may join), the byte count for everything else."""
+    words = sum(line.tokens + 2 if line.tokens else budget.estimate_tokens(line.text) for line in lines)
+    return budget.estimate_tokens(head, ask, "\n\n") + sum(budget.estimate_tokens(_span(line), "\n")
+                                                            for line in lines) + words
+
+
+def _shortened(line: Line) -> Line:
+    """A caption cut to three quarters of its words (its token count is unknown then)."""
+    words = line.text.rstrip(" …").split()
+    return Line(line.start, line.end, " ".join(words[:len(words) * 3 // 4]) + " …")
