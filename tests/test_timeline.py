@@ -266,3 +266,30 @@ def test_ctrl_c_during_a_timeline_stops_cleanly(scenes, tmp_path):
     calls = log.read_text()
     assert calls.count("generate-start") == 1 and "summary-start" not in calls     # nothing after the stop
     assert out == ""
+
+
+def test_a_timeline_dry_run_on_the_command_line_lists_the_moments(scenes, tmp_path, monkeypatch, capsys):
+    from rkvideo import cli
+    (tmp_path / "config.toml").write_text("")
+    monkeypatch.setenv("RKVIDEO_CONFIG", str(tmp_path / "config.toml"))
+    path = scenes("cam.mp4", Scene(crossings=CROSSINGS, **SMALL))
+    assert cli.main(["describe", str(path), "--timeline", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{path}: timeline, ") and "moment(s) to describe" in out[0]
+    assert out[1].startswith("  activity: packets and keyframes, ")
+    assert len(out) >= 4 and all(" score " in line and "frames at s: " in line for line in out[2:])
+
+
+def test_progress_shows_the_analysis_then_each_moment(capsys):
+    from rkvideo.cli.describe import Progress
+    progress = Progress(True)
+    progress.stage("yard.mp4", "analysis", 30.0, 120.0)
+    progress.stage("yard.mp4", "segment", 2, 5)
+    progress.stage("yard.mp4", "summary", 1, 1)
+    progress.line("00:04–00:11  a cat")
+    out, err = capsys.readouterr()
+    assert "yard.mp4: looking for activity, 25%" in err and "yard.mp4: moment 2 of 5" in err
+    assert "writing the summary" in err and out == "00:04–00:11  a cat\n"
+    silent = Progress(False)
+    silent.stage("yard.mp4", "segment", 1, 2)
+    assert capsys.readouterr().err == ""

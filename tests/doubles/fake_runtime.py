@@ -13,14 +13,16 @@ environment variables:
 * ``RKVIDEO_FAKE_FAIL``: comma-separated words; a clip whose name contains one fails in generate;
 * ``RKVIDEO_FAKE_GATE``: a file path; generate waits until the file exists (abortable);
 * ``RKVIDEO_FAKE_IGNORE_ABORT=1``: abort() is ignored, like a runtime that hangs;
-* ``RKVIDEO_FAKE_LOG``: a file that gets one line per runtime call start/end: ``<event> <clip>``;
+* ``RKVIDEO_FAKE_LOG``: a file that gets one line per runtime call start/end: ``<event> <clip>``
+  (``summary-start``/``summary-end`` for a timeline's request without images);
 * ``RKVIDEO_TEST_BLOCK_AT`` = ``point:n`` with ``RKVIDEO_TEST_MARKER`` = a file: at the n-th time the
   process reaches ``point`` it writes the marker and blocks for good, so a test can kill -9 it exactly
   there. Points: ``encode`` (after the first frame) and ``generate`` (after the first text), reached
   by the doubles here; ``claim`` (between jobs: the previous one committed, the next not yet taken),
-  ``rename`` (a sidecar's temporary file written, not yet renamed), ``sidecar`` (sidecars written,
-  not committed) and ``commit`` (description inserted and job done, transaction open), reached by the
-  daemon's worker, which calls its observers there (``rkvideo.daemon.add_observer``);
+  ``segment`` (a moment of a timeline kept, the next not begun), ``rename`` (a sidecar's temporary
+  file written, not yet renamed), ``sidecar`` (sidecars written, not committed) and ``commit``
+  (description inserted and job done, transaction open), reached by the daemon's worker, which calls
+  its observers there (``rkvideo.daemon.add_observer``);
 * ``RKVIDEO_TEST_NO_EVENTS=1`` turns file-system events off (``daemon.Service.follow_events``),
   ``RKVIDEO_TEST_RESCAN`` sets the seconds between rescans (``daemon.Service.rescan_seconds``).
 """
