@@ -248,6 +248,9 @@ def from_dict(data: dict, path: Path | None = None) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [{name}] must be a table")
         _fill(getattr(config, name), name, table, where)
+    if config.timeline.end > config.timeline.start:
+        raise ConfigError(f"{where}: timeline.end ({config.timeline.end}) must not be above timeline.start "
+                          f"({config.timeline.start}): an event ends below the level it starts at")
     return config
 
 

@@ -106,8 +106,9 @@ class _Totals:
     timings: dict = field(default_factory=dict)
 
     def add(self, tokens: Tokens, timings: dict) -> None:
-        self.prompt, self.vision, self.new = self.prompt + tokens.prompt, self.vision + tokens.vision, \
-            self.new + tokens.new
+        self.prompt += tokens.prompt
+        self.vision += tokens.vision
+        self.new += tokens.new
         for key, value in timings.items():
             self.timings[key] = round(self.timings.get(key, 0.0) + value, 4)
 
@@ -140,7 +141,9 @@ class _Timeline:
         self.totals.timings["analysis"] = round(analysis.seconds, 4)
         self.notes.extend(analysis.notes)
         segments = activity.segments(analysis, self.settings)
-        plan = self.describer.plan(self._segment_prompt(analysis, activity.Span(0, 99999.0)),
+        # Planned with the longest prompt any segment gets (times up to the recording's length).
+        longest = activity.Span(analysis.duration, analysis.duration)
+        plan = self.describer.plan(self._segment_prompt(analysis, longest),
                                    self.options.frames or self.config.describe.frames, self.max_new_tokens,
                                    Kind.VIDEO)
         if self.hooks.on_plan:
