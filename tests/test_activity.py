@@ -188,3 +188,12 @@ def test_no_activity_in_a_segment_gives_even_frames():
 @pytest.mark.parametrize("seconds, text", [(0, "00:00"), (75.4, "01:15"), (3599.6, "1:00:00"), (4000, "1:06:40")])
 def test_clock(seconds, text):
     assert activity.clock(seconds) == text
+
+
+def test_the_same_file_always_gives_the_same_analysis(scenes):
+    """A resumed timeline finds its segments again only if the analysis does not depend on timing
+    (keyframes are decoded on a helper thread while the pass reads on)."""
+    path = scenes("switch-events.mp4", Scene(crossings=CROSSINGS, switch_at=30.3, **SMALL))
+    first, second = analyse(path), analyse(path)
+    assert first.spans == second.spans and first.switches == second.switches
+    assert np.array_equal(first.scores, second.scores) and first.thumbnails == second.thumbnails

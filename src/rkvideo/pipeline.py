@@ -9,6 +9,10 @@ the vision runtime says whether it runs on the NPU (the LLM then takes the
 other memory domain), and tests pass their own stages in or register their
 own runtimes.
 
+Timeline mode (``rkvideo.timeline``) drives the same loaded runtimes request by
+request: ``caption`` for one segment's frames, ``write`` for a request without
+images (the summary).
+
 A result is typed (``Result`` with ``Kind``, ``Tokens``, ``Timings``) so its
 readers cannot mistype a key; ``Result.as_json()`` is the one JSON shape of
 ``describe --json``, the sidecars and the database.

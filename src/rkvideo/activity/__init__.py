@@ -25,9 +25,9 @@ How, in one pass over the packets (``analyse``):
   bitrate stream, a slow walker) and vetoes what sizes get wrong (a
   stretch of rain or drift that contains a keyframe where nothing changed).
 * **Which keyframes.** Decoding a keyframe costs many predicted frames, so
-  only those where the sizes start or stop growing are decoded, the one
-  after a whole-picture change, one every ``thumbnail_every`` seconds, and
-  all of them in a flat (CBR) stream, where sizes hide motion.
+  only those where the sizes start or stop growing are decoded, one every
+  ``thumbnail_every`` seconds, and all of them in a flat (CBR) stream, where
+  sizes hide motion.
 * **Whole-picture changes.** A change of nearly the whole picture that is
   still there at the next thumbnail (lights on, the IR switch at dusk) is not
   activity: the background is taken again, the baseline starts afresh there

@@ -1,9 +1,9 @@
 """The one pass over a recording's packets, and the analysis it adds up to.
 
 Why one pass: every packet is read once, in order, without decoding; only keyframes are decoded, and
-only those worth it: where the sizes start or stop growing (what came, what is left), after a
-whole-picture change (did it stay?), at least one every ``thumbnail_every`` seconds, and all of them
-in a flat (constant-bitrate) stream, where sizes tell nothing. The keyframe before a GOP whose sizes
+only those worth it: where the sizes start or stop growing (what came, what is left), at least one
+every ``thumbnail_every`` seconds, and all of them in a flat (constant-bitrate) stream, where sizes
+tell nothing. A helper thread decodes them while the pass reads on. The keyframe before a GOP whose sizes
 grew is kept undecoded until then, so the picture before the change is seen too. All-intra streams
 (MJPEG) have no predicted frames: ``intra_fps`` frames per second are decoded instead.
 
@@ -16,6 +16,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
@@ -31,6 +32,7 @@ from .thumbnails import Background, Thumb, gray
 INTRA_CODECS = {"mjpeg", "jpeg2000", "prores", "dnxhd", "rawvideo", "png", "ffv1", "huffyuv", "utvideo"}
 RECENT_GOPS = 16             # GOPs the online "did this GOP grow?" check compares with
 BUSY_RISE = 1.0              # a GOP whose median packet grew this much (doubled) decodes its keyframes
+AHEAD = 4                    # keyframes that may wait for the decoding thread
 FLAT = 0.03                  # GOP sizes varying less than this (MAD / median) look like CBR
 
 Progress = Callable[[float, float | None], None]      # (seconds read, duration if known)
@@ -55,9 +57,7 @@ class Pass:
         self.held = None                   # (pts, packet) of the last keyframe, not decoded yet
         self.last_thumb = -math.inf        # pts seconds of the last decoded picture
         self.was_busy = False              # the GOP before the last one grew
-        self.background = Background()
-        self.thumbs: list = []             # [Thumb], times in pts seconds
-        self.decoded = 0
+        self.pictures = _Pictures(self.codec)
         self.error: str | None = None
 
     def feed(self, packet) -> None:
@@ -90,11 +90,12 @@ class Pass:
         if turned and busy and self.held is not None:
             self._decode(*self.held)      # the keyframe before the sizes grew: what was there before
         self.held = None
-        # Every keyframe where the sizes start or stop growing (what came, what is left), the
-        # keyframe after a whole-picture change (did it stay?), at least one every thumbnail_every
-        # seconds, and every keyframe of a flat (CBR) stream, where sizes tell nothing.
+        # Every keyframe where the sizes start or stop growing (what came, what is left), at least
+        # one every thumbnail_every seconds, and every keyframe of a flat (CBR) stream, where sizes
+        # tell nothing. Decided from the packets alone, never from a picture still being decoded, so
+        # the same file always gives the same analysis (a resumed timeline finds its segments again).
         due = pts - self.last_thumb >= self.settings.thumbnail_every - 1e-6
-        if turned or due or self.background.pending is not None or self._flat():
+        if turned or due or self._flat():
             self._decode(pts, packet)
         else:
             self.held = (pts, packet)
@@ -122,21 +123,65 @@ class Pass:
             self._decode(pts, packet)
 
     def _decode(self, pts: float, packet) -> None:
+        self.last_thumb = pts
+        self.pictures.submit(pts, packet)
+
+    def finish(self) -> None:
+        self.pictures.finish()
+
+    def close(self) -> None:
+        self.pictures.close()
+
+    @property
+    def thumbs(self) -> list:
+        return self.pictures.thumbs
+
+    @property
+    def decoded(self) -> int:
+        return self.pictures.decoded
+
+    @property
+    def background(self) -> Background:
+        return self.pictures.background
+
+
+class _Pictures:
+    """Keyframes decoded and compared with the background on a helper thread while the pass reads on:
+    PyAV releases the GIL while it decodes, so on two cores reading and decoding overlap. One thread,
+    so the thumbnails are compared in time order; at most AHEAD keyframes wait."""
+
+    def __init__(self, codec):
+        self.codec = codec
+        self.background = Background()
+        self.thumbs: list = []             # [Thumb], times in pts seconds
+        self.decoded = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rkvideo-keyframes")
+        self.waiting: deque = deque()
+
+    def submit(self, pts: float, packet) -> None:
+        self.waiting.append(self.pool.submit(self._compare, pts, packet))
+        while len(self.waiting) > AHEAD:
+            self.waiting.popleft().result()
+
+    def _compare(self, pts: float, packet) -> None:
         """Decode one keyframe on its own (drained, so B-frame delays cannot hold it back)."""
         try:
             frames = self.codec.decode(packet) + self.codec.decode(None)
         except av.FFmpegError:
-            frames = []
+            frames = []         # a damaged keyframe: the next one will do
         finally:
             self.codec.flush_buffers()
-        if not frames:
-            return
-        self.decoded += 1
-        self.last_thumb = pts
-        self.thumbs.extend(self.background.compare(pts, gray(frames[0])))
+        if frames:
+            self.decoded += 1
+            self.thumbs.extend(self.background.compare(pts, gray(frames[0])))
 
     def finish(self) -> None:
+        while self.waiting:
+            self.waiting.popleft().result()
         self.thumbs.extend(self.background.flush())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def analyse(path, settings: TimelineConfig | None = None, on_progress: Progress | None = None) -> Analysis:
@@ -151,18 +196,11 @@ def analyse(path, settings: TimelineConfig | None = None, on_progress: Progress 
         stream.thread_type = "SLICE"
         duration_hint = _header_duration(container, stream)
         work = Pass(stream, settings)
-        tick = began
         try:
-            for packet in container.demux(stream):
-                if packet.size == 0 and packet.pts is None:
-                    continue            # the demuxer's empty packet at the end
-                work.feed(packet)
-                if on_progress is not None and time.perf_counter() - tick > 0.5:
-                    tick = time.perf_counter()
-                    on_progress(work.pts[-1] - work.pts[0], duration_hint)
-        except av.FFmpegError as exc:
-            work.error = getattr(exc, "strerror", None) or str(exc)
-        work.finish()
+            _read(container, stream, work, on_progress, duration_hint)
+            work.finish()
+        finally:
+            work.close()
         start = stream.start_time * work.base if stream.start_time is not None else None
     if not work.pts:
         raise AnalysisError(f"{path}: no video packets could be read for the activity analysis "
@@ -176,6 +214,21 @@ def analyse(path, settings: TimelineConfig | None = None, on_progress: Progress 
         analysis.notes.append(f"activity analysis covers {analysis.duration:.1f} s of the {duration_hint:.1f} s "
                               "the header gives (a cut-off file?)")
     return analysis
+
+
+def _read(container, stream, work: Pass, on_progress: Progress | None, duration_hint: float | None) -> None:
+    """Feed every packet to the pass; a read error ends it like the end of the file (noted)."""
+    tick = time.perf_counter()
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 and packet.pts is None:
+                continue            # the demuxer's empty packet at the end
+            work.feed(packet)
+            if on_progress is not None and time.perf_counter() - tick > 0.5:
+                tick = time.perf_counter()
+                on_progress(work.pts[-1] - work.pts[0], duration_hint)
+    except av.FFmpegError as exc:
+        work.error = getattr(exc, "strerror", None) or str(exc)
 
 
 def _header_duration(container, stream) -> float | None:

@@ -4,8 +4,10 @@ Why the command keeps going after a bad input: a batch (``samples/*.mp4``)
 should describe every file it can; each failure is one line on stderr and the
 exit status is the worst seen (2 for bad input, 1 for a runtime failure). A
 stop (Ctrl-C, SIGTERM) ends the whole command: the next input must not start.
-Text is streamed to stdout as it is generated; progress goes to stderr only
-when a person is watching, so ``--json`` output stays clean for scripts.
+Text is streamed to stdout as it is generated; a timeline (``--timeline``, or
+``describe.mode``) prints each moment as it is finished, then the summary.
+Progress goes to stderr only when a person is watching, so ``--json`` output
+stays clean for scripts.
 """
 from __future__ import annotations
 
