@@ -21,7 +21,9 @@ from rkvideo.vision import rknn
 pytest.importorskip("onnxruntime", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
 pytest.importorskip("onnx", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
 
-SIZE, TOKENS, WIDTH = 56, 16, 32
+# 112² in 28-pixel patches gives 16 tokens: the Qwen2-VL arithmetic (14-pixel patches merged 2×2), so the
+# side the encoder's token count implies agrees with model.input_size, as for a real encoder.
+SIZE, TOKENS, WIDTH = 112, 16, 32
 VERSIONS = {"1.2": "1.2.3", "1.3": "1.3.0"}
 
 CONFIG = """[model]
@@ -59,7 +61,7 @@ def board(request, tmp_path, stub_build, monkeypatch):
     layout = request.param
     lib = stub_build(layout, VERSIONS[layout])
     rkllm_stub.reset(lib)
-    selftest.build_encoder(tmp_path / "vision.onnx", size=SIZE, patch=14, width=WIDTH)
+    selftest.build_encoder(tmp_path / "vision.onnx", size=SIZE, patch=28, width=WIDTH)
     write_rknn(tmp_path / "vision.rknn", mean=models.CLIP_MEAN, std=models.CLIP_STD)
     rkllm_stub.write_model(tmp_path / "llm.rkllm", embed_width=WIDTH, reply="echo")
     for vision in ("vision.rknn", "vision.onnx"):
@@ -89,6 +91,10 @@ def test_describe_a_clip_on_the_board_path(board, media_files, capsys):
     assert (call["n_image"], call["n_image_tokens"], call["image_width"]) == (4, TOKENS, SIZE)
     assert call["embed_count"] == 4 * TOKENS * WIDTH and call["keep_history"] == 0
     assert call["placeholders"] == (1 if layout == "1.2" else 4)
+    # The profile's chat template was set on the handle, so the runtime wraps the prompt as documented.
+    chat = models.get("qwen2-vl-2b").chat
+    assert record["template"] == {"system": chat.system, "prefix": chat.prefix, "postfix": chat.postfix, "calls": 1}
+    assert call["templated"] == chat.system + chat.prefix + call["prompt"] + chat.postfix
     assert [f["index"] for f in res["frames"]] == [0, 1, 2, 3]
     # From the runtime's perf at FINISH (the pipeline rounds to 0.1 ms).
     assert res["timings"]["prefill"] == pytest.approx(0.1255, abs=1e-3)
@@ -180,3 +186,31 @@ def test_runtime_layout_that_cannot_be_told_is_a_clear_error(board, stub_build, 
     assert code == 1 and out == []
     assert 'cannot tell the runtime\'s struct layout' in err and 'llm.runtime = "1.2"' in err
     assert FakeRKNNLite.instances == []    # nothing was loaded on the NPU
+
+
+def test_smolvlm2_on_the_board_path(board, media_files, capsys):
+    """A SmolVLM2 config (Qengineering's 384² conversions; here the stand-in encoder's sizes): the Qwen tags
+    and SmolVLM's own chat template reach the runtime, which could not parse that template by itself."""
+    layout, root, lib = board
+    config = root / "smol.toml"
+    config.write_text((root / "rknn.toml").read_text().replace('profile = "qwen2-vl-2b"', 'profile = "smolvlm2-500m"'))
+    code, [res], err = run(capsys, "describe", media_files["clip"], "--config", config, "--json")
+    assert code == 0, err
+    record = json.loads(res["text"])
+    assert (record["template"]["system"], record["template"]["prefix"]) == ("<|im_start|>", "User:")
+    assert record["run"]["templated"].endswith("<end_of_utterance>\nAssistant:")
+    tags = record["init"] if layout == "1.2" else record["run"]
+    keys = ("img_start", "img_end", "img_content") if layout == "1.2" else ("image_start", "image_end", "image_content")
+    assert tuple(tags[k] for k in keys) == models.QWEN_TAGS
+
+
+def test_a_failing_rkllm_init_names_the_familys_minimum_runtime(board, media_files, capsys):
+    layout, root, lib = board
+    rkllm_stub.write_model(root / "llm.rkllm", embed_width=WIDTH, init_rc=-1)
+    config = root / "internvl.toml"
+    config.write_text((root / "rknn.toml").read_text().replace('profile = "qwen2-vl-2b"', 'profile = "internvl3-1b"'))
+    code, out, err = run(capsys, "describe", media_files["clip"], "--config", config, "--json")
+    assert code == 1 and out == []
+    assert "rkllm_init failed (return code -1" in err
+    assert f"profile internvl3-1b (internvl3) needs RKLLM runtime ≥ 1.2.2; this library: {VERSIONS[layout]}" in err
+    assert FakeRKNNLite.instances == []    # the LLM loads first; nothing was put on the NPU

@@ -59,7 +59,7 @@ def test_bad_config_is_a_fail_line(no_config, capsys, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # A fake RK3588 root
 
-SIZE = 56
+SIZE = 112     # in 28-pixel patches: 16 tokens, which the Qwen2-VL arithmetic (14-pixel patches, 2×2) maps back to 112
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def board(tmp_path, stub_build, monkeypatch):
     put("/sys/class/devfreq/fdab0000.npu/governor", "performance\n")
     shutil.copy(stub_build("1.3", "1.3.0"), root / "usr/lib/librkllmrt.so")
     models_dir = tmp_path / "models"
-    selftest.build_encoder(models_dir / "vision.onnx", size=SIZE, patch=14, width=32)
+    selftest.build_encoder(models_dir / "vision.onnx", size=SIZE, patch=28, width=32)
     write_rknn(models_dir / "vision.rknn", mean=models.CLIP_MEAN, std=models.CLIP_STD)
     (models_dir / "llm.rkllm").write_text("embed_width=32\n")
     cfg = tmp_path / "config.toml"
@@ -99,7 +99,7 @@ embed_width = 32
     FakeRKNNLite.reset()
     monkeypatch.setattr(rknn, "_load_class", lambda: FakeRKNNLite)
     host = doctor.Host(root=root, env={}, machine=platform.machine(), kernel="6.1.84-rk3588", is_root=False,
-                       dmesg=lambda: None, has_module=lambda name: name == "rknnlite")
+                       dmesg=lambda: None, has_module=lambda name: name == "rknnlite", python=(3, 12, 3))
     yield host, cfg
     FakeRKNNLite.reset()
 
@@ -202,7 +202,8 @@ def test_models_memory_and_governors(board, monkeypatch):
     assert checks["memory"].status == "FAIL"
     assert checks["npu memory"].status == "WARN" and checks["npu memory"].fix == "set vision.workers = 1"
     assert checks["cpu governor"].status == "WARN" and "performance" in checks["cpu governor"].fix
-    assert checks["npu governor"].fix == "echo performance | sudo tee /sys/class/devfreq/fdab0000.npu/governor"
+    assert checks["npu governor"].fix.startswith("echo performance | sudo tee /sys/class/devfreq/fdab0000.npu/governor")
+    assert "fix_freq_rk3588.sh" in checks["npu governor"].fix
 
 
 def test_encoder_shape_mismatch_and_missing_model(board):
@@ -273,3 +274,110 @@ def test_model_and_library_folders_this_user_cannot_read(board, monkeypatch, tmp
         rkllm.find_library(None, host.env, ())
     with pytest.raises(LLMError, match="librkllmrt.so: cannot read the RKLLM runtime"):
         rkllm.inspect_library(locked / "librkllmrt.so")
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 10: clocks pinned by fix_freq_rk3588.sh, /proc/rknpu/version, Python 3.13, minimum runtime
+
+def pin(host, cpu_khz=(2256000, 2256000), npu_hz=(1000000000, 1000000000)):
+    """What Rockchip's fix_freq_rk3588.sh leaves: the userspace governor, at (current, maximum)."""
+    for cpu in range(8):
+        policy = host.root / f"sys/devices/system/cpu/cpu{cpu}/cpufreq"
+        (policy / "scaling_governor").write_text("userspace\n")
+        (policy / "scaling_cur_freq").write_text(f"{cpu_khz[0]}\n")
+        (policy / "cpuinfo_max_freq").write_text(f"{cpu_khz[1]}\n")
+    npu = host.root / "sys/class/devfreq/fdab0000.npu"
+    (npu / "governor").write_text("userspace\n")
+    (npu / "cur_freq").write_text(f"{npu_hz[0]}\n")
+    (npu / "available_frequencies").write_text(f"300000000 600000000 {npu_hz[1]}\n")
+
+
+def test_userspace_governor_at_maximum_is_accepted(board):
+    host, cfg = board
+    pin(host)
+    checks = statuses(host, cfg)
+    assert checks["cpu governor"].status == "OK" and checks["cpu governor"].message == "userspace at maximum"
+    assert checks["npu governor"].status == "OK"
+    assert checks["npu governor"].message.startswith("userspace at maximum (1000000000 Hz)")
+
+
+def test_userspace_governor_below_maximum_and_scaling_governors_warn(board):
+    host, cfg = board
+    pin(host, cpu_khz=(1008000, 2256000), npu_hz=(300000000, 1000000000))
+    checks = statuses(host, cfg)
+    cpu, npu = checks["cpu governor"], checks["npu governor"]
+    assert cpu.status == "WARN" and "userspace at 1008000 of 2256000" in cpu.message
+    assert npu.status == "WARN" and "userspace at 300000000 of 1000000000" in npu.message
+    assert "fix_freq_rk3588.sh" in checks["cpu governor"].fix
+    (host.root / "sys/devices/system/cpu/cpu5/cpufreq/scaling_cur_freq").unlink()
+    assert "userspace at an unreadable frequency" in statuses(host, cfg)["cpu governor"].message
+    for cpu in range(8):
+        (host.root / f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor").write_text("ondemand\n")
+    (host.root / "sys/class/devfreq/fdab0000.npu/governor").write_text("simple_ondemand\n")
+    checks = statuses(host, cfg)
+    assert checks["cpu governor"].message.startswith("ondemand:") and checks["cpu governor"].status == "WARN"
+    assert checks["npu governor"].message.startswith("simple_ondemand:")
+
+
+def test_driver_version_from_proc_rknpu(board):
+    host, cfg = board
+    shutil.rmtree(host.root / "sys/module/rknpu")
+    (host.root / "proc/rknpu").mkdir(parents=True)
+    (host.root / "proc/rknpu/version").write_text("RKNPU driver: v0.9.8\n")
+    check = statuses(host, cfg)["npu driver"]
+    assert check.status == "OK" and check.message == "rknpu 0.9.8 (from /proc/rknpu/version)"
+
+
+def test_python_313_has_no_toolkit_wheel(board):
+    host, cfg = board
+    assert statuses(host, cfg)["python"].message == ("Python 3.12.3: rknn-toolkit-lite2 2.3.2 and 2.5.0 have "
+                                                     "wheels for it")
+    host.python = (3, 13, 5)
+    host.has_module = lambda name: False
+    checks = statuses(host, cfg)
+    assert checks["python"].status == "FAIL"
+    assert checks["python"].message == ("Python 3.13.5: rknn-toolkit-lite2 has no wheel for it (2.3.2: cp37–cp312; "
+                                        "2.5.0: cp310–cp312)")
+    for name in ("python", "rknn-toolkit-lite2"):
+        assert "uv venv --seed --python 3.12" in checks[name].fix, name
+    host.python = (3, 11, 2)
+    checks = statuses(host, cfg)
+    assert checks["python"].status == "OK"
+    assert checks["rknn-toolkit-lite2"].fix == "pip install 'rkvideo[rk]' on the board"
+
+
+def test_the_rk_extra_skips_the_toolkit_where_no_wheel_exists():
+    """pyproject.toml: on 3.13 `pip install 'rkvideo[rk]'` installs without rknn-toolkit-lite2 instead of failing
+    to resolve it; doctor and the .rknn loader then name the fix (a 3.12 environment)."""
+    from packaging.requirements import Requirement
+
+    from rkvideo.config import tomllib
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    rk = [Requirement(r) for r in tomllib.loads(text)["project"]["optional-dependencies"]["rk"]]
+    toolkit = next(r for r in rk if r.name == "rknn-toolkit-lite2")
+    board = {"platform_machine": "aarch64", "sys_platform": "linux"}
+    for version, wanted in (("3.10", True), ("3.12", True), ("3.13", False), ("3.14", False)):
+        assert toolkit.marker.evaluate({**board, "python_version": version}) is wanted, version
+    assert not toolkit.marker.evaluate({"platform_machine": "x86_64", "sys_platform": "linux",
+                                        "python_version": "3.12"})
+
+
+@pytest.mark.parametrize("version,runtime,profile,status,text", [
+    ("1.2.2", "auto", "qwen3-vl-2b", "FAIL", "profile qwen3-vl-2b (qwen3-vl) needs RKLLM runtime ≥ 1.2.3; this "
+                                             "library: 1.2.2"),
+    ("1.2.2", "auto", "internvl3-1b", "OK", "runtime 1.2.2; internvl3 needs ≥ 1.2.2"),
+    ("1.3.0", "auto", "smolvlm2-500m", "OK", "runtime 1.3.0; smolvlm2 needs ≥ 1.2.2"),
+    (None, "1.3", "internvl3.5-1b", "OK", "runtime 1.3.0; internvl3.5 needs ≥ 1.2.3"),
+    (None, "1.2", "qwen3-vl-4b", "WARN", "cannot tell which 1.2.x runtime"),
+    (None, "1.2", "qwen2-vl-2b", "OK", "every release rkvideo drives runs qwen2-vl"),
+])
+def test_minimum_runtime_per_family(board, stub_build, version, runtime, profile, status, text):
+    host, cfg = board
+    layout = "1.3" if version == "1.3.0" or runtime == "1.3" else "1.2"
+    shutil.copy(stub_build(layout, version), host.root / "usr/lib/librkllmrt.so")
+    cfg.write_text(cfg.read_text().replace('profile = "qwen2-vl-2b"', f'profile = "{profile}"')
+                   + f'\n[llm]\nruntime = "{runtime}"\n')
+    check = statuses(host, cfg)["rkllm runtime"]
+    assert check.status == status and text in check.message
+    if status != "OK":
+        assert "1.2.3" in check.fix

@@ -232,7 +232,7 @@ def echo(llm, request):
 
 def test_every_field_arrives(open_stub, layout):
     cfg = make_config(open_stub.lib, top_k=7, top_p=0.5, temperature=0.25, repeat_penalty=1.3, max_new_tokens=321)
-    llm, lib = open_stub(cfg=cfg)
+    llm, lib = open_stub(cfg=cfg, chunk=64)
     assert llm.layout == layout
     request = request_for(llm, max_new_tokens=300)
     record, generation = echo(llm, request)
@@ -277,6 +277,10 @@ def test_every_field_arrives(open_stub, layout):
         assert run["sampling"] == {"top_k": 7, "top_p": 0.5, "temperature": 0.25, "repeat_penalty": 1.3,
                                    "frequency_penalty": 0, "presence_penalty": 0, "mirostat": 0,
                                    "mirostat_tau": 5, "mirostat_eta": 0.1}
+    # The profile's chat template, set once after init, wraps the prompt the runtime sees.
+    chat = PROFILE.chat
+    assert record["template"] == {"system": chat.system, "prefix": chat.prefix, "postfix": chat.postfix, "calls": 1}
+    assert run["templated"] == chat.system + chat.prefix + request.user_text("<image>") + chat.postfix
     # Timings and counts come from the runtime's perf at FINISH.
     assert generation.timings == {"prefill": pytest.approx(0.1255), "generate": pytest.approx(0.25025)}
     assert generation.prompt_tokens == len(request.user_text("<image>")) + 3 * 16
@@ -300,6 +304,106 @@ def test_the_chosen_layout_and_how_it_was_decided_are_shown_at_load(open_stub, l
     assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "rkvideo.llm.rkllm"] == [
         (logging.INFO, f"{llm.library}: RKLLM struct layout {layout} (from llm.runtime)")]
     assert capsys.readouterr().err == ""
+
+
+def small(name):
+    """A profile with its real tags and template, and sizes small enough for quick runs."""
+    profile = models.get(name)
+    return dataclasses.replace(profile, tokens_per_image=4, embed_width=8)
+
+
+@pytest.mark.parametrize("name", sorted(models.PROFILES))
+def test_every_family_sets_its_chat_template_after_init(open_stub, name):
+    """rkllm_set_chat_template with the profile's three pieces, once, right after rkllm_init — SmolVLM
+    included, whose template the runtime cannot parse by itself (rknn-llm #420)."""
+    profile = small(name)
+    llm, lib = open_stub(profile=profile)
+    state = rkllm_stub.state(lib)
+    assert (state["n_init"], state["n_template"], state["n_run"]) == (1, 1, 0)
+    chat = profile.chat
+    assert state["template"] == {"system": chat.system, "prefix": chat.prefix, "postfix": chat.postfix,
+                                 "calls": 1}
+    record, _ = echo(llm, request_for(llm, profile=profile, frames=2))
+    text = request_for(llm, profile=profile, frames=2).user_text("<image>")
+    assert record["run"]["templated"] == chat.system + chat.prefix + text + chat.postfix
+    assert rkllm_stub.state(lib)["n_template"] == 1    # not again per request
+
+
+def test_smolvlm_gets_the_documented_template_and_the_qwen_tags(open_stub, layout):
+    llm, _ = open_stub(profile=small("smolvlm2-500m"))
+    record, _ = echo(llm, request_for(llm, profile=small("smolvlm2-500m"), frames=1))
+    assert record["template"]["system"] == "<|im_start|>" and record["template"]["prefix"] == "User:"
+    assert record["template"]["postfix"] == "<end_of_utterance>\nAssistant:"
+    if layout == "1.2":
+        init = record["init"]
+        assert (init["img_start"], init["img_end"], init["img_content"]) == models.QWEN_TAGS
+    else:
+        run = record["run"]
+        assert (run["image_start"], run["image_end"], run["image_content"]) == models.QWEN_TAGS
+
+
+def test_a_failing_chat_template_call_is_an_error_and_frees_the_handle(open_stub):
+    with pytest.raises(LLMError, match=r"model0.rkllm: rkllm_set_chat_template failed \(return code -2"):
+        open_stub(template_rc=-2)
+    state = rkllm_stub.state(open_stub.lib)
+    assert (state["n_init"], state["n_template"], state["n_destroy"], state["n_run"]) == (1, 1, 1, 0)
+
+
+def test_a_failing_init_names_the_familys_minimum_runtime(open_stub, layout, stub_build):
+    release = {"1.2": "1.2.3", "1.3": "1.3.0"}[layout]
+    with pytest.raises(LLMError, match=r"rkllm_init failed \(return code -3.*profile internvl3-1b \(internvl3\) "
+                                       rf"needs RKLLM runtime ≥ 1.2.2; this library: {release}.*rkvideo doctor"):
+        open_stub(profile=small("internvl3-1b"), init_rc=-3)
+    # No version string in the library and layout 1.2: which 1.2.x it is cannot be told.
+    unknown = stub_build("1.2", None)
+    model = rkllm_stub.write_model(open_stub.directory / "bare.rkllm", embed_width=8, init_rc=-3)
+    with pytest.raises(LLMError, match=r"needs RKLLM runtime ≥ 1.2.3; this library: version not known"):
+        rkllm.open_rkllm(str(model), make_config(unknown, runtime="1.2"), small("qwen3-vl-2b"))
+
+
+def test_a_library_older_than_the_family_needs_is_reported_at_load(stub_build, tmp_path, caplog):
+    lib = stub_build("1.2", "1.2.1")
+    rkllm_stub.reset(lib)
+    model = rkllm_stub.write_model(tmp_path / "q3.rkllm", embed_width=32)
+    with caplog.at_level(logging.WARNING, logger="rkvideo.llm.rkllm"):
+        llm = rkllm.open_rkllm(str(model), make_config(lib), small("qwen3-vl-2b"))
+    llm.close()
+    assert llm.release == "1.2.1"
+    assert "profile qwen3-vl-2b (qwen3-vl) needs RKLLM runtime ≥ 1.2.3; this library: 1.2.1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rkvideo.llm.rkllm"):
+        rkllm.open_rkllm(str(model), make_config(lib), small("qwen2-vl-2b")).close()
+    assert "needs RKLLM runtime" not in caplog.text
+
+
+@pytest.mark.parametrize("versions,layout,release", [
+    (["1.2.2"], None, "1.2.2"), (["1.2.2"], "1.2", "1.2.2"), (["1.2.2"], "1.3", "1.3.0"), ([], "1.3", "1.3.0"),
+    ([], "1.2", None), (["1.2.1", "1.2.3"], "1.2", None), (["1.2.13"], "1.2", None)])
+def test_the_release_is_told_only_when_something_says_it(versions, layout, release):
+    assert rkllm.release_of({"versions": versions}, layout) == release
+    assert rkllm.runtime_too_old(release, "1.2.3") == (release in ("1.2.2",))
+
+
+def test_one_handle_runs_one_inference_at_a_time(open_stub):
+    """Two threads asking one model at once: the binding's lock serialises them (rknn-llm #382), which
+    the stub checks — a second rkllm_run entering while one is running would be counted and refused."""
+    llm, lib = open_stub(reply="text", text=ALPHABET, chunk=1, delay_us=2000)
+    results, errors = [], []
+
+    def ask():
+        try:
+            results.append(llm.generate(request_for(llm)).text)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    state = rkllm_stub.state(lib)
+    assert errors == [] and results == [ALPHABET, ALPHABET]
+    assert state["n_run"] == 2 and state["overlapping_runs"] == 0
 
 
 def test_buffer_order_is_checked_by_the_stub(open_stub):
@@ -380,6 +484,7 @@ def test_text_streams_in_order_across_split_utf8(open_stub, chunk, waiting):
     returns = state["callback_returns"]
     assert returns[0] == state["normal_calls"] + state["waiting_calls"] + state["finish_calls"]
     assert sum(returns[1:]) == 0 and state["callback_bad_returns"] == 0
+    assert state["released_buffers"] == 0     # 2 would release the output buffer on 1.3.0
 
 
 def test_error_state_becomes_llm_error(open_stub):

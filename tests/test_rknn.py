@@ -16,7 +16,9 @@ from rkvideo.media import Frame
 pytest.importorskip("onnxruntime", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
 pytest.importorskip("onnx", reason="needs the [cpu] extra: pip install -e '.[cpu]'")
 
-SIZE, PATCH, WIDTH = 56, 14, 32
+# 112² in 28-pixel patches: 16 tokens, the Qwen2-VL arithmetic (14-pixel patches merged 2×2), so the side the
+# token count implies agrees with model.input_size as it does for a real encoder.
+SIZE, PATCH, WIDTH = 112, 28, 32
 PROFILE = dataclasses.replace(models.get("qwen2-vl-2b"), input_size=SIZE, tokens_per_image=16, embed_width=WIDTH)
 MB = 1 << 20
 
@@ -58,7 +60,8 @@ def test_one_instance_per_core_with_masks_1_2_4(fake, tmp_path):
     try:
         assert [e.core for e in encoders] == [0, 1, 2]
         assert [i.core_mask for i in fake.instances] == [1, 2, 4]
-        assert all(e.input_size == SIZE and e.output_shapes == [[1, 16, WIDTH]] for e in encoders)
+        # RKNNLite cannot report the input side: the token count read at warm-up stands in for it.
+        assert all(e.input_size is None and e.output_shapes == [[1, 16, WIDTH]] for e in encoders)
         assert all(e.path == str(path) and e.normalize == "encoder" for e in encoders)
         image = frames(1)[0].image
         tensor = preprocess.for_profile(image, PROFILE)
@@ -89,8 +92,10 @@ def test_pool_over_three_cores_encodes_in_order(fake, tmp_path):
 
 
 def test_deepstack_outputs_are_read_and_interleaved(fake, tmp_path):
+    # Qwen3-VL merges 16-pixel patches 2×2 (32 pixels per token): 16 tokens at 112 come from a 128 side, so
+    # this 28-pixel stand-in encoder is described with the Qwen2 arithmetic.
     profile = dataclasses.replace(models.get("qwen3-vl-2b"), input_size=SIZE, tokens_per_image=16,
-                                  embed_width=WIDTH, normalize="encoder")
+                                  embed_width=WIDTH, normalize="encoder", cell=28)
     path, _ = make_encoder(tmp_path, outputs=4)
     # The Qwen3-VL profile bakes 0.5/0.5 while this .rknn bakes CLIP: the fake honours the file.
     with vision.open_pool(str(path), profile, workers=2) as pool:
@@ -153,10 +158,17 @@ def test_bad_files(fake, tmp_path):
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"tokens_per_image": 25}, "16 tokens per image, profile qwen2-vl-2b says 25 .*model.tokens_per_image = 16"),
+    ({"tokens_per_image": 25}, "16 tokens per image, profile qwen2-vl-2b says 25 for a 112×112 input .*"
+                               "16 tokens is what model.input_size = 112 gives: set model.tokens_per_image = 16"),
+    ({"tokens_per_image": 64, "input_size": 224}, "16 tokens per image, profile qwen2-vl-2b says 64 for a 224×224 "
+                                                  "input .*16 tokens is what a 112×112 input gives: if the encoder "
+                                                  "was converted for that size, set model.input_size = 112"),
     ({"embed_width": 64}, "32 floats per token per output, profile qwen2-vl-2b says 64"),
     ({"encoder_outputs": 4}, "1 outputs, profile qwen2-vl-2b says 4"),
-    ({"input_size": 64}, r"warm-up inference on a grey 64×64 uint8 NHWC frame failed on every NPU core"),
+    # Only the side is wrong: the runtime reads the buffer anyway (whether the real one refuses is unknown),
+    # the model gives its own 16 tokens, and 16 tokens mean a 112² input.
+    ({"input_size": 140}, r"the encoder gives 16 tokens per image, which for qwen2-vl means a 112×112 input, but "
+                          r"model.input_size is 140 .*set model.input_size = 112"),
 ])
 def test_shapes_are_checked_against_the_profile_before_any_frame(fake, tmp_path, change, message):
     path, _ = make_encoder(tmp_path)
@@ -164,6 +176,29 @@ def test_shapes_are_checked_against_the_profile_before_any_frame(fake, tmp_path,
         rknn.open_encoders(str(path), dataclasses.replace(PROFILE, **change), 3)
     assert len(fake.instances) == 3 and all(i.released for i in fake.instances)
     assert all(i.calls == 1 for i in fake.instances)   # the warm-up only
+    if "input_size" in change:   # the double was handed a buffer of another size and read it anyway
+        assert all(i.size_mismatches for i in fake.instances)
+
+
+def test_a_runtime_that_refuses_the_wrong_size_fails_the_warm_up(fake, tmp_path):
+    fake.wrong_size = "reject"
+    path, _ = make_encoder(tmp_path)
+    with pytest.raises(vision.VisionError, match=r"warm-up inference on a grey 140×140 uint8 NHWC frame failed on "
+                                                 r"every NPU core.*\(model.input_size\)"):
+        rknn.open_encoders(str(path), dataclasses.replace(PROFILE, input_size=140), 2)
+    assert all(i.released for i in fake.instances)
+
+
+def test_without_patch_arithmetic_the_token_count_names_both_keys(fake, tmp_path):
+    """SmolVLM2: no source gives its patch arithmetic, so only the count is compared, naming both keys."""
+    smol = dataclasses.replace(models.get("smolvlm2-500m"), input_size=SIZE, tokens_per_image=36,
+                               embed_width=WIDTH, mean=models.CLIP_MEAN, std=models.CLIP_STD)
+    path, _ = make_encoder(tmp_path)
+    wanted = (r"gives 16 tokens per image, profile smolvlm2-500m says 36 for a 112×112 input .*check "
+              r"model.input_size \(112\) against the size the encoder was converted for, then set "
+              r"model.tokens_per_image = 16")
+    with pytest.raises(vision.VisionError, match=wanted):
+        rknn.open_encoders(str(path), smol, 1)
 
 
 def test_inference_none_fails_the_request_with_the_frame_index(fake, tmp_path):
@@ -232,3 +267,50 @@ def test_the_double_catches_two_threads_on_one_instance(fake, tmp_path):
     second.join()
     encoder.close()
     assert len(fake.violations) == 1
+
+
+def test_the_double_accepts_what_the_real_class_accepts(fake, tmp_path):
+    """Like rknn-toolkit-lite2 2.3.2/2.5.0: float32 0–255 for a model with mean/std built in, and NCHW
+    transposed with a warning; the double is not stricter than the board."""
+    path, _ = make_encoder(tmp_path)
+    encoder = rknn.open_encoders(str(path), PROFILE, 1)[0]
+    lite = fake.instances[0]
+    try:
+        nhwc = preprocess.for_profile(frames(1)[0].image, PROFILE)
+        want = lite.inference(inputs=[nhwc], data_type="uint8", data_format="nhwc")[0]
+        as_float = lite.inference(inputs=[nhwc.astype(np.float32)], data_type="float32", data_format="nhwc")[0]
+        np.testing.assert_allclose(as_float, want, rtol=1e-6)
+        assert lite.warnings == []
+        nchw = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
+        np.testing.assert_allclose(lite.inference(inputs=[nchw], data_format="nchw")[0], want, rtol=1e-6)
+        assert lite.warnings == [f"inputs[0] is NCHW (1, 3, {SIZE}, {SIZE}): transposed to NHWC"]
+        # What it does refuse: a dtype other than the one named, and NCHW declared as NHWC.
+        assert lite.inference(inputs=[nhwc], data_type="float32") is None
+        assert lite.inference(inputs=[nchw], data_format="nhwc") is None
+    finally:
+        encoder.close()
+
+
+def test_host_normalisation_on_a_baked_encoder_is_silently_wrong(fake, tmp_path):
+    """normalize = "host" for an .rknn with mean/std built in: the board takes the float NCHW input (with a
+    warning in its log) and normalises it a second time. Nothing fails, so only model.normalize protects."""
+    path, onnx_path = make_encoder(tmp_path)
+    host = dataclasses.replace(PROFILE, normalize="host")
+    encoder = rknn.open_encoders(str(path), host, 1)[0]
+    try:
+        image = frames(1)[0].image
+        got = encoder.run(preprocess.for_profile(image, host))[0]
+    finally:
+        encoder.close()
+    assert fake.instances[0].warnings and "transposed to NHWC" in fake.instances[0].warnings[0]
+    assert not np.allclose(got, reference(onnx_path, image)[0], rtol=1e-2, atol=1e-2)
+
+
+def test_python_without_a_toolkit_wheel_names_the_fix():
+    assert rknn.wheels_for((3, 12, 3)) == ["2.3.2", "2.5.0"] and rknn.wheels_for((3, 9)) == ["2.3.2"]
+    assert rknn.wheels_for((3, 13, 5)) == []
+    assert rknn.toolkit_hint((3, 12, 3)) == rknn.EXTRA_HINT
+    hint = rknn.toolkit_hint((3, 13, 5))
+    assert hint.startswith("rknn-toolkit-lite2 has no wheel for Python 3.13.5 (2.3.2: cp37–cp312; 2.5.0: "
+                           "cp310–cp312)")
+    assert "uv venv --seed --python 3.12" in hint and "pip install 'rkvideo[rk]'" in hint

@@ -168,3 +168,49 @@ def test_a_symlinked_output_folder_is_refused(tmp_path):
     with pytest.raises(OSError, match="symbolic link"):
         sidecars.write_all(rec, {"text": TEXT, "frames": FRAMES}, 10.0, ["txt"], out, tmp_path / "cams")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_temporary_names_stay_within_the_file_systems_name_limit(tmp_path):
+    """A recording name whose sidecar names fit (255 bytes) while ``.NAME.<pid>.<random>.tmp`` would
+    not: the temporary file gets a short hashed name instead (issue 9)."""
+    long_name = "ä" * 120 + ".mp4"                              # 244 bytes; ".json" makes 249
+    temps = []
+
+    def before_rename(path):
+        temps.extend(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+
+    written = sidecars.write_all(tmp_path / long_name, {"text": TEXT, "frames": FRAMES}, 10.0, ["txt", "json", "vtt"],
+                                 before_rename=before_rename)
+    assert [p.name for p in written] == [f"{long_name}.{kind}" for kind in ("txt", "json", "vtt")]
+    assert len(temps) == 3 and all(len(os.fsencode(t)) <= 255 and t.startswith(".rkvideo-") for t in temps)
+    assert [t.split(".")[2] for t in temps] == ["txt", "json", "vtt"]             # the kind stays readable
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in written)         # nothing left behind
+    temps.clear()
+    sidecars.write_all(tmp_path / "a.mp4", {"text": TEXT, "frames": FRAMES}, 10.0, ["txt"], before_rename=before_rename)
+    assert temps[0].startswith(f".a.mp4.txt.{os.getpid()}.")                      # short names as before
+
+
+def test_one_sidecar_that_cannot_be_written_does_not_keep_the_others(tmp_path):
+    rec = tmp_path / "a.mp4"
+    (tmp_path / "a.mp4.json").mkdir()                           # something in the way
+    written = sidecars.write_each(rec, {"text": TEXT, "frames": FRAMES}, 10.0, ["json", "txt", "vtt"])
+    assert [(s.kind, type(s.error).__name__ if s.error else None) for s in written] == [
+        ("json", "IsADirectoryError"), ("txt", None), ("vtt", None)]
+    assert json.loads(written[0].text)["text"] == TEXT         # the text it would have written, for a later try
+    assert (tmp_path / "a.mp4.txt").read_text() == TEXT + "\n" and (tmp_path / "a.mp4.vtt").is_file()
+    (tmp_path / "a.mp4.txt").unlink()
+    with pytest.raises(IsADirectoryError):
+        sidecars.write_all(rec, {"text": TEXT, "frames": FRAMES}, 10.0, ["json", "txt"])
+    assert (tmp_path / "a.mp4.txt").is_file()                   # written although json failed first
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_stale_hashed_temporary_files_are_removed_too(tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    stale = f".rkvideo-0123456789abcdef.vtt.{ended.pid}.fedcba9876543210.tmp"
+    alive = f".rkvideo-0123456789abcdef.txt.{os.getppid()}.fedcba9876543210.tmp"
+    for name in (stale, alive):
+        (tmp_path / name).write_text("x")
+    removed = sidecars.remove_stale_temps(tmp_path, os.listdir(tmp_path), lambda name: name.endswith(".mp4"))
+    assert removed == [tmp_path / stale] and os.listdir(tmp_path) == [alive]

@@ -6,12 +6,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
 
+from doubles import users
+from doubles.users import shared_folder  # noqa: F401 - a fixture
 from rkvideo import errors, store
 from rkvideo.store import Status
 
@@ -91,6 +92,7 @@ def test_a_database_that_is_not_rkvideos_is_refused_not_changed(tmp_path):
     with pytest.raises(store.StoreError, match=f"{other}: not an rkvideo database"):
         store.open_store(other)
     assert sql(other, "SELECT name FROM sqlite_master WHERE type = 'table'") == [("photos",)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]     # no lock file left beside it
     with pytest.raises(store.StoreError, match="not an rkvideo database"):
         store.open_store(other, readonly=True)
     (tmp_path / "notes.db").write_text("not a database at all " * 100)
@@ -356,6 +358,96 @@ def test_save_result_that_cannot_insert_leaves_no_done_job(tmp_path):
     assert sql(path, "SELECT count(*) FROM descriptions") == [(0,)]
 
 
+# ---------------------------------------------------------------- the database file itself
+
+HOLD_LOCK = ("import sqlite3, sys\nconn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "conn.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.readline()\n")
+
+
+def test_a_write_waits_for_another_process_and_a_command_gives_up(db):
+    """SQLite's own busy timeout is short; the store looks up between tries (``on_busy``), which may
+    wait for ever (the daemon) or give up (commands, after BUSY_LIMIT)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, db.location], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        waits = []
+
+        def on_busy(waited):
+            waits.append(waited)
+            if len(waits) == 6:
+                holder.stdin.write("\n")        # the other process commits and ends
+                holder.stdin.flush()
+
+        db.on_busy = on_busy
+        job_id = db.put("/cam/a.mp4", Status.QUEUED)
+        assert db.job(job_id).path == "/cam/a.mp4"
+        assert len(waits) >= 6 and waits == sorted(waits) and waits[5] >= 5 * store.BUSY_SLICE * 0.9
+    finally:
+        holder.kill()
+        holder.wait()
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, db.location], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        # Commands give up (after BUSY_LIMIT, 30 s; here after half a second).
+        with store.open_store(db.location, on_busy=store.dbfile.give_up_after(0.5, db.location)) as command:
+            with pytest.raises(store.StoreError, match=r"locked by another process \(waited 0.5s\); try again"):
+                command.put("/cam/b.mp4", Status.QUEUED)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [j.path for j in db.jobs()] == ["/cam/a.mp4"]
+
+
+def test_a_database_deleted_or_replaced_under_the_store_takes_no_more_writes(tmp_path):
+    path = tmp_path / "rkvideo.db"
+    for how in ("deleted", "replaced"):
+        s = store.open_store(path)
+        s.put("/cam/a.mp4", Status.QUEUED)
+        if how == "deleted":
+            os.unlink(path)
+        else:
+            shutil.copyfile(path, tmp_path / "copy.db")
+            os.replace(tmp_path / "copy.db", path)
+        with pytest.raises(store.StoreError, match=f"the database file was {how} while rkvideo had it open"):
+            s.put("/cam/b.mp4", Status.QUEUED)
+        s.close()
+    assert [r[0] for r in sql(path, "SELECT path FROM jobs")] == ["/cam/a.mp4"]    # the copy, as it was
+
+
+def test_the_store_names_its_files_by_their_real_path(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data", target_is_directory=True)
+    with store.open_store(tmp_path / "link" / "rk.db") as s:
+        real = str(tmp_path / "data" / "rk.db")
+        assert s.files() == [real, real + "-wal", real + "-shm", real + "-journal", real + ".lock",
+                             real + ".thumbnails"]
+        s.lock_daemon()
+        assert (tmp_path / "data" / "rk.db.lock").exists()
+
+
+def test_missing_sidecars_are_kept_with_the_description_until_written(db):
+    missing = [store.MissingSidecar(job_id=0, kind=kind, path=f"/cam/a.mp4.{kind}", recording="/cam/a.mp4",
+                                    text=f"{kind} text", error="No space left on device") for kind in ("json", "vtt")]
+    db.put("/cam/a.mp4", Status.QUEUED)
+    job = db.claim("board-1")
+    db.finish(job, result(), missing_sidecars=missing)
+    kept = db.missing_sidecars()
+    full = "No space left on device"
+    assert [(m.job_id, m.kind, m.text, m.error) for m in kept] == [(job.id, "json", "json text", full),
+                                                                   (job.id, "vtt", "vtt text", full)]
+    assert db.job(job.id).status == Status.DONE
+    db.sidecar_failed(job.id, "json", "Is a directory")
+    db.sidecar_written(job.id, "vtt")
+    assert [(m.kind, m.error) for m in db.missing_sidecars([job.id])] == [("json", "Is a directory")]
+    assert db.missing_sidecars([job.id + 1]) == []
+    db.retry([job.id])
+    db.finish(db.claim("board-1"), result())                       # described again: its sidecars were written
+    assert db.missing_sidecars() == []
+
+
 # ---------------------------------------------------------------- migrations
 
 # The schema as the code before migrations created it (schema_version 1), statement for statement.
@@ -427,6 +519,7 @@ def test_a_database_made_before_migrations_opens_keeps_its_rows_and_gains_the_ne
     store.open_store(tmp_path / "new.db").close()
     steps = [name for (name,) in sql(tmp_path / "new.db", "SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert applied == steps and len(steps) >= 2 and steps[0].startswith("0001") and steps[1].startswith("0002")
+    assert "0100-i9-missing-sidecars" in steps
     store.open_store(path).close()                            # opening again applies nothing
     assert len(sql(path, "SELECT name FROM _sqlite_migrations")) == len(steps)
     assert sql(path, "SELECT count(*) FROM schema_version") == [(1,)]
@@ -465,22 +558,8 @@ def test_a_read_only_store_never_writes(db):
         assert [j.path for j in reader.jobs()] == ["/cam/a.mp4", "/cam/c.mp4"]
 
 
-@pytest.fixture
-def shared_folder():
-    """A folder another user can reach (pytest's tmp_path is private to its user)."""
-    folder = tempfile.mkdtemp(prefix="rkvideo-store-")
-    os.chmod(folder, 0o755)
-    yield folder
-    os.chmod(folder, 0o755)
-    shutil.rmtree(folder)
-
-
 def read_as_other_user(folder: str, path: str) -> dict:
-    """Open ``path`` read-only as a user who may read it but write neither it nor its folder.
-
-    As root: a forked child that becomes ``nobody`` (the interpreter is already loaded, it may be in a
-    folder that user cannot reach). Otherwise: this user, with the write bits removed.
-    """
+    """Open ``path`` read-only as a user who may read it but write neither it nor its folder."""
     import rkvideo.store.sqlite  # noqa: F401 - loaded before the child drops privileges
 
     def read() -> dict:
@@ -490,32 +569,7 @@ def read_as_other_user(folder: str, path: str) -> dict:
         except store.StoreError as exc:
             return {"error": str(exc)}
 
-    if os.geteuid() != 0:
-        os.chmod(path, 0o444)
-        os.chmod(folder, 0o555)
-        try:
-            return read()
-        finally:
-            os.chmod(folder, 0o755)
-            os.chmod(path, 0o644)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:        # the child: drop to nobody, read, report, exit without running pytest's cleanup
-        os.close(r)
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            answer = read()
-        except BaseException as exc:   # noqa: BLE001 - reported to the parent
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        os.write(w, json.dumps(answer).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        answer = json.loads(f.read())
-    os.waitpid(pid, 0)
-    return answer
+    return users.as_reader(folder, path, read)
 
 
 def test_a_user_who_cannot_write_reads_with_and_without_a_daemon_running(shared_folder):

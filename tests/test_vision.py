@@ -345,8 +345,12 @@ def test_onnx_encoder_with_normalisation_inside_is_fed_uint8_like_the_board(tmp_
 
 def test_onnx_export_with_dynamic_shapes_and_grid_input_is_probed_once(tmp_path, builders):
     path = builders.build_encoder(tmp_path / "qwen_vision.onnx", rockchip_style=True)
-    pool = vision.open_pool(str(path), TINY, workers=2)
+    # The tiny export has no 2×2 merge: one token per 14-pixel patch. Its input side is dynamic, so
+    # the model cannot report it (input_size None) and the token count stands in for it.
+    tiny = dataclasses.replace(TINY, cell=14)
+    pool = vision.open_pool(str(path), tiny, workers=2)
     try:
+        assert [e.input_size for e in pool.encoders] == [None, None]
         assert pool.encoders[0].output_shapes == [[16, 64]]
         assert pool.encoders[1].output_shapes == [[16, 64]]
         # Rockchip's Qwen export: grid_thw = [[1, H/14, W/14]] = [[1, 2·√T, 2·√T]].
@@ -354,6 +358,11 @@ def test_onnx_export_with_dynamic_shapes_and_grid_input_is_probed_once(tmp_path,
         assert pool.encode(frames(2)).embeddings.shape == (2, 16, 64)
     finally:
         pool.close()
+    # With the family's real arithmetic (2×2 merge: 28 pixels per token) 16 tokens mean a 112² input,
+    # which contradicts model.input_size = 56: refused, naming the key and the side to set.
+    with pytest.raises(vision.VisionError, match=r"16 tokens per image, which for qwen2-vl means a 112×112 input, "
+                                                 r"but model.input_size is 56 .*set model.input_size = 112"):
+        vision.open_pool(str(path), TINY, workers=1)
 
 
 def test_onnx_threads_are_split_between_workers(tmp_path, monkeypatch, builders):

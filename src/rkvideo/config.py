@@ -112,6 +112,8 @@ class WatchConfig:
     retry_backoff: float = 30.0
     # Empty: rkvideo.db in the per-user data folder, $XDG_DATA_HOME/rkvideo (~/.local/share/rkvideo).
     db: str = ""
+    # Describe files reached through a symbolic link whose real path is outside the watched folders.
+    follow_symlinks: bool = False
 
 
 @dataclass
@@ -119,6 +121,45 @@ class OutputConfig:
     # Any of "txt", "json", "vtt"; written next to each recording (or under `dir`).
     sidecars: list = field(default_factory=list)
     dir: str = ""
+    # Small JPEGs of the frames the model saw, in <database>.thumbnails/ beside the database (for `rkvideo serve`).
+    thumbnails: bool = True
+
+
+@dataclass
+class ServeConfig:
+    # `rkvideo serve`: where the web page listens. Any host but the loopback needs `token`.
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Asked for by a login form (or sent as `Authorization: Bearer TOKEN`); "" = no login (loopback only).
+    token: str = ""
+
+
+@dataclass
+class NotifyConfig:
+    # MQTT broker: "mqtt://user:password@host:1883" or "mqtts://…:8883" (TLS); "" = no MQTT.
+    mqtt: str = ""
+    # CA certificate file for mqtts:// ("" = the system's CAs).
+    mqtt_ca: str = ""
+    # Webhooks: [{ url = "https://…", secret = "…" }]; each gets every message as a signed POST.
+    webhooks: list = field(default_factory=list)
+    # Topics: <topic_prefix>/available, /events, /errors, /queue, /<camera>/last, /<camera>/events.
+    topic_prefix: str = "rkvideo"
+    # Home Assistant MQTT discovery (with mqtt only) and its topic prefix.
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    # Seconds a message may wait for its target before it is dropped (with a log line).
+    max_age: float = 86400.0
+    # `watch --once`: seconds to wait for pending messages to be delivered before exiting.
+    flush_timeout: float = 30.0
+    # Seconds before a failed delivery is tried again; doubles each time, up to retry_max.
+    retry_backoff: float = 2.0
+    retry_max: float = 300.0
+    # Seconds to wait for a broker or web server to answer one connection or request.
+    timeout: float = 10.0
+    # The public address of `rkvideo serve`: with it, messages carry clip and thumbnail URLs.
+    base_url: str = ""
+    clip_path: str = "/recordings/{job_id}#t={start_seconds}"
+    thumbnail_path: str = "/thumbnails/{description_id}/{frame}.jpg"
 
 
 @dataclass
@@ -162,6 +203,8 @@ class Config:
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     timeline: TimelineConfig = field(default_factory=TimelineConfig)
     # Where the settings came from (None = built-in defaults). Not a TOML key.
     source: Path | None = field(default=None, compare=False)
@@ -201,6 +244,8 @@ POSITIVE = {("vision", "workers"), ("vision", "queue_size"), ("llm", "max_new_to
 ABOVE_ZERO = {("timeline", "step"), ("timeline", "intra_fps"), ("timeline", "max_segment"),
               ("timeline", "thumbnail_every"), ("timeline", "start"), ("timeline", "end")}
 SIDECARS = ("txt", "json", "vtt")
+# Lists of tables rather than of strings, each checked by its own function below.
+TABLE_LISTS = {("notify", "webhooks")}
 
 
 def candidates(explicit: str | os.PathLike | None = None) -> list[Path]:
@@ -274,16 +319,96 @@ def _check(section: str, key: str, value, hint, where: str):
     if (section, key) in CHOICES and value not in CHOICES[(section, key)]:
         allowed = ", ".join(repr(c) for c in CHOICES[(section, key)] if c)
         raise ConfigError(f"{where}: {name} must be one of {allowed}, got {value!r}")
+    if (section, key) == ("serve", "port") and value > 65535:
+        raise ConfigError(f"{where}: {name} must be a port number (0-65535), got {value!r}")
     if (section, key) in POSITIVE and value < 1:
         raise ConfigError(f"{where}: {name} must be at least 1, got {value!r}")
     if (section, key) in ABOVE_ZERO and value <= 0:
         raise ConfigError(f"{where}: {name} must be above 0, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
         raise ConfigError(f"{where}: {name} must not be negative, got {value!r}")
-    if hint is list and not all(isinstance(item, str) for item in value):
+    if hint is list and (section, key) not in TABLE_LISTS and not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{where}: {name} must be a list of strings")
+    if section == "notify":
+        _check_notify(key, value, f"{where}: {name}")
     if (section, key) == ("output", "sidecars"):
         bad = [s for s in value if s not in SIDECARS]
         if bad:
             raise ConfigError(f"{where}: output.sidecars: unknown kind {bad[0]!r} (known: {', '.join(SIDECARS)})")
     return value
+
+
+# ------------------------------------------------------------------ [notify]
+
+TOPIC_KEYS = ("topic_prefix", "discovery_prefix")
+URL_KEYS = {"mqtt": ("mqtt", "mqtts"), "base_url": ("http", "https")}
+WEBHOOK_KEYS = {"url", "secret"}
+ABOVE_ZERO = ("timeout", "retry_backoff", "retry_max")
+# The {names} notify.clip_path and notify.thumbnail_path may use.
+URL_FIELDS = {"clip_path": {"job_id", "description_id", "camera", "start_seconds", "end_seconds"},
+              "thumbnail_path": {"job_id", "description_id", "camera", "frame", "index", "seconds"}}
+
+
+def _check_notify(key: str, value, where: str) -> None:
+    """The [notify] values that have a shape: URLs, topic prefixes, webhook tables, URL templates."""
+    if key in URL_KEYS and value:
+        _check_url(value, URL_KEYS[key], where)
+    elif key in TOPIC_KEYS and (not value or any(c in value for c in "+#\0") or value.strip("/") != value):
+        raise ConfigError(f"{where} must be a topic without wildcards (+, #) or a leading or trailing /, "
+                          f"got {value!r}")
+    elif key == "webhooks":
+        for n, hook in enumerate(value):
+            _check_webhook(hook, f"{where}[{n}]")
+    elif key in ABOVE_ZERO and value <= 0:
+        raise ConfigError(f"{where} must be above 0, got {value!r}")
+    elif key in URL_FIELDS:
+        _check_template(value, URL_FIELDS[key], where)
+
+
+def _check_template(value: str, allowed: set, where: str) -> None:
+    """A path with {name} fields: only the names offered, no attribute or index lookups."""
+    import string
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc} in {value!r} (write {{{{ and }}}} for a literal brace)") from None
+    bad = [name for name in names if name not in allowed]
+    if bad:
+        raise ConfigError(f"{where}: unknown field {{{bad[0]}}} (known: {', '.join(sorted(allowed))})")
+
+
+def _check_url(value: str, schemes: tuple, where: str) -> None:
+    from urllib.parse import urlsplit
+    shown = hide_password(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a valid URL ({exc}): {shown!r}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(f"{where} must look like {schemes[0]}://host{':1883' if 'mqtt' in schemes else ''} "
+                          f"(or {schemes[1]}://), got {shown!r}")
+    if port == 0:
+        raise ConfigError(f"{where}: port 0 is not a port: {shown!r}")
+
+
+def hide_password(url: str) -> str:
+    """``url`` as it may be shown in a message or log: a password in it becomes ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def _check_webhook(hook, where: str) -> None:
+    if not isinstance(hook, dict):
+        raise ConfigError(f'{where} must be a table: {{ url = "https://…", secret = "…" }}')
+    unknown = set(hook) - WEBHOOK_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]} (known: url, secret)")
+    if not isinstance(hook.get("url"), str):
+        raise ConfigError(f"{where}.url must be set to the webhook's http:// or https:// address")
+    if not isinstance(hook.get("secret", ""), str):
+        raise ConfigError(f"{where}.secret must be a string")
+    _check_url(hook["url"], ("http", "https"), f"{where}.url")

@@ -4,8 +4,11 @@ Why a checklist of files instead of just trying to load the models: on the
 board, most failures are installation facts that the runtimes report badly or
 not at all — a driver older than 0.9.8, ``librknnrt.so`` not in ``/usr/lib``
 (the only place RKNNLite looks), a ``librkllmrt.so`` whose struct layout
-cannot be told, models that do not fit the RAM or the NPU's 4 GiB memory
-domain, CPU/NPU clocks left on a power-saving governor. Each is one line,
+cannot be told or that is older than the model family needs, a Python for
+which rknn-toolkit-lite2 has no wheel (3.13 on Debian 13 images), models that
+do not fit the RAM or the NPU's 4 GiB memory domain, CPU/NPU clocks left on a
+governor that scales them down (``performance``, or ``userspace`` pinned at
+the maximum as Rockchip's ``fix_freq_rk3588.sh`` does, are fine). Each is one line,
 OK / WARN / FAIL, with the fix; only a FAIL makes the report fail.
 The checks return records (``Report``); the command line prints them.
 
@@ -21,6 +24,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,6 +80,7 @@ class Host:
     is_root: bool = field(default_factory=lambda: hasattr(os, "geteuid") and os.geteuid() == 0)
     dmesg: Callable[[], str | None] = _dmesg
     has_module: Callable[[str], bool] = _has_module
+    python: tuple = tuple(sys.version_info[:3])
 
     def path(self, absolute: str) -> Path:
         return self.root / absolute.lstrip("/")
@@ -133,7 +138,8 @@ def check_soc(host: Host) -> list[Check]:
 def check_driver(host: Host, rockchip: bool) -> Check:
     sources = []
     denied = False
-    for path in ("/sys/module/rknpu/version", "/sys/kernel/debug/rknpu/version"):
+    # /proc/rknpu/version exists only when the kernel has CONFIG_ROCKCHIP_RKNPU_PROC_FS; debugfs needs root.
+    for path in ("/sys/module/rknpu/version", "/proc/rknpu/version", "/sys/kernel/debug/rknpu/version"):
         try:
             text = host.read(path)
         except PermissionError:
@@ -183,11 +189,18 @@ def check_librknnrt(host: Host) -> Check:
     return Check("librknnrt.so", FAIL, "/usr/lib/librknnrt.so not found", fix)
 
 
-def check_librkllmrt(host: Host, cfg) -> Check:
-    from .llm import LLMError, rkllm
+def _rkllm_library(host: Host, cfg) -> tuple[str, Path | None]:
+    """(the configured llm.library or "", the librkllmrt.so found the way the runtime looks for it)."""
+    from .llm import rkllm
     configured = str(cfg.resolve_path(cfg.llm.library)) if cfg is not None and cfg.llm.library else ""
     dirs = tuple(str(host.path(d)) for d in host.lib_dirs)
     found = next((p for p in rkllm.library_candidates(configured, host.env, dirs) if _exists(p, file=True)), None)
+    return configured, found
+
+
+def check_librkllmrt(host: Host, cfg) -> Check:
+    from .llm import LLMError, rkllm
+    configured, found = _rkllm_library(host, cfg)
     if found is None:
         where = configured or ", ".join(host.lib_dirs) + " or $LD_LIBRARY_PATH"
         return Check("librkllmrt.so", FAIL, f"librkllmrt.so not found ({where})",
@@ -210,7 +223,50 @@ def check_librkllmrt(host: Host, cfg) -> Check:
     return Check("librkllmrt.so", OK, f"{found}: struct layout {layout} ({how})")
 
 
+def check_runtime_version(host: Host, cfg, profile) -> Check | None:
+    """The runtime against the family's minimum (``Profile.min_runtime``), when the version can be told:
+    a version string in the library, or layout 1.3 (1.3.0 is its only release). None when the library
+    line above has already failed."""
+    from .llm import LLMError, rkllm
+    _, found = _rkllm_library(host, cfg)
+    if found is None or profile is None:
+        return None
+    try:
+        info = rkllm.inspect_library(found)
+        layout, _ = rkllm.choose_layout(cfg.llm.runtime, found, info)
+    except LLMError:
+        return None
+    release, need = rkllm.release_of(info, layout), profile.min_runtime
+    if rkllm.runtime_too_old(release, need):
+        return Check("rkllm runtime", FAIL, rkllm.requirement(profile, release),
+                     f"install librkllmrt.so {need} or newer from airockchip/rknn-llm "
+                     f"(rkllm-runtime/Linux/librkllm_api/aarch64/) and models converted for it")
+    if release is not None:
+        return Check("rkllm runtime", OK, f"runtime {release}; {profile.family} needs ≥ {need}")
+    if need == rkllm.OLDEST_RELEASE:
+        return Check("rkllm runtime", OK, f"runtime 1.2.x; every release rkvideo drives runs {profile.family}")
+    return Check("rkllm runtime", WARN, f"cannot tell which 1.2.x runtime {found} is; {profile.name} "
+                 f"({profile.family}) needs ≥ {need}",
+                 f"check the line librkllmrt.so prints when it loads a model (rkllm-runtime version: …): "
+                 f"{need} or newer is needed")
+
+
+def check_python(host: Host) -> Check:
+    """rknn-toolkit-lite2 has wheels for CPython 3.7–3.12 only; Debian 13 images ship 3.13."""
+    from .vision import rknn
+    version = ".".join(str(v) for v in host.python[:3])
+    wheels = rknn.wheels_for(host.python)
+    if wheels:
+        return Check("python", OK, f"Python {version}: rknn-toolkit-lite2 {' and '.join(wheels)} have wheels for it")
+    if host.has_module("rknnlite"):
+        return Check("python", OK, f"Python {version}: no published rknn-toolkit-lite2 wheel, but rknnlite is "
+                     f"importable")
+    return Check("python", FAIL, f"Python {version}: rknn-toolkit-lite2 has no wheel for it "
+                 f"({rknn.wheel_table()})", rknn.PYTHON_FIX)
+
+
 def check_toolkit(host: Host) -> Check:
+    from .vision import rknn
     if host.has_module("rknnlite"):
         try:
             version = importlib.metadata.version("rknn-toolkit-lite2")
@@ -218,7 +274,10 @@ def check_toolkit(host: Host) -> Check:
             version = "version unknown"
         return Check("rknn-toolkit-lite2", OK, f"importable ({version})")
     note = "" if host.machine == "aarch64" else f" (it has aarch64 wheels only; this machine is {host.machine})"
-    return Check("rknn-toolkit-lite2", FAIL, "not installed" + note, "pip install 'rkvideo[rk]' on the board")
+    fix = rknn.toolkit_hint(host.python)
+    if fix == rknn.EXTRA_HINT:
+        fix = "pip install 'rkvideo[rk]' on the board"
+    return Check("rknn-toolkit-lite2", FAIL, "not installed" + note, fix)
 
 
 def _model(cfg, key: str, suffix: str, kind: str) -> tuple[Check, Path | None]:
@@ -301,28 +360,74 @@ def check_encoder_shapes(host: Host, cfg, profile, vision: Path | None, ready: b
                  f"(T={profile.tokens_per_image}, D={profile.embed_width}, {profile.encoder_outputs} output(s))")
 
 
-def check_governors(host: Host) -> list[Check]:
-    checks = []
-    cpus = {p.read_text().strip() for p in host.glob("/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")}
-    if not cpus:
-        checks.append(Check("cpu governor", WARN, "no cpufreq governors found"))
-    elif cpus == {"performance"}:
-        checks.append(Check("cpu governor", OK, "performance"))
-    else:
-        checks.append(Check("cpu governor", WARN, f"{', '.join(sorted(cpus))}: the LLM's CPU side runs slower",
-                            "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"))
-    npus = host.glob("/sys/class/devfreq/*npu*/governor")
-    if not npus:
-        checks.append(Check("npu governor", WARN, "no NPU devfreq node (/sys/class/devfreq/*npu*)"))
-    else:
-        value = npus[0].read_text().strip()
-        node = "/" + str(npus[0].relative_to(host.root))
-        if value == "performance":
-            checks.append(Check("npu governor", OK, f"performance ({node})"))
+# Governors that hold the clock at its maximum. `userspace` holds whatever was written to it: Rockchip's
+# scripts/fix_freq_rk3588.sh writes the maximum, so it passes when the current frequency is the top one.
+HOLDS_MAX = "performance"
+PINNED = "userspace"
+FIX_FREQ = "or run Rockchip's scripts/fix_freq_rk3588.sh from airockchip/rknn-llm as root"
+
+
+def _number(path: Path) -> int | None:
+    """The first number in a sysfs file (kHz for cpufreq, Hz for devfreq); None when unreadable."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _governor_state(governor: str, current: int | None, top: int | None) -> str | None:
+    """None when the clock is held at its maximum; else what to show (e.g. "userspace at 1008000 of …")."""
+    if governor == HOLDS_MAX or (governor == PINNED and current is not None and top is not None and current >= top):
+        return None
+    if governor == PINNED:
+        where = "an unreadable frequency" if current is None or top is None else f"{current} of {top}"
+        return f"userspace at {where}"
+    return governor
+
+
+def _cpu_governors(host: Host) -> Check:
+    held, slow = set(), set()
+    for policy in host.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq"):
+        try:
+            governor = (policy / "scaling_governor").read_text().strip()
+        except OSError:
+            continue
+        state = _governor_state(governor, _number(policy / "scaling_cur_freq"),
+                                _number(policy / "cpuinfo_max_freq"))
+        if state is None:
+            held.add(governor if governor == HOLDS_MAX else f"{PINNED} at maximum")
         else:
-            checks.append(Check("npu governor", WARN, f"{value}: the NPU may not run at full clock",
-                                f"echo performance | sudo tee {node}"))
-    return checks
+            slow.add(state)
+    if not held and not slow:
+        return Check("cpu governor", WARN, "no cpufreq governors found")
+    if slow:
+        return Check("cpu governor", WARN, f"{', '.join(sorted(slow))}: the LLM's CPU side may run below full clock",
+                     f"echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor ({FIX_FREQ})")
+    return Check("cpu governor", OK, ", ".join(sorted(held)))
+
+
+def _npu_governor(host: Host) -> Check:
+    nodes = host.glob("/sys/class/devfreq/*npu*/governor")
+    if not nodes:
+        return Check("npu governor", WARN, "no NPU devfreq node (/sys/class/devfreq/*npu*)")
+    folder = nodes[0].parent
+    governor = nodes[0].read_text().strip()
+    node = "/" + str(nodes[0].relative_to(host.root))
+    try:
+        available = [int(v) for v in (folder / "available_frequencies").read_text().split()]
+    except (OSError, ValueError):
+        available = []
+    top = max(available) if available else _number(folder / "max_freq")
+    state = _governor_state(governor, _number(folder / "cur_freq"), top)
+    if state is None:
+        held = governor if governor == HOLDS_MAX else f"{PINNED} at maximum ({top} Hz)"
+        return Check("npu governor", OK, f"{held} ({node})")
+    return Check("npu governor", WARN, f"{state}: the NPU may not run at full clock",
+                 f"echo performance | sudo tee {node} ({FIX_FREQ})")
+
+
+def check_governors(host: Host) -> list[Check]:
+    return [_cpu_governors(host), _npu_governor(host)]
 
 
 def run_checks(cfg=None, host: Host | None = None, config_error: str | None = None) -> list[Check]:
@@ -331,6 +436,7 @@ def run_checks(cfg=None, host: Host | None = None, config_error: str | None = No
     checks.append(check_driver(host, rockchip=checks[0].status != FAIL))
     checks.append(check_librknnrt(host))
     checks.append(check_librkllmrt(host, cfg))
+    checks.append(check_python(host))
     checks.append(check_toolkit(host))
     if config_error is not None:
         checks.append(Check("config", FAIL, config_error, "fix the config file"))
@@ -343,6 +449,9 @@ def run_checks(cfg=None, host: Host | None = None, config_error: str | None = No
         checks.append(Check("config", OK, f"{where}; profile {profile.name}"))
     except models.UnknownProfile as exc:
         checks.append(Check("config", FAIL, str(exc), "set model.profile to a name from `rkvideo models`"))
+    runtime = check_runtime_version(host, cfg, profile)
+    if runtime is not None:
+        checks.append(runtime)
     vision_check, vision = _model(cfg, "vision", ".rknn", "vision encoder")
     llm_check, llm = _model(cfg, "llm", ".rkllm", "LLM")
     checks += [vision_check, llm_check]

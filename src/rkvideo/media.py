@@ -646,3 +646,20 @@ def _read_image(path: str) -> np.ndarray:
     if image is None:
         raise _fail(path, "not a readable image", "the file is damaged or not an image; open it in a viewer to check")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+THUMBNAIL_WIDTH = 320
+THUMBNAIL_QUALITY = 80
+
+
+def thumbnail(image: np.ndarray, width: int = THUMBNAIL_WIDTH) -> bytes:
+    """A small JPEG of an RGB frame (``width`` pixels wide at most, aspect kept): what the web page
+    shows of the frames the model saw. A frame no wider than ``width`` keeps its size."""
+    height, full = image.shape[:2]
+    if full > width:
+        image = cv2.resize(image, (width, max(1, round(height * width / full))), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY,
+                                                                          THUMBNAIL_QUALITY])
+    if not ok:
+        raise MediaError(f"cannot encode a {full}×{height} frame as JPEG (OpenCV refused it)")
+    return data.tobytes()

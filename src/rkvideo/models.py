@@ -9,6 +9,13 @@ Rockchip's model zoo, demos and the Hugging Face processors (docs/board.md,
 listed in ``unverified``; every one of them can be overridden in the
 ``[model]`` section of config.toml, and the runtimes check token counts and
 widths against the model files before any frame is encoded.
+
+Two facts are about the runtime rather than the model: ``min_runtime``, the
+oldest RKLLM release that runs the family's conversions (rknn-llm CHANGELOG,
+Qengineering's READMEs), named when ``rkllm_init`` fails and checked by
+``rkvideo doctor``; and ``cell``, the pixels per side of one vision token
+(patch × merge), which turns a token count read from the encoder back into
+the input side it was converted for.
 """
 from __future__ import annotations
 
@@ -25,14 +32,18 @@ HALF = (0.5, 0.5, 0.5)
 
 QWEN_TAGS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>")
 INTERNVL_TAGS = ("<img>", "</img>", "<IMG_CONTEXT>")
-# Derived from the HF Idefics3/SmolVLM single-image expansion; no RKLLM source.
-SMOLVLM_TAGS = ("<fake_token_around_image><global-img>", "<fake_token_around_image>", "<image>")
+# No Rockchip source gives SmolVLM tags. Qengineering's SmolVLM2 apps, written for the only public RK3588
+# conversions, pass the Qwen tags, so the profiles use them (UNVERIFIED). The Hugging Face Idefics3 form,
+# for a SmolVLM GGUF on llama.cpp or a conversion that wants it, is an override in [model].
+SMOLVLM_TAGS = QWEN_TAGS
+IDEFICS3_TAGS = ("<fake_token_around_image><global-img>", "<fake_token_around_image>", "<image>")
 
 
 @dataclass(frozen=True)
 class ChatTemplate:
-    """The pieces around the user's turn (used by runtimes that do not apply
-    the template themselves; RKLLM applies the one parsed at conversion)."""
+    """The pieces around the user's turn. llama.cpp is fed them as text; RKLLM is given them with
+    ``rkllm_set_chat_template`` at load, so both runtimes wrap the turn the same way (RKLLM cannot
+    parse SmolVLM's template from the model file at all)."""
     system: str
     prefix: str
     postfix: str
@@ -46,6 +57,8 @@ CHATML = ChatTemplate(
     prefix="<|im_start|>user\n",
     postfix="<|im_end|>\n<|im_start|>assistant\n",
 )
+# The Hugging Face SmolVLM turn. Rockchip's maintainer (rknn-llm #420) splits it as system "", prefix
+# "<|im_start|>" (no "User:"); which split the conversions expect is UNVERIFIED.
 SMOL_CHAT = ChatTemplate(system="<|im_start|>", prefix="User:", postfix="<end_of_utterance>\nAssistant:")
 
 
@@ -70,6 +83,15 @@ class Profile:
     max_context: int = 4096   # stock RK3588 conversions
     unverified: tuple = ()    # field names no source confirmed
     notes: str = ""
+    min_runtime: str = "1.2.1"   # oldest RKLLM runtime for the family's conversions (1.2.1 = rkvideo's floor)
+    cell: int = 0             # pixels per side of one vision token (patch × merge); 0 = not known
+
+    def side_for(self, tokens: int) -> int | None:
+        """The square input side that gives ``tokens`` vision tokens, when the arithmetic is known."""
+        root = int(round(tokens ** 0.5))
+        if self.cell <= 0 or tokens <= 0 or root * root != tokens:
+            return None
+        return root * self.cell
 
     @property
     def encoder_width(self) -> int:
@@ -86,29 +108,44 @@ class Profile:
         return self.timestamp.format(number=number, seconds=seconds, mmss=f"{minutes:02d}:{secs:02d}")
 
 
-def _qwen(name, family, size, tokens, width, outputs, mean, std, stamp, unverified=(), notes=""):
+def _qwen(name, family, size, tokens, width, outputs, mean, std, stamp, unverified=(), notes="",
+          min_runtime="1.2.1", patch=14):
     return Profile(name=name, family=family, input_size=size, tokens_per_image=tokens, embed_width=width,
                    encoder_outputs=outputs, img_start=QWEN_TAGS[0], img_end=QWEN_TAGS[1],
                    img_content=QWEN_TAGS[2], tag_tokens=2, normalize="encoder", mean=mean, std=std,
-                   fill=127.5, chat=CHATML, timestamp=stamp, unverified=unverified, notes=notes)
+                   fill=127.5, chat=CHATML, timestamp=stamp, unverified=unverified, notes=notes,
+                   min_runtime=min_runtime, cell=2 * patch)
 
 
-def _internvl(name, width, unverified=("tokens_per_image", "embed_width")):
+def _internvl(name, width, min_runtime, unverified=("tokens_per_image", "embed_width")):
     return Profile(name=name, family=name.rsplit("-", 1)[0], input_size=448, tokens_per_image=256,
                    embed_width=width, encoder_outputs=1, img_start=INTERNVL_TAGS[0], img_end=INTERNVL_TAGS[1],
                    img_content=INTERNVL_TAGS[2], tag_tokens=2, normalize="encoder", mean=IMAGENET_MEAN,
                    std=IMAGENET_STD, fill=127.5, chat=CHATML, timestamp="Frame{number}: ",
-                   unverified=unverified, notes="T = (448/14)^2 x 0.25 (pixel shuffle), computed")
+                   unverified=unverified, notes="T = (448/14)^2 x 0.25 (pixel shuffle), computed",
+                   min_runtime=min_runtime, cell=28)
 
 
-def _smolvlm(name, size, tokens, width):
-    return Profile(name=name, family="smolvlm2", input_size=size, tokens_per_image=tokens, embed_width=width,
+# Notes that hold for every size of a family (``rkvideo models`` shows them once, the JSON per profile).
+FAMILY_NOTES = {
+    "smolvlm2": (f"image tags: the Qwen tags Qengineering's SmolVLM2 apps pass, UNVERIFIED (no Rockchip source "
+                 f"gives SmolVLM tags; the Hugging Face form is {IDEFICS3_TAGS[0]} / {IDEFICS3_TAGS[2]} / "
+                 f"{IDEFICS3_TAGS[1]}, e.g. for a GGUF); chat template: the Hugging Face turn, set explicitly "
+                 f"because RKLLM cannot parse it, its split UNVERIFIED (rknn-llm #420 passes system \"\", prefix "
+                 f"\"<|im_start|>\")"),
+}
+
+
+def _smolvlm(name, tokens, width, notes=""):
+    # 384 × 384: the input of Qengineering's RK3588 conversions of all three sizes, the only public ones.
+    # tag_tokens: whether SmolVLM's vocabulary holds the Qwen tags as single tokens is not known; as
+    # plain text each costs several, so the budget counts 16 per frame for the pair.
+    return Profile(name=name, family="smolvlm2", input_size=384, tokens_per_image=tokens, embed_width=width,
                    encoder_outputs=1, img_start=SMOLVLM_TAGS[0], img_end=SMOLVLM_TAGS[1],
-                   img_content=SMOLVLM_TAGS[2], tag_tokens=3, normalize="encoder", mean=HALF, std=HALF,
+                   img_content=SMOLVLM_TAGS[2], tag_tokens=16, normalize="encoder", mean=HALF, std=HALF,
                    fill=127.5, chat=SMOL_CHAT, timestamp="Frame from {mmss}: ",
-                   unverified=("input_size", "tokens_per_image", "embed_width", "img_start", "img_end",
-                               "img_content"),
-                   notes="no official RKLLM tags; QE apps use the Qwen tags")
+                   unverified=("tokens_per_image", "embed_width", "img_start", "img_end", "img_content", "chat"),
+                   notes=notes, min_runtime="1.2.2")
 
 
 QWEN2_STAMP = "Frame {number} at {seconds:.1f}s: "
@@ -120,17 +157,21 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     _qwen("qwen2.5-vl-3b", "qwen2.5-vl", 392, 196, 2048, 1, CLIP_MEAN, CLIP_STD, QWEN2_STAMP,
           unverified=("embed_width",), notes="448 input gives 256 tokens, 476 gives 289"),
     _qwen("qwen3-vl-2b", "qwen3-vl", 448, 196, 2048, 4, HALF, HALF, QWEN3_STAMP,
-          unverified=("embed_width",), notes="zoo 1.2.3+ encoders have 4 outputs; 1.2.2 had 1"),
+          unverified=("embed_width",), notes="zoo 1.2.3+ encoders have 4 outputs; 1.2.2 had 1",
+          min_runtime="1.2.3", patch=16),
     _qwen("qwen3-vl-4b", "qwen3-vl", 448, 196, 2560, 4, HALF, HALF, QWEN3_STAMP,
-          unverified=("embed_width",), notes="zoo 1.2.3+ encoders have 4 outputs; 1.2.2 had 1"),
-    _internvl("internvl3-1b", 896),
-    _internvl("internvl3.5-1b", 1024),
-    _internvl("internvl3.5-2b", 2048),
-    _internvl("internvl3.5-4b", 2560),
-    _internvl("internvl3.5-8b", 4096),
-    _smolvlm("smolvlm2-256m", 512, 64, 576),
-    _smolvlm("smolvlm2-500m", 512, 64, 960),
-    _smolvlm("smolvlm2-2.2b", 384, 81, 2048),
+          unverified=("embed_width",), notes="zoo 1.2.3+ encoders have 4 outputs; 1.2.2 had 1",
+          min_runtime="1.2.3", patch=16),
+    _internvl("internvl3-1b", 896, "1.2.2"),
+    _internvl("internvl3.5-1b", 1024, "1.2.3"),
+    _internvl("internvl3.5-2b", 2048, "1.2.3"),
+    _internvl("internvl3.5-4b", 2560, "1.2.3"),
+    _internvl("internvl3.5-8b", 4096, "1.2.3"),
+    # T for 256M/500M at 384 is (384/512)² of the HF processor's 64 at 512, i.e. 36: a scaling, not a
+    # source; the warm-up reads the real count and names model.tokens_per_image when it differs.
+    _smolvlm("smolvlm2-256m", 36, 576, notes="T = 36 scaled from the HF processor's 64 at 512"),
+    _smolvlm("smolvlm2-500m", 36, 960, notes="T = 36 scaled from the HF processor's 64 at 512"),
+    _smolvlm("smolvlm2-2.2b", 81, 2048, notes="T = 81: the HF processor's value at 384"),
 ]}
 
 # Config keys in [model] that override profile fields of the same name.
@@ -167,4 +208,5 @@ def as_dict(profile: Profile) -> dict:
     data["chat"] = dataclasses.asdict(profile.chat)
     data["encoder_width"] = profile.encoder_width
     data["unverified"] = list(profile.unverified)
+    data["family_notes"] = FAMILY_NOTES.get(profile.family, "")
     return data

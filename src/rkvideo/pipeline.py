@@ -91,6 +91,9 @@ class Result:
     notes: list = field(default_factory=list)
     plan: dict = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)     # timeline mode only; ``text`` is then the summary
+    # Small JPEGs (bytes) of the frames the model saw, one per entry of ``frames``, when asked for
+    # (``thumbnails=True``); the store keeps them for the web page. Not part of the JSON.
+    thumbnails: list[bytes] = field(default_factory=list)
 
     def as_json(self) -> dict:
         shape = {"inputs": self.inputs, "kind": self.kind.value, "frames": self.frames, "prompt": self.prompt,
@@ -187,16 +190,17 @@ class Describer:
     def describe_video(self, path, *, frames: int | None = None, prompt: str | None = None,
                        max_new_tokens: int | None = None, seek: str | None = None, frames_by: str | None = None,
                        on_text: OnText | None = None, on_frame: OnFrame | None = None,
-                       on_plan: OnPlan | None = None) -> Result:
+                       on_plan: OnPlan | None = None, thumbnails: bool = False) -> Result:
         """Describe one video with one request: ``frames`` frames (capped by the budget), evenly spaced
-        or, with ``frames_by = "activity"``, where things change (``describe.frames_by``)."""
+        or, with ``frames_by = "activity"``, where things change (``describe.frames_by``).
+        ``thumbnails``: also return a small JPEG of each frame the model saw (``Result.thumbnails``)."""
         cfg = self.config
         prompt = prompt or cfg.describe.prompt
         plan = self._plan(prompt, frames or cfg.describe.frames, max_new_tokens, Kind.VIDEO, on_plan)
         notes: list = []
         stream = self._clip_frames(str(path), plan.frames, seek or cfg.describe.seek,
                                    frames_by or cfg.describe.frames_by, notes)
-        result = self._describe(Kind.VIDEO, [path], stream, prompt, plan, notes, on_text, on_frame)
+        result = self._describe(Kind.VIDEO, [path], stream, prompt, plan, notes, on_text, on_frame, thumbnails)
         if not result.frames:
             raise media.MediaError(f"{path}: no frame could be decoded (check the file plays)")
         return result
@@ -242,12 +246,12 @@ class Describer:
 
     def describe_images(self, paths: list, *, prompt: str | None = None, max_new_tokens: int | None = None,
                         on_text: OnText | None = None, on_frame: OnFrame | None = None,
-                        on_plan: OnPlan | None = None) -> Result:
+                        on_plan: OnPlan | None = None, thumbnails: bool = False) -> Result:
         """Describe a set of still images as one request (as many as the budget allows, in order)."""
         prompt = prompt or self.config.describe.image_prompt
         plan = self._plan(prompt, len(paths), max_new_tokens, Kind.IMAGES, on_plan)
         stream = media.load_images([str(p) for p in paths[:plan.frames]])
-        return self._describe(Kind.IMAGES, paths, stream, prompt, plan, [], on_text, on_frame)
+        return self._describe(Kind.IMAGES, paths, stream, prompt, plan, [], on_text, on_frame, thumbnails)
 
     def _plan(self, prompt: str, wanted: int, max_new_tokens: int | None, kind: Kind, on_plan) -> budget.Plan:
         plan = self.plan(prompt, wanted, max_new_tokens or self.config.llm.max_new_tokens, kind)
@@ -256,7 +260,7 @@ class Describer:
         return plan
 
     def _describe(self, kind: Kind, inputs: list, stream: Iterable[media.Frame], prompt: str, plan: budget.Plan,
-                  notes: list, on_text, on_frame) -> Result:
+                  notes: list, on_text, on_frame, thumbnails: bool = False) -> Result:
         if plan.capped:
             notes.append(f"{plan.requested} frames requested, {plan.frames} fit the "
                          f"{plan.max_context}-token context")
@@ -267,10 +271,12 @@ class Describer:
             text = None
         else:
             picked, text, tokens, timings = self._run(stream, prompt, plan, kind, on_text, on_frame)
+        # Made here, from the frames the encoders kept until now anyway: no full-size frame lives longer.
+        small = [media.thumbnail(f.image) for f in picked] if thumbnails and not self.dry_run else []
         return Result(inputs=[str(p) for p in inputs], kind=kind, frames=[frame_info(f) for f in picked],
                       prompt=prompt, model=self.model_info(), tokens=tokens,
                       frames_capped_by_budget=plan.capped, timings=timings, text=text, notes=notes,
-                      plan=plan.as_dict())
+                      plan=plan.as_dict(), thumbnails=small)
 
     def _dry(self, stream, on_frame) -> tuple[list, Timings]:
         """Everything up to the encoder: decode and preprocess, keep nothing heavy."""

@@ -45,6 +45,7 @@ class Options:
     max_new_tokens: int | None = None
     seek: str | None = None
     frames_by: str | None = None
+    thumbnails: bool = False        # a small JPEG of each frame the model saw (Result.thumbnails)
 
 
 @dataclass
@@ -91,7 +92,7 @@ def _clip(describer, path, options: Options, hooks: Hooks, note: str | None = No
     result = describer.describe_video(path, frames=options.frames, prompt=options.prompt,
                                       max_new_tokens=options.max_new_tokens, seek=options.seek,
                                       frames_by=options.frames_by, on_text=hooks.on_text,
-                                      on_frame=hooks.on_frame, on_plan=hooks.on_plan)
+                                      on_frame=hooks.on_frame, on_plan=hooks.on_plan, thumbnails=options.thumbnails)
     if note:
         result.notes.append(note)
     return result
@@ -129,6 +130,7 @@ class _Timeline:
         self.totals = _Totals()
         self.notes: list = []
         self.caption_tokens: dict = {}     # (start, end) -> tokens the model generated for that caption
+        self.thumbnails: list | None = [] if options.thumbnails else None    # JPEGs, in the order of the frames
 
     def run(self) -> Result:
         started = time.perf_counter()
@@ -152,7 +154,8 @@ class _Timeline:
         text = self._summary(analysis, events) if events else self._quiet(analysis)
         self.totals.timings["describe"] = round(time.perf_counter() - started, 4)
         frames = [f for e in events for f in e.frames]
-        return Result(inputs=[self.path], kind=Kind.VIDEO, frames=frames, prompt=self.prompt,
+        small = self.thumbnails if self.thumbnails is not None and len(self.thumbnails) == len(frames) else []
+        return Result(inputs=[self.path], kind=Kind.VIDEO, frames=frames, prompt=self.prompt, thumbnails=small,
                       model=self.describer.model_info(), tokens=self.totals.tokens(),
                       frames_capped_by_budget=plan.capped, timings=Timings(self.totals.timings),
                       text=None if self.describer.dry_run else text, notes=self.notes,
@@ -166,7 +169,9 @@ class _Timeline:
         self.hooks.stage("segment", k + 1, n)
         done = self.kept.get((round(segment.start, 3), round(segment.end, 3)))
         if done is not None:
-            return Event(segment.start, segment.end, done["text"], list(done.get("frames") or []), segment.score)
+            frames = list(done.get("frames") or [])
+            self._thumbnails_again(frames)
+            return Event(segment.start, segment.end, done["text"], frames, segment.score)
         times = activity.pick_times(analysis, segment, plan.frames, self.settings.min_frame_gap)
         notes: list = []
         stream = media.sample_at(self.path, times, "exact", notes)     # the moments picked, not keyframes near them
@@ -178,11 +183,23 @@ class _Timeline:
             frames = [frame_info(f) for f in picked]
             self.totals.add(tokens, timings)
             self.caption_tokens[(segment.start, segment.end)] = tokens.new
+            if self.thumbnails is not None:
+                self.thumbnails += [media.thumbnail(f.image) for f in picked]
         self.notes.extend(f"{activity.clock(segment.start)}–{activity.clock(segment.end)}: {note}" for note in notes)
         event = Event(segment.start, segment.end, (text or "").strip(), frames, segment.score)
         if self.hooks.on_event and not self.describer.dry_run:
             self.hooks.on_event(event)
         return event
+
+    def _thumbnails_again(self, frames: list) -> None:
+        """Thumbnails of a kept moment's frames, decoded again at their times (its images were not kept)."""
+        if self.thumbnails is None or not frames:
+            return
+        again = list(media.sample_at(self.path, [f["seconds"] for f in frames], "exact"))
+        if len(again) == len(frames):
+            self.thumbnails += [media.thumbnail(f.image) for f in again]
+        else:
+            self.thumbnails = None      # they would no longer line up with the frames: keep none
 
     def _segment_prompt(self, analysis, segment: activity.Span) -> str:
         return (f"These frames are from {activity.clock(segment.start)} to {activity.clock(segment.end)} of a "

@@ -5,6 +5,7 @@ a fixed sleep; a daemon that exits early fails the wait with its stderr.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -75,11 +76,33 @@ def environment(**extra) -> dict:
     return env
 
 
-def start(folder, db, config, *extra, env=None, **popen) -> subprocess.Popen:
+def start(folder, db, config, *extra, env=None, log=None, **popen) -> subprocess.Popen:
+    """The daemon as a subprocess. ``log``: a file that gets its stderr, so a test can read the log
+    while the daemon runs (``logged``); ``stop`` then returns the file's text as the stderr."""
     folders = folder if isinstance(folder, (list, tuple)) else [folder]
-    return subprocess.Popen(command("watch", *folders, "--db", db, "--config", config, *extra),
-                            env=env or environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **popen)
+    with open(log, "w") if log else contextlib.nullcontext(subprocess.PIPE) as stderr:
+        proc = subprocess.Popen(command("watch", *folders, "--db", db, "--config", config, *extra),
+                                env=env or environment(), stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                **popen)
+    proc.log = Path(log) if log else None
+    return proc
+
+
+@contextlib.contextmanager
+def running(folder, db, config, *extra, **kwargs):
+    """``start``, and a kill on the way out if the test left it running (a failed assertion)."""
+    proc = start(folder, db, config, *extra, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+def logged(proc: subprocess.Popen, text: str) -> bool:
+    """The daemon started with ``log=`` has written ``text`` to its log."""
+    return proc.log.exists() and text in proc.log.read_text(errors="replace")
 
 
 def once(folder, db, config, *extra, env=None, **popen) -> subprocess.CompletedProcess:
@@ -106,6 +129,8 @@ def wait_for(condition, proc: subprocess.Popen | None = None, what: str = "condi
             return value
         if proc is not None and proc.poll() is not None:
             _, err = proc.communicate()
+            if getattr(proc, "log", None):
+                err = proc.log.read_text(errors="replace")
             raise AssertionError(f"daemon exited ({proc.returncode}) before {what}:\n{err}")
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
@@ -116,6 +141,8 @@ def stop(proc: subprocess.Popen) -> tuple:
     if proc.poll() is None:
         proc.terminate()
     _, err = proc.communicate(timeout=30)
+    if getattr(proc, "log", None):
+        err = proc.log.read_text(errors="replace")
     return proc.returncode, err
 
 

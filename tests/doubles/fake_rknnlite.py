@@ -9,15 +9,31 @@ real: a ``.rknn`` path runs its sibling ``.onnx`` through ONNX Runtime.
 The stand-in ``.rknn`` file is JSON written by ``write_rknn``: the mean/std
 baked in at conversion (0–255 scale, as ``rknn.config(mean_values=…)``
 takes them) and the NPU memory one instance needs. Like the board, the fake
-takes RGB uint8 NHWC ``[1,H,W,3]`` and applies the baked mean/std itself
-before feeding NCHW float32 to the ONNX graph; a model converted without
-mean/std takes normalised float32 NCHW instead.
+applies the baked mean/std itself before feeding NCHW float32 to the ONNX
+graph; a model converted without mean/std takes normalised float32.
+
+It accepts what the audit of the real class found it accepts, so a test
+cannot pass only because the double is stricter than the board:
+
+* a model with mean/std baked in takes RGB NHWC ``[1,H,W,3]`` as uint8 **or
+  float32** (0–255 values; host-normalised floats are normalised a second
+  time, silently, as on the board);
+* a 4-D NCHW array with ``data_format="nchw"`` is transposed to NHWC, with a
+  warning (recorded in ``instance.warnings``).
+
+Not stated by any source, so decided here and switchable: a buffer whose
+height/width differ from the model's (``wrong_size``: "accept" — the default,
+the more dangerous case: the bytes are read as if they had the model's shape,
+cut or zero-padded, and recorded in ``instance.size_mismatches`` — or
+"reject": ``inference`` returns None). uint8 input to a model without baked
+normalisation is refused.
 
 Test hooks (class attributes, reset with ``FakeRKNNLite.reset()``):
 ``instances`` (every instance created), ``domain_bytes`` (the NPU IOMMU
 domain 0 all instances share; an ``init_runtime`` that does not fit returns
 −1), ``fail_when(instance, array) -> bool`` (make ``inference`` return
-None), ``violations`` (an instance used by two threads at once).
+None), ``violations`` (an instance used by two threads at once),
+``wrong_size`` (see above).
 """
 from __future__ import annotations
 
@@ -53,6 +69,7 @@ class FakeRKNNLite:
     domain_bytes = 4 * GIB
     fail_when = None
     violations: list = []
+    wrong_size = "accept"
     _allocated = 0
     _class_lock = threading.Lock()
 
@@ -62,6 +79,7 @@ class FakeRKNNLite:
         cls.domain_bytes = 4 * GIB
         cls.fail_when = None
         cls.violations = []
+        cls.wrong_size = "accept"
         cls._allocated = 0
 
     def __init__(self, verbose=False, verbose_file=None):
@@ -74,6 +92,8 @@ class FakeRKNNLite:
         self.calls = 0
         self.release_calls = 0
         self.released = False
+        self.warnings: list = []
+        self.size_mismatches: list = []
         self._busy = threading.Lock()
         FakeRKNNLite.instances.append(self)
 
@@ -135,23 +155,55 @@ class FakeRKNNLite:
             return None                   # "… is not same as data_type"
         if FakeRKNNLite.fail_when is not None and FakeRKNNLite.fail_when(self, array):
             return None
+        if array.ndim != 4 or (data_format or "nhwc") not in ("nhwc", "nchw"):
+            return None
         feed = self.session.get_inputs()[0]
-        size = feed.shape[2:4]            # the ONNX graph is NCHW float
-        if "mean_values" in self.model:   # baked normalisation: uint8 NHWC in
-            if data_format not in (None, "nhwc") or array.dtype != np.uint8 or array.shape != (1, *size, 3):
+        side = tuple(feed.shape[2:4])     # the ONNX graph is NCHW float
+        nhwc = self._as_nhwc(array, data_format or "nhwc")
+        if nhwc is None:
+            return None
+        if "mean_values" in self.model:   # baked normalisation: uint8 or float32 0–255 in
+            if nhwc.dtype not in (np.uint8, np.float32):
+                return None
+            nhwc = self._sized(nhwc, (1, *side, 3))
+            if nhwc is None:
                 return None
             mean = np.asarray(self.model["mean_values"][0], np.float32)
             std = np.asarray(self.model["std_values"][0], np.float32)
-            tensor = ((array.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)
+            tensor = (nhwc.astype(np.float32) - mean) / std
         else:
-            if data_format != "nchw" or array.dtype != np.float32 or array.shape != (1, 3, *size):
+            if nhwc.dtype != np.float32:
                 return None
-            tensor = array
+            tensor = self._sized(nhwc, (1, *side, 3))
+            if tensor is None:
+                return None
         try:
-            outputs = self.session.run(None, {feed.name: np.ascontiguousarray(tensor, np.float32)})
+            outputs = self.session.run(None, {feed.name: np.ascontiguousarray(tensor.transpose(0, 3, 1, 2),
+                                                                               np.float32)})
         except Exception:
             return None
         return [np.asarray(o) for o in outputs]
+
+    def _as_nhwc(self, array, data_format):
+        """The input as NHWC; an NCHW array is transposed with a warning, as the real class does."""
+        if data_format == "nchw":
+            if array.shape[1] != 3:
+                return None
+            self.warnings.append(f"inputs[0] is NCHW {array.shape}: transposed to NHWC")
+            return array.transpose(0, 2, 3, 1)
+        return array if array.shape[3] == 3 else None
+
+    def _sized(self, array, shape):
+        """The buffer at the model's size; another size is refused or read as if it fitted."""
+        if array.shape == shape:
+            return array
+        self.size_mismatches.append((array.shape, shape))
+        if FakeRKNNLite.wrong_size == "reject":
+            return None
+        flat = np.zeros(int(np.prod(shape)), array.dtype)
+        count = min(flat.size, array.size)
+        flat[:count] = array.ravel()[:count]
+        return flat.reshape(shape)
 
     def get_sdk_version(self):
         return "fake librknnrt 0.0 (test double)" if self.session is not None else None

@@ -23,8 +23,15 @@
  *   abort_rc=N           a run stopped by rkllm_abort returns N from rkllm_run
  *   init_rc=N            rkllm_init returns N
  *   clear_rc=N           rkllm_clear_kv_cache returns N
+ *   template_rc=N        rkllm_set_chat_template returns N
  *   prefill_ms=F, generate_ms=F   perf values reported at FINISH
  * A run takes multimodal input (type 3, with <image> placeholders) or text-only prompt input (type 0).
+ * Contracts it enforces (docs/board.md): one rkllm_run per handle at a time (a second concurrent call
+ * is counted in "overlapping_runs" and returns -1); on 1.3.0 the prompt holds exactly n_image "<image>"
+ * tags (otherwise the ERROR state); a callback returning 1 pauses the run, and on 1.3.0 a 2 is counted as
+ * a buffer release ("released_buffers").
+ * rkllm_set_chat_template records its three strings; the echo reply shows them and the whole text the
+ * template makes of the prompt ("templated").
  * Build: gcc -shared -fPIC -O0 -DSTUB_ABI=13 [-DSTUB_VERSION='"1.3.0"'] -o libstub.so stub_rkllmrt.c
  * Test-only exports: stub_state() (JSON of counters and the last records), stub_reset().
  */
@@ -203,12 +210,18 @@ typedef struct {
 #define BIG 262144
 static char init_json[BIG];
 static char run_json[BIG];
+static char template_json[BIG];
+static char template_parts[3][4096];
+static int template_set;
 static char reply_buf[BIG];
 static char text_buf[BIG];
-static char state_buf[2 * BIG + 4096];
+static char state_buf[3 * BIG + 4096];
 
 static struct {
-    int n_init, n_run, n_abort, n_destroy, n_clear, n_other;
+    int n_init, n_run, n_abort, n_destroy, n_clear, n_template, n_other;
+    volatile int active_runs;
+    int overlapping_runs;
+    int released_buffers;
     int clear_keep, clear_start_null, clear_end_null;
     int running;
     volatile int abort_flag;
@@ -229,6 +242,7 @@ static struct {
     int abort_rc;
     int init_rc;
     int clear_rc;
+    int template_rc;
     float prefill_ms, generate_ms;
 } model;
 
@@ -239,7 +253,7 @@ static int handle_token;
 
 void stub_reset(void) {
     memset(&st, 0, sizeof st);
-    init_json[0] = run_json[0] = 0;
+    init_json[0] = run_json[0] = template_json[0] = 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -329,6 +343,7 @@ static int read_model(const char *path) {
         else if (!strcmp(key, "abort_rc")) model.abort_rc = atoi(val);
         else if (!strcmp(key, "init_rc")) model.init_rc = atoi(val);
         else if (!strcmp(key, "clear_rc")) model.clear_rc = atoi(val);
+        else if (!strcmp(key, "template_rc")) model.template_rc = atoi(val);
         else if (!strcmp(key, "prefill_ms")) model.prefill_ms = (float)atof(val);
         else if (!strcmp(key, "generate_ms")) model.generate_ms = (float)atof(val);
     }
@@ -409,6 +424,8 @@ int rkllm_init(LLMHandle *handle, Param *param, Callbacks *cbs) {
         return -1;
     }
     record_init(param);
+    template_set = 0;
+    template_json[0] = 0;
     if (model.init_rc != 0) return model.init_rc;
     init_param = *param;
     *handle = &handle_token;
@@ -444,6 +461,14 @@ static void record_run(LLMHandle h, const Input *in, const InferParam *ip, void 
     const char *prompt = input_prompt(in);
     put_str(&o, "prompt", prompt);
     put(&o, "\"placeholders\":%d,", count_placeholders(prompt));
+    if (template_set) {
+        static char templated[3 * 4096 + BIG / 4];
+        snprintf(templated, sizeof templated, "%s%s%s%s", template_parts[0], template_parts[1],
+                 prompt ? prompt : "", template_parts[2]);
+        put_str(&o, "templated", templated);
+    } else {
+        put(&o, "\"templated\":null,");
+    }
     if (in->input_type == INPUT_PROMPT) {
         /* Text only: the union holds just the prompt pointer; there is no image to read. */
         put(&o, "\"n_image_tokens\":0,\"n_image\":0,\"embed_count\":0,");
@@ -504,6 +529,9 @@ static int call(Result *r, int state) {
     int ret = callback(r, callback_userdata, state);
     if (ret >= 0 && ret < 16) st.callback_returns[ret]++;
     else st.callback_bad_returns++;
+#if STUB_ABI == 13
+    if (ret == 2) st.released_buffers++;
+#endif
     return ret;
 }
 
@@ -567,7 +595,29 @@ static size_t image_tokens(const Input *in) {
 #endif
 }
 
+static int run_once(LLMHandle h, Input *in, InferParam *ip, void *userdata);
+
 int rkllm_run(LLMHandle h, Input *in, InferParam *ip, void *userdata) {
+    if (__sync_fetch_and_add(&st.active_runs, 1) > 0) {
+        /* One inference per handle at a time (rknn-llm #382): a second caller is a binding bug. */
+        __sync_fetch_and_add(&st.overlapping_runs, 1);
+        __sync_fetch_and_sub(&st.active_runs, 1);
+        return -1;
+    }
+    int rc = run_once(h, in, ip, userdata);
+    __sync_fetch_and_sub(&st.active_runs, 1);
+    return rc;
+}
+
+static int n_image_of(const Input *in) {
+#if STUB_ABI == 12
+    return (int)in->multimodal_input.n_image;
+#else
+    return (int)in->multimodal_input.image.n_image;
+#endif
+}
+
+static int run_once(LLMHandle h, Input *in, InferParam *ip, void *userdata) {
     st.n_run++;
     st.abort_flag = 0;
     if (h != &handle_token || !in || !ip) return -1;
@@ -582,7 +632,9 @@ int rkllm_run(LLMHandle h, Input *in, InferParam *ip, void *userdata) {
     int generated = 0, stopped = 0;
     Result r;
     memset(&r, 0, sizeof r);
-    int multimodal_ok = in->input_type == INPUT_MULTIMODAL && count_placeholders(prompt) > 0;
+    /* 1.3.0: n_image equals the number of <image> tags in the prompt (SDK 1.3.0, table 3-17). */
+    int tags_wrong = STUB_ABI == 13 && in->input_type == INPUT_MULTIMODAL && count_placeholders(prompt) != n_image_of(in);
+    int multimodal_ok = in->input_type == INPUT_MULTIMODAL && count_placeholders(prompt) > 0 && !tags_wrong;
     int text_ok = in->input_type == INPUT_PROMPT && prompt != NULL;
     if (!(multimodal_ok || text_ok) || !strcmp(model.reply, "error")) {
         if (!strcmp(model.reply, "error")) stopped = stream("partial ", 1, &generated);
@@ -592,7 +644,8 @@ int rkllm_run(LLMHandle h, Input *in, InferParam *ip, void *userdata) {
     }
     if (!strcmp(model.reply, "echo")) {
         Out o = {reply_buf, BIG, 0};
-        put(&o, "{\"init\":%s,\"run\":%s}", init_json, run_json);
+        put(&o, "{\"init\":%s,\"run\":%s,\"template\":%s}", init_json, run_json,
+            template_json[0] ? template_json : "null");
         stopped = stream(reply_buf, limit, &generated);
     } else if (!strcmp(model.reply, "wait_abort")) {
         Result w;
@@ -659,8 +712,20 @@ int rkllm_clear_kv_cache(LLMHandle h, int keep_system_prompt, int *start_pos, in
 int rkllm_load_lora(LLMHandle h, void *a) { (void)h; (void)a; st.n_other++; return -1; }
 int rkllm_load_prompt_cache(LLMHandle h, const char *p) { (void)h; (void)p; st.n_other++; return -1; }
 int rkllm_release_prompt_cache(LLMHandle h) { (void)h; st.n_other++; return -1; }
-int rkllm_set_chat_template(LLMHandle h, const char *a, const char *b, const char *c) {
-    (void)h; (void)a; (void)b; (void)c; st.n_other++; return -1;
+int rkllm_set_chat_template(LLMHandle h, const char *system, const char *prefix, const char *postfix) {
+    st.n_template++;
+    if (h != &handle_token || !system || !prefix || !postfix) return -1;
+    Out o = {template_json, BIG, 0};
+    put(&o, "{");
+    put_str(&o, "system", system);
+    put_str(&o, "prefix", prefix);
+    put_str(&o, "postfix", postfix);
+    put(&o, "\"calls\":%d}", st.n_template);
+    snprintf(template_parts[0], sizeof template_parts[0], "%s", system);
+    snprintf(template_parts[1], sizeof template_parts[1], "%s", prefix);
+    snprintf(template_parts[2], sizeof template_parts[2], "%s", postfix);
+    template_set = model.template_rc == 0;
+    return model.template_rc;
 }
 int rkllm_get_kv_cache_size(LLMHandle h, int *sizes) { (void)h; (void)sizes; st.n_other++; return -1; }
 int rkllm_set_function_tools(LLMHandle h, const char *a, const char *b, const char *c) {
@@ -670,8 +735,9 @@ int rkllm_set_cross_attn_params(LLMHandle h, void *p) { (void)h; (void)p; st.n_o
 
 const char *stub_state(void) {
     Out o = {state_buf, sizeof state_buf, 0};
-    put(&o, "{\"n_init\":%d,\"n_run\":%d,\"n_abort\":%d,\"n_destroy\":%d,\"n_clear\":%d,\"n_other\":%d,",
-        st.n_init, st.n_run, st.n_abort, st.n_destroy, st.n_clear, st.n_other);
+    put(&o, "{\"n_init\":%d,\"n_run\":%d,\"n_abort\":%d,\"n_destroy\":%d,\"n_clear\":%d,\"n_template\":%d,"
+        "\"n_other\":%d,", st.n_init, st.n_run, st.n_abort, st.n_destroy, st.n_clear, st.n_template, st.n_other);
+    put(&o, "\"overlapping_runs\":%d,\"released_buffers\":%d,", st.overlapping_runs, st.released_buffers);
     put(&o, "\"clear_keep\":%d,\"clear_start_null\":%d,\"clear_end_null\":%d,\"running\":%d,\"handle_ok\":%d,",
         st.clear_keep, st.clear_start_null, st.clear_end_null, st.running, st.handle_ok);
     put(&o, "\"normal_calls\":%d,\"waiting_calls\":%d,\"finish_calls\":%d,\"error_calls\":%d,", st.normal_calls,
@@ -679,6 +745,7 @@ const char *stub_state(void) {
     put(&o, "\"callback_returns\":[");
     for (int i = 0; i < 16; i++) put(&o, "%s%d", i ? "," : "", st.callback_returns[i]);
     put(&o, "],\"callback_bad_returns\":%d,", st.callback_bad_returns);
-    put(&o, "\"init\":%s,\"run\":%s}", init_json[0] ? init_json : "null", run_json[0] ? run_json : "null");
+    put(&o, "\"init\":%s,\"run\":%s,\"template\":%s}", init_json[0] ? init_json : "null",
+        run_json[0] ? run_json : "null", template_json[0] ? template_json : "null");
     return state_buf;
 }

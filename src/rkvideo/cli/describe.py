@@ -80,6 +80,8 @@ def command(inputs, frames, prompt, max_new_tokens, seek, timeline_mode, frames_
                                 "images one by one")
     mode = None if timeline_mode is None else ("timeline" if timeline_mode else "clip")
     options = Options(frames, prompt, max_new_tokens, seek, dry_run, as_json, db, kinds, mode, frames_by)
+    if db and Path(db).expanduser().exists():
+        check_database(Path(db).expanduser())
     with stage_messages():
         describer = load(cfg, dry_run)
         progress = Progress(sys.stderr.isatty() and not as_json)
@@ -114,9 +116,10 @@ class Options:
     mode: str | None = None           # "clip", "timeline" or None (describe.mode)
     frames_by: str | None = None
 
-    def for_timeline(self, mode: str) -> timeline.Options:
+    def for_timeline(self, mode: str, thumbnails: bool) -> timeline.Options:
         return timeline.Options(mode=mode, frames=self.frames, prompt=self.prompt,
-                                max_new_tokens=self.max_new_tokens, seek=self.seek, frames_by=self.frames_by)
+                                max_new_tokens=self.max_new_tokens, seek=self.seek, frames_by=self.frames_by,
+                                thumbnails=thumbnails)
 
 
 def sidecar_kinds(value: str | None) -> list:
@@ -161,6 +164,8 @@ def describe_one(describer, cfg, kind: pipeline.Kind, paths: list, options: Opti
     label = paths[0] if len(paths) == 1 else f"{len(paths)} images"
     human = not options.as_json and not options.dry_run
     planned = []
+    # Thumbnails of the frames the model saw are stored with the description, for `rkvideo serve`.
+    thumbnails = bool(options.db and cfg.output.thumbnails)
     try:
         mode = timeline.mode_for(describer, paths[0], options.mode) if kind is pipeline.Kind.VIDEO else "clip"
         # A timeline prints each moment as it is finished; one caption streams its text.
@@ -170,10 +175,11 @@ def describe_one(describer, cfg, kind: pipeline.Kind, paths: list, options: Opti
                                on_stage=lambda name, done, total: progress.stage(label, name, done, total),
                                on_event=(lambda e: progress.line(terminal.moment(e.as_json()))) if human else None)
         if kind is pipeline.Kind.VIDEO:
-            result = timeline.describe(describer, paths[0], options.for_timeline(mode), hooks)
+            result = timeline.describe(describer, paths[0], options.for_timeline(mode, thumbnails), hooks)
         else:
             result = describer.describe_images(paths, prompt=options.prompt, max_new_tokens=options.max_new_tokens,
-                                               on_text=hooks.on_text, on_plan=hooks.on_plan, on_frame=hooks.on_frame)
+                                               on_text=hooks.on_text, on_plan=hooks.on_plan, on_frame=hooks.on_frame,
+                                               thumbnails=thumbnails)
     except (KeyboardInterrupt, errors.Interrupted):
         progress.done()
         raise KeyboardInterrupt from None      # stop the whole command (common.Group says "interrupted")
@@ -217,6 +223,15 @@ def keep(result, cfg, options: Options) -> int:
     return errors.EXIT_OK
 
 
+def check_database(db: Path) -> None:
+    """A ``--db`` that is not rkvideo's (or cannot be opened) is refused before anything is described:
+    status 2, pass another --db. A new or empty file becomes an rkvideo database."""
+    try:
+        store.open_store(db).close()
+    except store.StoreError as exc:
+        raise errors.UsageError(str(exc)) from None
+
+
 def save(db: Path, result) -> None:
     """One result into the database (created if missing), as its job's description."""
     jobs = store.open_store(db)
@@ -231,10 +246,9 @@ def write_sidecars(result, cfg, kinds: list) -> None:
     path = result.inputs[0]
     duration = media.probe(path).duration if result.kind is pipeline.Kind.VIDEO else None
     out_dir = cfg.resolve_path(cfg.output.dir) if cfg.output.dir else None
-    try:
-        sidecars.write_all(path, result.as_json(), duration, kinds, out_dir)
-    except OSError as exc:
-        raise errors.RuntimeFailure(f"{path}: sidecar not written: {exc}") from None
+    failed = [s for s in sidecars.write_each(path, result.as_json(), duration, kinds, out_dir) if s.error]
+    if failed:     # the other kinds are written
+        raise errors.RuntimeFailure("; ".join(f"{path}: {s.kind} sidecar not written: {s.error}" for s in failed))
 
 
 def echo(text: str) -> None:

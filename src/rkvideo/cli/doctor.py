@@ -30,9 +30,11 @@ def command(as_json, config):
 
     \b
     SoC and kernel, the NPU driver version (0.9.8 or newer; reading it may need root),
-    /usr/lib/librknnrt.so, librkllmrt.so and its struct layout, rknn-toolkit-lite2, the
-    configured model files against free memory and the NPU memory domain, the encoder's
-    output shapes against the profile, and the CPU/NPU governors.
+    /usr/lib/librknnrt.so, librkllmrt.so and its struct layout, the Python version against the
+    rknn-toolkit-lite2 wheels (none for 3.13), rknn-toolkit-lite2, the RKLLM runtime against the
+    model family's minimum, the configured model files against free memory and the NPU memory
+    domain, the encoder's output shapes against the profile, and the CPU/NPU governors
+    (performance, or userspace held at the maximum frequency).
     Exit status 0 only when nothing FAILs."""
     with stage_messages():
         report = doctor.examine(config)

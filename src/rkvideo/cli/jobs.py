@@ -12,9 +12,9 @@ import sys
 
 import click
 
-from .. import errors, store
+from .. import daemon, errors, store
 from ..output import terminal
-from .common import CONTEXT, config_option, database, db_option, json_option, plural
+from .common import CONTEXT, config_option, database, db_option, error, json_option, plural
 
 LIST_EPILOG = """\b
 Examples:
@@ -38,7 +38,8 @@ RETRY_EPILOG = """\b
 Examples:
   rkvideo retry                                every failed job
   rkvideo retry --failed --skipped             failed jobs and skipped duplicates/bad files
-  rkvideo retry 42 /srv/cameras/door/a.mp4     these recordings, whatever their status"""
+  rkvideo retry 42 /srv/cameras/door/a.mp4     these recordings, whatever their status
+  rkvideo retry --sidecars                     write the sidecars that could not be written"""
 
 
 def open_db(db: str | None, config: str | None, *, readonly: bool = True):
@@ -160,12 +161,16 @@ def ranked(descriptions: list, moments: list, limit: int) -> list:
 @click.argument("targets", nargs=-1, metavar="[PATH|ID]...")
 @click.option("--failed", is_flag=True, help="every failed job (the default with no PATH|ID)")
 @click.option("--skipped", is_flag=True, help="every skipped job")
+@click.option("--sidecars", is_flag=True,
+              help="instead: write the sidecars of described recordings that could not be written (a full disk, "
+                   "a folder in the way), now, from the stored text (of PATH|ID... only, if given)")
 @db_option()
 @config_option
-def retry_command(targets, failed, skipped, db, config):
+def retry_command(targets, failed, skipped, sidecars, db, config):
     """Put jobs back in the queue with fresh attempts; a running `rkvideo watch` picks them up within a
     second. With no arguments every failed job is retried. Naming a done recording describes it again
-    (e.g. after changing the model or prompt): a new description is added, the old one kept."""
+    (e.g. after changing the model or prompt): a new description is added, the old one kept. With
+    --sidecars, write the missing sidecars instead (exit status 1 if some still cannot be written)."""
     jobs = open_db(db, config, readonly=False)
     try:
         ids = []
@@ -175,12 +180,24 @@ def retry_command(targets, failed, skipped, db, config):
                 raise not_found(target, jobs)
             ids.append(job.id)
         statuses = tuple(s for s, on in ((store.Status.FAILED, failed), (store.Status.SKIPPED, skipped)) if on)
-        if ids and statuses:
-            raise errors.UsageError("give PATH|ID or --failed/--skipped, not both")
+        if statuses and (ids or sidecars):
+            raise errors.UsageError("give PATH|ID or --failed/--skipped, not both; --sidecars goes with PATH|ID only")
+        if sidecars:
+            return write_sidecars(jobs, ids)
         count = jobs.retry(ids or None, statuses or (store.Status.FAILED,))
     finally:
         jobs.close()
     print(f"{plural(count, 'job')} queued again")
+    return None
+
+
+def write_sidecars(jobs, ids: list) -> int | None:
+    """``retry --sidecars``: each sidecar still missing is one error line; status 1 if any is."""
+    written, failed = daemon.rewrite_sidecars(jobs, ids or None)
+    for missing, reason in failed:
+        error(f"{missing.path}: {missing.kind} sidecar of {missing.recording} still not written: {reason}")
+    print(f"{plural(len(written), 'sidecar')} written")
+    return errors.EXIT_RUNTIME if failed else None
 
 
 COMMANDS = (list_command, show_command, search_command, retry_command)

@@ -24,10 +24,11 @@ Examples:
 @json_option("a JSON array")
 def command(as_json):
     """List the model profiles rkvideo knows: encoder input, tokens per image, embedding width, encoder
-    outputs, tags and where normalisation happens. Facts marked * are UNVERIFIED and can be overridden
-    in the [model] section of config.toml."""
+    outputs, where normalisation happens, the oldest RKLLM runtime the family's conversions need, and
+    the image tags. Facts marked * are UNVERIFIED and can be overridden in the [model] section of
+    config.toml; the notes under the table say where each figure comes from."""
     profiles = list(models.PROFILES.values())
     if as_json:
         print(json.dumps([models.as_dict(p) for p in profiles], indent=2, ensure_ascii=False))
     else:
-        print(terminal.models(profiles))
+        print(terminal.models(profiles, models.FAMILY_NOTES))

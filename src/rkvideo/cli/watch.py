@@ -27,9 +27,11 @@ Examples:
 
 \b
 Then: rkvideo list, rkvideo search "red car", rkvideo show PATH, rkvideo retry.
-Settings: [watch] patterns, recursive, settle_seconds, max_attempts, retry_backoff, db;
+Settings: [watch] patterns, recursive, settle_seconds, max_attempts, retry_backoff, db,
+follow_symlinks; [notify] mqtt, webhooks (messages for Home Assistant and others; see rkvideo outbox);
 [output] sidecars, dir. Exit status: 0 stopped cleanly, 1 runtime failure (also a folder that is not
-there yet: systemd tries again), 2 bad usage or configuration."""
+there yet, or a database deleted under the daemon: systemd starts it again), 2 bad usage or
+configuration."""
 
 
 @click.command("watch", context_settings=CONTEXT, epilog=EPILOG,

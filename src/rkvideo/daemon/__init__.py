@@ -11,6 +11,13 @@ The daemon in parts, each with one job (the why of each is in its docstring):
 * ``intake``: one settled, moved or deleted file → its job (queue, skip a
   duplicate, fail a bad file, follow a rename found by content).
 * ``worker``: claim → describe → sidecars → finish, and the whole retry policy.
+* ``sidecars``: a description's sidecars written each on its own; those that
+  could not be written are kept in the store and written later (``rewrite``,
+  also for ``rkvideo retry --sidecars``).
+* ``follow``: the inotify watches, made again when a watched folder is
+  replaced (deleted and made again, remounted).
+* ``own``: the daemon's own files (database, lock file, sidecars, output
+  folder), never taken for recordings.
 * ``notify``: systemd's READY/STATUS/STOPPING messages and the watchdog.
 * ``hooks``: observers of the worker's named points, for tests
   (``add_observer``); the command line never exposes them.
@@ -22,8 +29,9 @@ from .intake import Decision, Intake
 from .notify import Notifier
 from .roots import Roots
 from .service import Outcome, Service, watch
+from .sidecars import rewrite as rewrite_sidecars
 from .watcher import RESCAN, Matcher, Watcher
 from .worker import FAILURE_STREAK, Worker
 
 __all__ = ["FAILURE_STREAK", "RESCAN", "Decision", "Intake", "Matcher", "Notifier", "Outcome", "Roots", "Service",
-           "Watcher", "Worker", "add_observer", "watch"]
+           "Watcher", "Worker", "add_observer", "rewrite_sidecars", "watch"]

@@ -16,16 +16,19 @@ and nowhere else. The watcher only notices files; the worker only runs jobs.
   copy of an undescribed original is queued in its place.
 * A running job is left to its worker: a change to its file is looked at
   again once the worker is done with it.
+* A symbolic link to a file outside the watched folders is ``skipped``, not
+  described (``Roots.reaches_out``), unless ``watch.follow_symlinks``.
 """
 from __future__ import annotations
 
 import logging
 import os
 import stat
+from collections.abc import Callable
 from enum import Enum
 
 from .. import media
-from ..store import JobStore, Status, db_text, fingerprint, same_content, valid_name
+from ..store import Job, JobStore, Status, db_text, fingerprint, same_content, valid_name
 from .roots import Roots
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,10 @@ class Decision(str, Enum):
     UNCHANGED = "unchanged"     # its job already records it as it is
     LATER = "later"             # its job is running: look again once the worker is done
     IGNORED = "ignored"         # cannot be stored at all (a name that is not UTF-8)
+
+
+LINK_OUT = ("symbolic link to a file outside the watched folders (not described; set [watch] follow_symlinks = "
+            "true to describe such files)")
 
 
 def unchanged(job, st) -> bool:
@@ -71,8 +78,10 @@ def drop_gone(store: JobStore, job, running: bool = False) -> str:
 class Intake:
     """The main thread's writes to the store, one file at a time."""
 
-    def __init__(self, store: JobStore, roots: Roots):
+    def __init__(self, store: JobStore, roots: Roots, *, notices=None, wake: Callable[[], None] = lambda: None):
         self.store, self.roots = store, roots
+        # A bad file is a failed job: its error message goes to the outbox with it (rkvideo.notify).
+        self.notices, self.wake = notices, wake
         self.bad_names: set = set()     # said once per run
 
     def known(self, path: str, st) -> bool:
@@ -88,6 +97,8 @@ class Intake:
                 self.bad_names.add(path)
                 log.error("skipped %s: file name is not valid UTF-8 (rename the file)", db_text(path))
             return Decision.IGNORED
+        if self.roots.reaches_out(path):
+            return self.record(path, Status.SKIPPED, LINK_OUT, st)
         if stat.S_ISDIR(st.st_mode):
             return self.record(path, Status.SKIPPED, "is a folder, not a video file")
         if not stat.S_ISREG(st.st_mode):
@@ -132,9 +143,16 @@ class Intake:
         job = self.store.job_at(path)
         if job is not None and job.status == status and job.error == error and (st is None or unchanged(job, st)):
             return decision
+        messages = None
+        if status == Status.FAILED and self.notices:
+            failed = Job(id=0, path=path, root=self.roots.root_of(path), size=st.st_size if st else None,
+                         mtime=st.st_mtime if st else None, status=status, error=error)
+            messages = self.notices.failed(failed, error)
         job_id = self.store.put(path, status, root=self.roots.root_of(path), size=st.st_size if st else None,
                                 mtime=st.st_mtime if st else None, digest=digest, error=error,
-                                duplicate_of=duplicate_of)
+                                duplicate_of=duplicate_of, messages=messages)
+        if messages:
+            self.wake()
         level = logging.INFO if status == Status.SKIPPED else logging.ERROR
         log.log(level, "%s %s [job %d]: %s", status, db_text(path), job_id, error)
         return decision

@@ -5,6 +5,14 @@ intake records the folder a job came from (its ``root``; the store keeps the
 path relative to it so boards that mount one share at different places agree
 on a recording), and the worker nests sidecars under ``output.dir`` by the
 folder's name. All three answer from the same list, given once.
+
+Symbolic links: whoever may write into a watched folder could link to a file
+they may not read (``/home/other/private.mp4``); describing it would put its
+content into sidecars and search results they can read. So a file is
+described only if its real path lies inside a watched folder
+(``reaches_out``), unless ``[watch] follow_symlinks = true``. A hard link
+cannot be told from the file itself; Linux refuses to make one to a file its
+maker may not write (``fs.protected_hardlinks``, on by default).
 """
 from __future__ import annotations
 
@@ -15,10 +23,11 @@ from pathlib import Path
 class Roots:
     """Absolute, resolved folders, in the order they were given."""
 
-    def __init__(self, folders, recursive: bool = True):
+    def __init__(self, folders, recursive: bool = True, follow_symlinks: bool = False):
         self.folders = [Path(f) for f in folders]
         self.paths = {str(f) for f in self.folders}
-        self.recursive = recursive
+        self.real = [os.path.realpath(f) for f in self.folders]
+        self.recursive, self.follow_symlinks = recursive, follow_symlinks
 
     def __iter__(self):
         return iter(self.folders)
@@ -41,3 +50,11 @@ class Roots:
         if self.recursive:
             return any(path.startswith(f"{root}/") for root in self.paths)
         return os.path.dirname(path) in self.paths
+
+    def reaches_out(self, path: str) -> bool:
+        """``path`` leads out of the watched folders (a symbolic link to a file elsewhere) and links are
+        not to be followed (``watch.follow_symlinks``)."""
+        if self.follow_symlinks:
+            return False
+        real = os.path.realpath(path)
+        return not any(real.startswith(f"{root}/") for root in self.real)

@@ -13,10 +13,21 @@ Why this shape:
   restart. ``Service`` receives its store (opened and locked by the caller, or
   by ``watch`` below) and a way to open the worker's own connection; it never
   decides which database it runs on.
+* Notifications (``rkvideo.notify``) never wait for a broker or web server:
+  the worker commits their outbox rows with each description and failure,
+  and the sender's own threads deliver them. The sender starts before the
+  model loads (what an earlier run left is delivered at once; a refused MQTT
+  login is a configuration error), and ``--once`` exits only after it
+  delivered what it could within ``notify.flush_timeout``.
 * ``run`` returns an ``Outcome``, not an exit status: the command line maps
   it (a configuration error must not be restarted by systemd, a runtime
   failure must). The one exception is a second SIGINT/SIGTERM, which cannot
   wait to return: the caller's ``on_second_signal`` ends the process.
+* Another process holding the database's write lock is waited for, as long as
+  it takes, by both threads (the store's ``on_busy``): the watchdog keeps being
+  fed and a stop ends the wait. A database that is deleted or replaced under
+  the daemon, or fails otherwise, ends it with one error line and a runtime
+  failure: systemd starts it again, on the file now at that path or a new one.
 """
 from __future__ import annotations
 
@@ -28,13 +39,14 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
-from .. import errors, pipeline, store
-from ..store import JobStore
-from . import hooks
+from .. import errors, notify, pipeline, store
+from ..store import JobStore, StoreError
+from . import hooks, sidecars
 from .intake import Intake
 from .notify import Notifier
+from .own import OwnFiles
 from .roots import Roots
-from .watcher import RESCAN, Watcher
+from .watcher import RESCAN, Matcher, Watcher
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -72,14 +84,21 @@ class Service:
                  open_describer: Callable = pipeline.Describer, once: bool = False, worker_id: str | None = None,
                  on_second_signal: Callable[[int], None] = die_by_signal):
         self.config, self.store, self.once = config, store, once
-        self.roots = Roots(roots, config.watch.recursive)
+        store.on_busy = self.waiting
+        self.roots = Roots(roots, config.watch.recursive, config.watch.follow_symlinks)
         self.open_store, self.open_describer, self.on_second_signal = open_store, open_describer, on_second_signal
         # Who claims the jobs: the board's name, the same after a restart (a queue shared by boards
         # recovers a worker's own jobs by it).
         self.worker_id = worker_id or socket.gethostname()
-        self.intake = Intake(store, self.roots)
+        # Raises UsageError for two watched folders that would be one camera on MQTT.
+        self.notices = notify.Notices(config, self.roots.folders)
+        self.sender = notify.Sender(config, self.roots.folders, open_store)
+        self.intake = Intake(store, self.roots, notices=self.notices, wake=self.sender.wake)
+        out_dir = config.resolve_path(config.output.dir) if config.output.dir else None
         self.watcher = Watcher(config, self.roots, self.intake, ping=self.ping, stopping=self.stopping,
-                               rescan=None if once else self.rescan_seconds)
+                               rescan=None if once else self.rescan_seconds,
+                               own=OwnFiles(store.files(), out_dir, Matcher(config.watch.patterns)),
+                               after_scan=self.rewrite_sidecars)
         self.notifier = Notifier()
         self.worker: Worker | None = None
         self.signalled = 0
@@ -90,8 +109,15 @@ class Service:
     def run(self) -> Outcome:
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         describer = None
+        sending = False
         try:
             self.recover()
+            try:
+                self.sender.start(self.store)
+                sending = True
+            except errors.UsageError as exc:    # the broker refused the login
+                log.error("%s", exc)
+                return Outcome.CONFIGURATION_ERROR
             self.watcher.clean_output_dir()
             log.info("loading the model (%s)", self.config.model.profile)
             try:
@@ -112,7 +138,9 @@ class Service:
             self.notifier.send("READY=1\nSTATUS=scanning")
             self.watcher.scan_all()
             return self.loop()
-        except OSError as exc:
+        except errors.Interrupted:     # a stop while waiting for the database
+            return Outcome.STOPPED
+        except (OSError, StoreError) as exc:
             log.error("%s", exc)
             return Outcome.RUNTIME_FAILURE
         except Exception:       # noqa: BLE001 - one logged error, then systemd restarts us
@@ -125,6 +153,8 @@ class Service:
             self.watcher.join(5)
             if describer is not None:
                 describer.close()
+            if sending:
+                self.stop_sender()
             self.summary()
             self.notifier.close()
             for sig, handler in previous.items():
@@ -132,7 +162,8 @@ class Service:
 
     def start_worker(self, describer) -> None:
         self.worker = Worker(open_store=self.open_store, describer=describer, config=self.config, roots=self.roots,
-                             worker_id=self.worker_id, look_again=self.watcher.look_again, observe=hooks.observe)
+                             worker_id=self.worker_id, look_again=self.watcher.look_again, observe=hooks.observe,
+                             notices=self.notices, wake=self.sender.wake)
         self.worker.start()
 
     def loop(self) -> Outcome:
@@ -206,18 +237,41 @@ class Service:
                 waited = True
                 log.info("waiting for the running request to stop; a second Ctrl-C or SIGTERM exits at once")
 
+    def stop_sender(self) -> None:
+        """``--once``: deliver what can be delivered within notify.flush_timeout first (not after a stop
+        was asked for); then stop the delivery threads."""
+        timeout = self.config.notify.flush_timeout
+        if self.once and not self.stopping() and self.sender.deliveries:
+            self.notifier.send("STATUS=delivering notifications")
+            if not self.sender.flush(timeout, stop=self.stopping):
+                log.warning("notify: not everything was delivered within notify.flush_timeout (%gs)", timeout)
+        self.sender.stop(self.store)
+
     # ------------------------------------------------------------ start-up, health, summary
 
     def recover(self) -> None:
         """Jobs a previous run left running go back to the queue (or fail, out of attempts); jobs whose
         file is gone leave it."""
-        requeued, failed = self.store.recover(self.worker_id, self.config.watch.max_attempts)
+        requeued, failed = self.store.recover(self.worker_id, self.config.watch.max_attempts,
+                                              messages=self.notices.recovered if self.notices else None)
         for job in requeued:
             log.warning("%s [job %d]: interrupted last time, queued again", job.path, job.id)
         for job in failed:
             log.error("failed %s [job %d]: the daemon stopped during each of its %d attempts",
                       job.path, job.id, job.attempts)
         self.intake.forget_missing()
+
+    def waiting(self, waited: float) -> None:
+        """The store's ``on_busy`` on the main thread: another process holds the database's lock. Keep
+        the watchdog fed (unless the worker hangs); a stop ends the wait."""
+        self.ping()
+        if self.stopping():
+            raise errors.Interrupted("stopped while waiting for the database")
+
+    def rewrite_sidecars(self) -> None:
+        """After each full scan: the sidecars that could not be written before."""
+        if self.config.output.sidecars:
+            sidecars.rewrite(self.store)
 
     def ping(self) -> None:
         """The watchdog ping, if the worker is idle or making progress. Loops over files call it per file."""
@@ -238,12 +292,18 @@ class Service:
 def watch(config, roots, database, *, once: bool = False,
           on_second_signal: Callable[[int], None] = die_by_signal) -> Outcome:
     """Open the store at ``database`` for this daemon alone (``StoreError`` when another one uses it),
-    run a ``Service`` on it until it stops, and close the store."""
-    jobs = store.open_store(database)
+    run a ``Service`` on it until it stops, and close the store. While the database is locked by
+    another process at start-up, the daemon waits (systemd's start timeout still applies)."""
+    jobs = store.open_store(database, on_busy=wait_at_start)
     try:
         jobs.lock_daemon()
-        service = Service(config, roots, jobs, open_store=lambda: store.open_store(database), once=once,
-                          on_second_signal=on_second_signal)
+        service = Service(config, roots, jobs, open_store=lambda: store.open_store(database, on_busy=wait_at_start),
+                          once=once, on_second_signal=on_second_signal)
         return service.run()
     finally:
         jobs.close()
+
+
+def wait_at_start(waited: float) -> None:
+    """``on_busy`` before the service runs: wait for another process's lock as long as it takes (the
+    service sets its own as soon as it exists, which keeps the watchdog fed and ends on a stop)."""

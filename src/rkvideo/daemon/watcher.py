@@ -20,6 +20,11 @@ Why this shape:
 * The caller's ``ping`` is called once per file while scanning and queueing: a
   first start on a large archive fingerprints and probes thousands of files in
   one go, longer than systemd's ``WatchdogSec``.
+* The daemon's own files (``own``: its database, lock file, sidecars, output
+  folder) are never looked at, whatever the patterns say; a watched folder that
+  is replaced (deleted and made again, remounted) is watched and scanned again
+  (``follow.Follower``); after every full scan the caller's ``after_scan`` runs
+  (the daemon writes the sidecars that could not be written before).
 """
 from __future__ import annotations
 
@@ -30,8 +35,9 @@ import queue
 import time
 from collections.abc import Callable
 
-from .. import output
-from ..store import Status
+from .. import errors, output
+from ..store import Status, StoreError
+from .follow import Follower
 from .intake import Decision, Intake
 from .roots import Roots
 
@@ -55,19 +61,6 @@ class Matcher:
         return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
 
 
-class EventForwarder:
-    """watchdog's event handler: runs on watchdog's thread and only hands each event to the main loop."""
-
-    def __init__(self, events: queue.SimpleQueue):
-        self.events = events
-
-    def dispatch(self, event) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        self.events.put((event.event_type, os.fsdecode(event.src_path),
-                         os.fsdecode(getattr(event, "dest_path", "") or ""), event.is_directory))
-
-
 def removed(paths: list) -> None:
     for path in paths:
         log.info("removed %s: a sidecar write was interrupted there", path)
@@ -78,18 +71,21 @@ class Watcher:
 
     ``ping()`` is called once per file scanned or queued; ``stopping()`` is true once the daemon is
     asked to stop (a batch being queued stops early). ``rescan``: seconds between full rescans, None
-    for none (``--once``).
+    for none (``--once``). ``own(path)``: the path is one of the daemon's own files (``own.OwnFiles``);
+    ``after_scan()``: called after each full scan.
     """
 
     def __init__(self, config, roots: Roots, intake: Intake, *, ping: Callable[[], None] = lambda: None,
-                 stopping: Callable[[], bool] = lambda: False, rescan: float | None = RESCAN):
+                 stopping: Callable[[], bool] = lambda: False, rescan: float | None = RESCAN,
+                 own: Callable[[str], bool] = lambda path: False, after_scan: Callable[[], None] = lambda: None):
         self.config, self.roots, self.intake = config, roots, intake
         self.ping, self.stopping, self.rescan = ping, stopping, rescan
+        self.own, self.after_scan = own, after_scan
         self.matcher = Matcher(config.watch.patterns)
         self.settle = config.watch.settle_seconds
         self.pending: dict = {}          # path -> [(size, mtime_ns), monotonic time it was last seen changing]
         self.events: queue.SimpleQueue = queue.SimpleQueue()
-        self.observer = None
+        self.follower: Follower | None = None
         self.scanned = time.monotonic()
         # Sidecars beside the recordings: the scan also clears temporary files of interrupted writes.
         self.sidecars_beside = bool(config.output.sidecars) and not config.output.dir
@@ -98,25 +94,16 @@ class Watcher:
 
     def follow(self) -> None:
         """Start receiving file-system events (inotify) for every watched folder."""
-        # Imported here: `rkvideo --help` and the reading commands need no inotify machinery.
-        from watchdog.observers import Observer
-        observer = Observer()
-        for root in self.roots:
-            observer.schedule(EventForwarder(self.events), str(root), recursive=self.config.watch.recursive)
-        try:
-            observer.start()
-        except OSError as exc:
-            raise OSError(f"cannot follow the folders: {exc} (too many folders for inotify? raise "
-                          f"fs.inotify.max_user_watches with sysctl)") from None
-        self.observer = observer
+        self.follower = Follower(self.roots, self.config.watch.recursive, self.events)
+        self.follower.start()
 
     def stop(self) -> None:
-        if self.observer is not None:
-            self.observer.stop()
+        if self.follower is not None:
+            self.follower.stop()
 
     def join(self, timeout: float) -> None:
-        if self.observer is not None:
-            self.observer.join(timeout)
+        if self.follower is not None:
+            self.follower.join(timeout)
 
     def look_again(self, path: str) -> None:
         """Treat ``path`` as changed: it settles again before intake sees it. Safe from any thread."""
@@ -129,6 +116,9 @@ class Watcher:
         Returns how many files settled (the worker has something to look at)."""
         if self.rescan is not None and time.monotonic() - self.scanned >= self.rescan:
             self.scan_all()
+        if self.follower is not None:
+            for folder in self.follower.check():      # replaced: what is in it now was never announced
+                self.scan(folder)
         self.drain()
         return self.settle_pending()
 
@@ -136,9 +126,12 @@ class Watcher:
         for root in self.roots:
             self.scan(str(root))
         self.scanned = time.monotonic()
+        self.after_scan()
 
     def scan(self, folder: str) -> None:
         """Every matching file (and folder named like a video) at or below ``folder`` that is followed."""
+        if self.own(folder):
+            return
         if folder not in self.roots.paths:
             # A folder created or moved in after the start.
             if not self.roots.followed(folder):
@@ -148,7 +141,7 @@ class Watcher:
             if not self.roots.recursive:
                 return                      # not recursive: only the watched folders' own files
         for dirpath, dirnames, filenames in os.walk(folder, onerror=lambda e: log.error("%s", e)):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not self.own(f"{dirpath}/{d}"))
             if self.sidecars_beside:
                 removed(output.remove_stale_temps(dirpath, filenames, self.matcher))
             for name in dirnames + sorted(filenames):
@@ -185,8 +178,8 @@ class Watcher:
                 self.watch(src)
 
     def watch(self, path: str) -> None:
-        """Start waiting for ``path`` to settle, unless it is already known as it is."""
-        if path in self.pending:
+        """Start waiting for ``path`` to settle, unless it is already known as it is (or our own)."""
+        if path in self.pending or self.own(path):
             return
         try:
             st = os.stat(path)
@@ -250,6 +243,8 @@ class Watcher:
     def hand_over(self, path: str, st) -> None:
         try:
             decision = self.intake.settled(path, st)
+        except (errors.Interrupted, StoreError):
+            raise                       # a stop, or the database: not this file's fault
         except Exception as exc:        # noqa: BLE001 - a file must never crash-loop the service
             log.exception("%s: cannot be queued", path)
             self.intake.record(path, Status.FAILED, f"cannot be queued: {type(exc).__name__}: {exc}", st)

@@ -23,6 +23,11 @@ runtime failure, so that systemd restarts it and the model is loaded afresh.
 
 Progress (a frame encoded, a token generated, a job finished) is stamped in
 ``progress`` for the watchdog; stopping goes through ``Describer.abort()``.
+Waiting for another process's lock on the database (``waiting``) counts as
+progress: the lock is not ours to fix, and a good recording is never failed for
+it. A database that fails otherwise (deleted or replaced under the daemon, a
+full disk) stops the worker with one error line and the daemon exits with a
+runtime failure, so that systemd starts it again on a usable database.
 
 Every recording goes through ``timeline.describe`` in the configured mode
 (``describe.mode``). In timeline mode each finished moment is stored at once
@@ -45,9 +50,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import errors, output, timeline
-from ..store import JobStore, timings_text
-from .intake import drop_gone, reason, unchanged
+from .. import errors, timeline
+from ..store import JobStore, Status, StoreError, timings_text
+from . import sidecars
+from .intake import LINK_OUT, drop_gone, reason, unchanged
 from .roots import Roots
 
 log = logging.getLogger(__name__)
@@ -69,10 +75,14 @@ class Worker(threading.Thread):
     """
 
     def __init__(self, *, open_store: Callable[[], JobStore], describer, config, roots: Roots, worker_id: str,
-                 look_again: Callable[[str], None], observe: Observe = lambda point, detail: None):
+                 look_again: Callable[[str], None], observe: Observe = lambda point, detail: None,
+                 notices=None, wake: Callable[[], None] = lambda: None):
         super().__init__(name="rkvideo-worker", daemon=True)
         self.open_store, self.describer, self.config, self.roots = open_store, describer, config, roots
         self.worker_id, self.look_again, self.observe = worker_id, look_again, observe
+        # Notifications: ``notices`` builds the outbox rows committed with each outcome, ``wake`` tells
+        # the sender that there are new ones (see rkvideo.notify).
+        self.notices, self.wake_sender = notices, wake
         self.stop, self.wake, self.final = threading.Event(), threading.Event(), threading.Event()
         self.current = None                 # the job being described
         self.progress = time.monotonic()    # last frame, token or finished job
@@ -83,6 +93,7 @@ class Worker(threading.Thread):
         store = None
         try:
             store = self.open_store()
+            store.on_busy = self.waiting
             while not self.stop.is_set():
                 self.observe("claim", "")
                 job = store.claim(self.worker_id)
@@ -98,6 +109,11 @@ class Worker(threading.Thread):
                               "restarts and reloads the model", len(self.failing))
                     self.failed = True
                     return
+        except errors.Interrupted:      # asked to stop while waiting for the database
+            log.info("worker stopped while waiting for the database")
+        except StoreError as exc:
+            log.error("%s", exc)
+            self.failed = True
         except Exception:       # noqa: BLE001 - the daemon must report, not vanish
             log.exception("worker stopped by an unexpected error")
             self.failed = True
@@ -111,6 +127,13 @@ class Worker(threading.Thread):
         # callback. Stopping goes through Describer.abort() instead.
         self.progress = time.monotonic()
 
+    def waiting(self, waited: float) -> None:
+        """The store's ``on_busy``: another process holds the database's lock. Keep the watchdog fed;
+        a stop ends the wait."""
+        self.touch()
+        if self.stop.is_set():
+            raise errors.Interrupted("stopped while waiting for the database")
+
     def run_job(self, store: JobStore, job) -> None:
         path = job.path
         self.current, self.progress = job, time.monotonic()
@@ -123,6 +146,11 @@ class Worker(threading.Thread):
                 st = os.stat(path)
             except FileNotFoundError:
                 drop_gone(store, job, running=True)
+                return
+            if self.roots.reaches_out(path):      # replaced by a link out since it was queued
+                store.put(path, Status.SKIPPED, root=self.roots.root_of(path), size=st.st_size, mtime=st.st_mtime,
+                          error=LINK_OUT)
+                log.info("skipped %s [job %d]: %s", path, job.id, LINK_OUT)
                 return
             if not unchanged(job, st):
                 # Not due again before the main thread has seen it settle, or this would spin.
@@ -157,33 +185,37 @@ class Worker(threading.Thread):
 
         hooks = timeline.Hooks(on_text=self.touch, on_frame=self.touch, on_stage=self.touch, on_event=keep,
                                stopped=self.stop.is_set)
-        return timeline.describe(self.describer, job.path, hooks=hooks, kept=kept)
+        options = timeline.Options(thumbnails=self.config.output.thumbnails)
+        return timeline.describe(self.describer, job.path, options, hooks, kept=kept)
 
     def finish(self, store: JobStore, job, result, described: float, start: float) -> None:
         current = store.job(job.id) or job     # a rename while describing moved the job
         extra = {"describe": round(described, 4)}
+        missing = []
         if self.config.output.sidecars:
-            extra["sidecars"] = self.write_sidecars(current, job, result)
-        store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path))
+            extra["sidecars"], missing = self.write_sidecars(current, job, result)
+        messages = self.notices.described(current, result, extra) if self.notices else None
+        store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path),
+                     messages=messages, missing_sidecars=missing)
+        if messages:
+            self.wake_sender()
         self.failing.clear()
         moments = f", {len(result.events)} moments" if result.events else ""
         log.info("done %s [job %d] %d frames%s, %s new tokens; %s; total %.2fs", current.path, job.id,
                  len(result.frames), moments, result.tokens.new, timings_text(result.timings),
                  time.perf_counter() - start)
 
-    def write_sidecars(self, current, job, result) -> float:
-        """The sidecars under the recording's current name; returns the seconds spent. A failure to
-        write them is logged and does not fail the job: the description is in the database."""
+    def write_sidecars(self, current, job, result) -> tuple[float, list]:
+        """The sidecars under the recording's current name; returns the seconds spent and those that
+        could not be written. Those do not fail the job (the description is in the database): the
+        store keeps them for a later try (see ``sidecars``)."""
         t0 = time.perf_counter()
         out_dir = self.config.resolve_path(self.config.output.dir) if self.config.output.dir else None
-        try:
-            output.write_all(current.path, result.as_json(), job.duration, self.config.output.sidecars, out_dir,
-                             self.roots.first_containing(current.path),
-                             before_rename=lambda path: self.observe("rename", str(path)))
-            self.observe("sidecar", current.path)
-        except OSError as exc:
-            log.error("%s: sidecar not written: %s", current.path, exc)
-        return round(time.perf_counter() - t0, 4)
+        missing = sidecars.write(current.path, result.as_json(), job.duration, self.config.output.sidecars, out_dir,
+                                 self.roots.first_containing(current.path),
+                                 before_rename=lambda path: self.observe("rename", str(path)))
+        self.observe("sidecar", current.path)
+        return round(time.perf_counter() - t0, 4), missing
 
     # ------------------------------------------------------------ the retry policy
 
@@ -200,7 +232,8 @@ class Worker(threading.Thread):
             return
         limit = self.config.watch.max_attempts
         if permanent or job.attempts >= limit:
-            store.fail(job.id, error)
+            store.fail(job.id, error, messages=self.notices.failed(job, error) if self.notices else None)
+            self.wake_sender()
             log.error("failed %s [job %d] after %d attempt%s: %s", job.path, job.id, job.attempts,
                       "" if job.attempts == 1 else "s", error)
         else:

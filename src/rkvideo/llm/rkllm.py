@@ -31,9 +31,19 @@ load, next to the runtime's own version banner, for the user to compare.
 One request is one ``rkllm_run``: a multimodal input with the user text
 (``<image>`` placeholders), one contiguous frame-major float32 buffer of
 N × T × E, T tokens per image, N images, the encoder's input size, the
-family's image tags, no history (and the KV cache cleared first). The
-runtime applies the chat template parsed at conversion, so the text is not
-wrapped here. ``rkllm_run`` blocks, so it runs on a helper thread while the
+family's image tags, no history (and the KV cache cleared first). The chat
+template is the profile's, given once after ``rkllm_init`` with
+``rkllm_set_chat_template`` (in every runtime rkvideo drives): the runtime
+cannot parse SmolVLM's template from the model file at all, and this way the
+text the model sees is the one rkvideo documents and the llama.cpp runtime
+builds, for every family. The turn itself is not wrapped here.
+
+The family's minimum runtime (``Profile.min_runtime``) is named when
+``rkllm_init`` fails, and a version string in the library below it is
+reported at load. ``rkllm_abort`` from another thread stops a running
+``rkllm_run`` on the same handle, and a handle runs one inference at a time
+(docs/board.md, "Abort and threading"): a lock serialises ``generate``.
+``rkllm_run`` blocks, so it runs on a helper thread while the
 calling thread waits: that keeps Ctrl-C and SIGTERM deliverable (a signal
 handler cannot run while the main thread is inside a C call), and the wait
 turns them into ``rkllm_abort``. The handle is destroyed in ``close()``
@@ -76,7 +86,7 @@ INFER_GENERATE = 0
 # runtime whose RKLLMInput and callback this binding cannot drive.
 SINCE_121 = ("rkllm_get_kv_cache_size", "rkllm_set_function_tools", "rkllm_set_cross_attn_params")
 REQUIRED = ("rkllm_createDefaultParam", "rkllm_init", "rkllm_run", "rkllm_abort", "rkllm_destroy",
-            "rkllm_clear_kv_cache")
+            "rkllm_clear_kv_cache", "rkllm_set_chat_template")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,6 +290,7 @@ def inspect_library(path) -> dict:
 # Anything else is refused:
 # a 1.2.x-looking literal can also be a bundled library's version (zlib 1.2.13), so the set is exact.
 KNOWN_RELEASES = {"1.2.1": "1.2", "1.2.2": "1.2", "1.2.3": "1.2", "1.3.0": "1.3"}
+OLDEST_RELEASE = "1.2.1"
 
 
 def layout_for_version(version: str) -> str | None:
@@ -287,9 +298,35 @@ def layout_for_version(version: str) -> str | None:
     return KNOWN_RELEASES.get(version)
 
 
-def choose_layout(setting: str, path) -> tuple[str, str]:
-    """(layout, how it was decided). Raises LLMError instead of guessing."""
-    info = inspect_library(path)
+def release_of(info: dict, layout: str | None = None) -> str | None:
+    """The runtime release, when it can be told: the one supported version string in the library, or
+    1.3.0 for layout "1.3" (the only release with it). None when nothing says which 1.2.x it is."""
+    known = [v for v in info["versions"] if v in KNOWN_RELEASES]
+    if len(known) == 1 and (layout is None or KNOWN_RELEASES[known[0]] == layout):
+        return known[0]
+    return "1.3.0" if layout == "1.3" else None
+
+
+def _release_tuple(release: str) -> tuple:
+    return tuple(int(part) for part in release.split("."))
+
+
+def runtime_too_old(release: str | None, minimum: str) -> bool:
+    """True only when the release is known and older than ``minimum``."""
+    return release is not None and _release_tuple(release) < _release_tuple(minimum)
+
+
+def requirement(profile, release: str | None) -> str:
+    """``profile qwen3-vl-2b (qwen3-vl) needs RKLLM runtime ≥ 1.2.3; this library: 1.2.2``."""
+    found = release or "version not known"
+    return (f"profile {profile.name} ({profile.family}) needs RKLLM runtime ≥ {profile.min_runtime}; "
+            f"this library: {found}")
+
+
+def choose_layout(setting: str, path, info: dict | None = None) -> tuple[str, str]:
+    """(layout, how it was decided). Raises LLMError instead of guessing. ``info``: what
+    ``inspect_library(path)`` said, when the caller has it already."""
+    info = info or inspect_library(path)
     missing = [s for s in REQUIRED if not info["symbols"][s]]
     if missing:
         raise LLMError(f"{path}: not an RKLLM runtime (missing {', '.join(missing)})")
@@ -330,9 +367,11 @@ def load(path, version: str):
     lib.rkllm_init.argtypes = [POINTER(c_void_p), POINTER(s.RKLLMParam), callback_arg]
     lib.rkllm_run.argtypes = [c_void_p, POINTER(s.RKLLMInput), POINTER(s.RKLLMInferParam), c_void_p]
     lib.rkllm_clear_kv_cache.argtypes = [c_void_p, c_int, POINTER(c_int), POINTER(c_int)]
+    lib.rkllm_set_chat_template.argtypes = [c_void_p, c_char_p, c_char_p, c_char_p]
     for name in ("rkllm_abort", "rkllm_destroy"):
         getattr(lib, name).argtypes = [c_void_p]
-    for name in ("rkllm_init", "rkllm_run", "rkllm_clear_kv_cache", "rkllm_abort", "rkllm_destroy"):
+    for name in ("rkllm_init", "rkllm_run", "rkllm_clear_kv_cache", "rkllm_set_chat_template", "rkllm_abort",
+                 "rkllm_destroy"):
         getattr(lib, name).restype = c_int
     return lib
 
@@ -364,11 +403,16 @@ class RKLLM:
         self.profile = profile
         library = Path(library) if library else find_library(config)
         self.library = str(library)
+        info = inspect_library(library)
         if layout:
             self.layout, self.layout_source = layout, "given by the caller"
         else:
-            self.layout, self.layout_source = choose_layout(config.llm.runtime, library)
+            self.layout, self.layout_source = choose_layout(config.llm.runtime, library, info)
         _announce_layout(self.library, self.layout, self.layout_source)
+        self.release = release_of(info, self.layout)
+        if runtime_too_old(self.release, profile.min_runtime):
+            log.warning("%s: %s — rkllm_init will probably fail; install a newer librkllmrt.so from "
+                        "airockchip/rknn-llm", self.library, requirement(profile, self.release))
         self.s = structs(self.layout)
         # 1.2.x takes one <image> for all frames; 1.3.0 one per image.
         self.placeholder_rule = assemble.SINGLE if self.layout == "1.2" else assemble.PER_IMAGE
@@ -432,8 +476,22 @@ class RKLLM:
         if rc != 0 or not self._handle.value:
             self._handle = c_void_p()
             raise LLMError(f"{self.path}: rkllm_init failed (return code {rc}; the runtime's log above says why: "
-                           f"a model converted for another runtime version or platform, too little memory, "
-                           f"or an NPU driver older than 0.9.8 — run `rkvideo doctor`)")
+                           f"a model converted for another runtime version or platform — "
+                           f"{requirement(self.profile, self.release)} — too little memory, or an NPU driver "
+                           f"older than 0.9.8; run `rkvideo doctor`)")
+        self._set_chat_template()
+
+    def _set_chat_template(self) -> None:
+        """Give the runtime the profile's template (it replaces the one parsed at conversion, and is the
+        only one SmolVLM conversions have). A failure destroys the fresh handle."""
+        chat = self.profile.chat
+        pieces = [chat.system.encode(), chat.prefix.encode(), chat.postfix.encode()]
+        self._keep += pieces
+        rc = self._lib.rkllm_set_chat_template(self._handle, *pieces)
+        if rc != 0:
+            self.close()
+            raise LLMError(f"{self.path}: rkllm_set_chat_template failed (return code {rc}; the runtime's log "
+                           f"above says why)")
 
     def _tags(self) -> list[bytes]:
         """The family's image start, end and content tags, as the runtime takes them."""

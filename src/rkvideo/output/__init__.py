@@ -13,7 +13,8 @@ plans, reports).
 """
 from __future__ import annotations
 
-from .sidecars import KINDS, RENDERERS, Renderer, remove_stale_temps, renderer, targets, write_all, write_atomic
+from .sidecars import (KINDS, RENDERERS, Renderer, Sidecar, remove_stale_temps, renderer, targets, write_all,
+                       write_atomic, write_each)
 
-__all__ = ["KINDS", "RENDERERS", "Renderer", "remove_stale_temps", "renderer", "targets", "write_all",
-           "write_atomic"]
+__all__ = ["KINDS", "RENDERERS", "Renderer", "Sidecar", "remove_stale_temps", "renderer", "targets", "write_all",
+           "write_atomic", "write_each"]

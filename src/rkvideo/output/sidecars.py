@@ -33,16 +33,25 @@ exclusively and never through a symbolic link (see ``write_atomic``): one left b
 killed is recognised by that pid no longer running, and the daemon removes it
 when it next scans the folder (``remove_stale_temps``). A pid that is in use
 again (after a reboot) keeps its stale file until the same sidecar is
-written by a process with that pid.
+written by a process with that pid. A sidecar whose temporary name would be
+longer than the file system allows (NAME_MAX, 255 bytes on Linux file
+systems; the final name fits) gets a short one made from a hash of its name
+(``.rkvideo-<16 hex>.vtt.1234.<16 hex>.tmp``).
+
+Each kind is written on its own (``write_each``): one that fails (a full disk,
+a folder in the way, a name too long) does not keep the others from being
+written; the caller gets every file's text and error and decides what to keep.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import terminal, vtt
@@ -73,8 +82,11 @@ def render_vtt(recording: str, result: dict, duration: float | None) -> str:
 
 RENDERERS: dict[str, Renderer] = {"txt": render_txt, "json": render_json, "vtt": render_vtt}
 KINDS = tuple(RENDERERS)
-# write_atomic's temporary names: "." + recording name + "." + kind + "." + pid + "." + 16 hex + ".tmp"
+# write_atomic's temporary names: "." + recording name + "." + kind + "." + pid + "." + 16 hex + ".tmp",
+# or, when that is too long, ".rkvideo-" + 16 hex of the final name's hash in place of the recording name.
 TEMP = re.compile(r"^\.(.+)\.(?:" + "|".join(KINDS) + r")\.(\d{1,10})(?:\.[0-9a-f]{16})?\.tmp$")
+HASHED = re.compile(r"^rkvideo-[0-9a-f]{16}$")    # the "recording" part of a hashed name
+NAME_MAX = 255          # bytes in one file name, when the file system does not say
 
 # Called with a sidecar's final path once its temporary file is written and synced, before the rename.
 BeforeRename = Callable[[Path], None]
@@ -104,16 +116,42 @@ def targets(recording: str | os.PathLike, kinds, out_dir: str | os.PathLike | No
     return {kind: folder / f"{recording.name}.{kind}" for kind in kinds}
 
 
+@dataclass
+class Sidecar:
+    """One sidecar of a result: where it goes, its text, and why it could not be written (or None)."""
+    kind: str
+    path: Path
+    text: str
+    error: OSError | None = None
+
+
+def write_each(recording: str | os.PathLike, result: dict, duration: float | None, kinds,
+               out_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None, *,
+               before_rename: BeforeRename | None = None) -> list[Sidecar]:
+    """Write the chosen sidecars for one result (``Result.as_json()``), each on its own: a failure is
+    kept in that sidecar's ``error`` and the next kind is still written. ``before_rename``: see
+    ``write_atomic``."""
+    sidecars = []
+    for kind, path in targets(recording, kinds, out_dir, root).items():
+        sidecar = Sidecar(kind, path, renderer(kind)(str(recording), result, duration))
+        try:
+            write_atomic(path, sidecar.text, before_rename=before_rename)
+        except OSError as exc:
+            sidecar.error = exc
+        sidecars.append(sidecar)
+    return sidecars
+
+
 def write_all(recording: str | os.PathLike, result: dict, duration: float | None, kinds,
               out_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None, *,
               before_rename: BeforeRename | None = None) -> list:
-    """Write the chosen sidecars for one result (``Result.as_json()``); returns the paths written.
-    ``before_rename``: see ``write_atomic``."""
-    written = []
-    for kind, path in targets(recording, kinds, out_dir, root).items():
-        write_atomic(path, renderer(kind)(str(recording), result, duration), before_rename=before_rename)
-        written.append(path)
-    return written
+    """``write_each``, then the first failure raised (the other kinds are written by then); returns
+    the paths written."""
+    sidecars = write_each(recording, result, duration, kinds, out_dir, root, before_rename=before_rename)
+    for sidecar in sidecars:
+        if sidecar.error is not None:
+            raise sidecar.error
+    return [sidecar.path for sidecar in sidecars]
 
 
 def write_atomic(path: Path, text: str, *, before_rename: BeforeRename | None = None) -> None:
@@ -131,7 +169,7 @@ def write_atomic(path: Path, text: str, *, before_rename: BeforeRename | None = 
     """
     folder = _open_folder(path.parent)
     try:
-        temp = f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+        temp = temp_name(path.name, folder)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                      dir_fd=folder)
         try:
@@ -151,6 +189,21 @@ def write_atomic(path: Path, text: str, *, before_rename: BeforeRename | None = 
         os.close(folder)
 
 
+def temp_name(name: str, folder: int) -> str:
+    """A fresh temporary name for the file ``name`` in the open ``folder``, within the file system's
+    limit for one name (a long recording name can fit while its temporary name would not)."""
+    unique = f"{os.getpid()}.{secrets.token_hex(8)}.tmp"
+    temp = f".{name}.{unique}"
+    try:
+        limit = os.fpathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = NAME_MAX
+    if len(os.fsencode(temp)) <= limit:
+        return temp
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return f".rkvideo-{digest}.{name.rsplit('.', 1)[-1]}.{unique}"
+
+
 def _open_folder(folder: Path) -> int:
     """A descriptor of ``folder``, created if missing; refuses a symbolic link in its place."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,7 +216,8 @@ def _open_folder(folder: Path) -> int:
 
 
 def stale_temp(name: str) -> str | None:
-    """The recording's file name if ``name`` is a temporary file of ``write_atomic`` whose writer is gone."""
+    """The recording's file name if ``name`` is a temporary file of ``write_atomic`` whose writer is gone
+    (for a short hashed name: ``rkvideo-<hash>``, see ``HASHED``)."""
     match = TEMP.match(name)
     if not match:
         return None
@@ -181,10 +235,14 @@ def stale_temp(name: str) -> str | None:
 
 def remove_stale_temps(folder: str | os.PathLike, names, wanted) -> list:
     """Remove the stale temporary files among ``names`` (a listing of ``folder``) whose recording
-    name passes ``wanted`` (the daemon's file patterns). Returns the paths removed."""
+    name passes ``wanted`` (the daemon's file patterns), and those with a short hashed name (only
+    ``write_atomic`` makes those). Returns the paths removed."""
     removed = []
     for name in names:
-        if name.startswith(".") and (recording := stale_temp(name)) is not None and wanted(recording):
+        if not name.startswith("."):
+            continue
+        recording = stale_temp(name)
+        if recording is not None and (HASHED.match(recording) or wanted(recording)):
             path = Path(folder, name)
             try:
                 path.unlink()

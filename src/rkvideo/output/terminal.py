@@ -70,16 +70,29 @@ def usage(result) -> str:
 
 # ------------------------------------------------------------------ models
 
-def models(profiles: list) -> str:
-    """The profile table; facts marked * are unverified."""
-    rows = [("profile", "input", "tokens", "width", "outputs", "normalize", "tags (start / content / end)")]
+def models(profiles: list, family_notes: dict | None = None) -> str:
+    """The profile table; facts marked * are unverified. Then each profile's notes, and the notes of
+    each family (``family_notes``) once."""
+    rows = [("profile", "input", "tokens", "width", "outputs", "normalize", "runtime",
+             "tags (start / content / end)")]
     for p in profiles:
         def mark(field, value, p=p):
             return f"{value}*" if field in p.unverified else str(value)
-        tags = f"{p.img_start} / {p.img_content} / {p.img_end}" + ("*" if "img_start" in p.unverified else "")
+        tags = f"{p.img_start} / {p.img_content} / {p.img_end}"
+        if {"img_start", "img_end", "img_content"} & set(p.unverified):
+            tags += "*"
         rows.append((p.name, mark("input_size", p.input_size), mark("tokens_per_image", p.tokens_per_image),
-                     mark("embed_width", p.embed_width), p.encoder_outputs, p.normalize, tags))
-    return table(rows, ("left",) * len(rows[0])) + "\n\n" + UNVERIFIED_NOTE
+                     mark("embed_width", p.embed_width), p.encoder_outputs, p.normalize, f"≥ {p.min_runtime}",
+                     tags))
+    lines = [table(rows, ("left",) * len(rows[0])), "", UNVERIFIED_NOTE, "", "Notes:"]
+    lines += [f"  {p.name}: {p.notes}" for p in profiles if p.notes]
+    shown = []
+    for p in profiles:
+        note = (family_notes or {}).get(p.family)
+        if note and p.family not in shown:
+            shown.append(p.family)
+            lines.append(f"  {p.family} (every size): {note}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ jobs
@@ -188,3 +201,22 @@ def selftest(report: dict, workdir, stages: tuple) -> str:
                      f"{root / 'config.toml'}")
     lines.append("PASS" if report["pass"] else "FAIL")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the notification outbox
+
+def outbox(rows: list) -> str:
+    """``rkvideo outbox``: one line per message and target waiting for delivery, oldest first."""
+    lines = [("row", "created", "tries", "target", "topic", "message", "last error")]
+    for row in rows:
+        lines.append((row["id"], row["created_at"][:19].replace("T", " "), row["attempts"], row["target"],
+                      row["topic"] or "-", row["message"][:12], row["last_error"] or ""))
+    return table(lines, ("right", "left", "right", "left", "left", "left", "left"))
+
+
+def outbox_summary(counts: dict) -> str:
+    """The line under it: per target how many wait, since when."""
+    if not counts:
+        return "outbox empty: every message was delivered"
+    return "; ".join(f"{c['n']} waiting for {target} since {c['oldest'][:19].replace('T', ' ')}"
+                     for target, c in counts.items())

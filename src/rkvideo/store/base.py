@@ -13,7 +13,7 @@ agree on which recording a job is.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -91,6 +91,62 @@ class Job:
         return data
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One message for one notification target, kept in the outbox until it is delivered.
+
+    ``target``: the key of the target (``notify`` names them, e.g. ``mqtt://host:1883`` or a webhook
+    URL); ``message``: the message's stable id (the same on every retry, so receivers can drop
+    duplicates); ``topic``: the MQTT topic (None for a webhook); ``payload``: the JSON text sent;
+    ``retain``: MQTT's retain flag. Rows of one target are delivered in the order they were written.
+    """
+
+    target: str
+    message: str
+    payload: str
+    topic: str | None = None
+    retain: bool = False
+    job_id: int | None = None
+
+
+# Writes that change a job can put messages in the outbox in their own transaction: a function of
+# the id just written (the new description's for ``finish``, the job's for ``put`` and ``fail``)
+# that returns the messages. Nothing is kept of one unless the whole transaction commits.
+Messages = Callable[[int], Iterable[Outgoing]]
+
+
+@dataclass
+class MissingSidecar:
+    """A sidecar of a described recording that could not be written (a full disk, a folder in the way, a
+    name too long): kept with its text until it is written (``rkvideo retry --sidecars``, or the daemon's
+    next scan). The job itself is done: its description is in the database."""
+
+    job_id: int
+    kind: str                       # txt, json, vtt
+    path: str                       # where it goes
+    recording: str                  # the recording's path when the text was made
+    text: str                       # the file's whole content
+    error: str                      # why the last try failed
+    failed_at: str | None = None
+
+
+# How ``JobStore.browse`` marks the matched words in a snippet: control characters no caption uses, so a
+# page can escape the text first and then turn them into highlights.
+MARK, END = "\x02", "\x03"
+
+
+@dataclass
+class Filters:
+    """What the web page narrows a search or the list of recordings to: one ``folder`` (the folder a
+    recording is in), file times from ``since`` up to ``until`` (Unix seconds, the recording's mtime),
+    and one ``status``. None = no condition."""
+
+    folder: str | None = None
+    since: float | None = None
+    until: float | None = None
+    status: Status | None = None
+
+
 @runtime_checkable
 class JobStore(Protocol):
     """A durable job queue and the descriptions, shared by the daemon and the commands.
@@ -100,23 +156,31 @@ class JobStore(Protocol):
     """
 
     location: str       # where the store lives, for messages (a file path today)
+    # Called about four times a second while a write waits for another process's lock, with the seconds
+    # waited; it may raise to stop waiting. The default gives up after 30 s with a StoreError.
+    on_busy: Callable[[float], None]
 
     # ---- queue writes
     def put(self, path: str, status: Status, *, root: str | None = None, size: int | None = None,
             mtime: float | None = None, digest: str | None = None, duration: float | None = None,
-            error: str | None = None, duplicate_of: int | None = None) -> int: ...
+            error: str | None = None, duplicate_of: int | None = None, messages: Messages | None = None) -> int: ...
     def claim(self, worker: str) -> Job | None: ...
     def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
-               before_commit: Callable[[], None] | None = None) -> int: ...
-    def fail(self, job_id: int, error: str, retry_in: float | None = None) -> None: ...
+               before_commit: Callable[[], None] | None = None, messages: Messages | None = None,
+               missing_sidecars: list[MissingSidecar] = ()) -> int: ...
+    def fail(self, job_id: int, error: str, retry_in: float | None = None, *,
+             messages: Messages | None = None) -> None: ...
     def requeue(self, job_id: int, delay: float | None = None) -> None: ...
     def drop(self, job_id: int, running: bool = False) -> tuple[str, Job | None]: ...
     def move(self, job_id: int, path: str, *, root: str | None = None) -> None: ...
     def move_folder(self, src: str, dest: str, *, root: str | None = None) -> int: ...
     def touch(self, job_id: int, size: int, mtime: float) -> None: ...
-    def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]: ...
+    def recover(self, worker: str, max_attempts: int, *,
+                messages: Callable[[Job], Iterable[Outgoing]] | None = None) -> tuple[list[Job], list[Job]]: ...
     def retry(self, ids: list[int] | None = None, statuses: tuple = (Status.FAILED,)) -> int: ...
     def save_result(self, result) -> int: ...
+    def sidecar_written(self, job_id: int, kind: str) -> None: ...
+    def sidecar_failed(self, job_id: int, kind: str, error: str) -> None: ...
     def keep_event(self, job_id: int, event) -> int: ...
 
     # ---- reads
@@ -131,9 +195,26 @@ class JobStore(Protocol):
     def kept_events(self, job_id: int) -> list[dict]: ...
     def search_events(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]: ...
     def original(self, digest: str, path: str) -> Job | None: ...
+    def missing_sidecars(self, ids: list[int] | None = None) -> list[MissingSidecar]: ...
+
+    # ---- the outbox (notifications waiting for delivery; see Outgoing)
+    def outbox(self, target: str | None = None, limit: int | None = None) -> list[dict]: ...
+    def outbox_counts(self) -> dict[str, dict]: ...
+    def outbox_sent(self, ids: list[int]) -> None: ...
+    def outbox_failed(self, row_id: int, error: str, retry_in: float) -> None: ...
+    def outbox_expire(self, older_than: float) -> list[dict]: ...
+    def announced(self, target: str) -> set[str]: ...
+    def announce(self, target: str, topics: set[str]) -> None: ...
+    # ---- the web page (rkvideo serve): search, thumbnails, forgetting a description
+    def browse(self, query: str, filters: Filters, limit: int = 20, offset: int = 0) -> list[dict]: ...
+    def folders(self) -> list[str]: ...
+    def thumbnails(self, description_ids: list[int]) -> dict[int, list[dict]]: ...
+    def thumbnail(self, thumbnail_id: int) -> bytes | None: ...
+    def forget(self, description_id: int) -> bool: ...
 
     # ---- life
     def lock_daemon(self) -> None: ...
+    def files(self) -> list[str]: ...
     def close(self) -> None: ...
     def __enter__(self) -> JobStore: ...
     def __exit__(self, *exc) -> None: ...

@@ -45,7 +45,8 @@ DESCRIPTIONS = {
 }
 JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
-TABLES = {"jobs", "descriptions", "events", "schema_version", Migrations.migrations_table}
+TABLES = {"jobs", "descriptions", "events", "thumbnails", "schema_version", "missing_sidecars",
+          Migrations.migrations_table, "outbox", "announced"}
 # Timeline moments. start_s/end_s: seconds from the recording's start ("end" is an SQL keyword).
 # description_id is NULL while the recording's timeline is still being described (a finished
 # segment kept for a resume after a crash); job_id says whose it is.
@@ -95,6 +96,67 @@ def events(db) -> None:
     db["events"].create_index(["description_id"], if_not_exists=True)
     if not db["events"].detect_fts():
         db["events"].enable_fts(["text"], fts_version="FTS5", create_triggers=True)
+
+
+@MIGRATIONS(name="0100-i9-missing-sidecars")
+def missing_sidecars(db) -> None:
+    """Sidecars that could not be written, one row per job and kind, with the text to write and the last
+    error, so that a later scan or `rkvideo retry --sidecars` writes them (issue 9). A row goes once its
+    file is written, when the job is described again, or with its job. A new table: older rkvideo
+    ignores it, so ``schema_version`` stays."""
+    db.execute("CREATE TABLE IF NOT EXISTS missing_sidecars ("
+               "job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, kind TEXT NOT NULL, "
+               "path TEXT NOT NULL, recording TEXT NOT NULL, text TEXT NOT NULL, error TEXT NOT NULL, "
+               "failed_at TEXT NOT NULL, PRIMARY KEY (job_id, kind))")
+
+
+# The folder a recording is in (its path up to the last "/"), as SQL over jobs.path: the web page's
+# folder filter. An index on this very expression (below) makes the filter and the list of folders cheap.
+FOLDER_SQL = "substr(path, 1, length(rtrim(path, replace(path, '/', ''))) - 1)"
+
+
+@MIGRATIONS(name="0200-i12-thumbnails")
+def thumbnails(db) -> None:
+    """Small JPEGs of the frames the model saw, one row per frame of a description: ``seq`` is the
+    frame's position in ``descriptions.frames``, ``seconds`` its time, ``path`` the file below the
+    thumbnails folder beside the database (``store.thumbnails``). Rows go with their description."""
+    db.execute("CREATE TABLE IF NOT EXISTS thumbnails ("
+               "id INTEGER PRIMARY KEY, "
+               "description_id INTEGER NOT NULL REFERENCES descriptions(id) ON DELETE CASCADE, "
+               "seq INTEGER NOT NULL, seconds FLOAT, path TEXT NOT NULL, created_at TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS thumbnails_description_id ON thumbnails (description_id, seq)")
+
+
+@MIGRATIONS(name="0201-i12-browse-indexes")
+def browse_indexes(db) -> None:
+    """What the web page sorts and filters by: a recording's time (``mtime``) and folder, and the moments
+    of a set of jobs."""
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_mtime ON jobs (mtime)")
+    db.execute(f"CREATE INDEX IF NOT EXISTS jobs_folder ON jobs ({FOLDER_SQL})")
+    # A folder's or a day's moments, by job, without reading the rows (the search's filters).
+    db.execute("CREATE INDEX IF NOT EXISTS events_job_description ON events (job_id, description_id)")
+
+
+# Notifications waiting for delivery, one row per message and target, delivered in id order per
+# target and deleted once delivered (see store.Outgoing). ``message`` is the message's stable id;
+# ``next_try``/``last_error``/``attempts`` say how delivery is going. No foreign key to jobs: a job
+# can be forgotten (its file deleted) while its error message still waits.
+OUTBOX = {
+    "id": int, "message": str, "target": str, "topic": str, "payload": str, "retain": int, "job_id": int,
+    "created_at": str, "attempts": int, "next_try": str, "last_error": str,
+}
+
+
+@MIGRATIONS(name="0300-i14-outbox")
+def outbox(db) -> None:
+    """The notification outbox, and the retained MQTT discovery topics each target was given (so a
+    folder no longer watched gets its Home Assistant entities removed)."""
+    db["outbox"].create(OUTBOX, pk="id", not_null={"message", "target", "payload", "created_at", "attempts"},
+                        defaults={"attempts": 0, "retain": 0}, if_not_exists=True)
+    db["outbox"].create_index(["target", "id"], if_not_exists=True)
+    db["outbox"].create_index(["created_at"], if_not_exists=True)
+    db["announced"].create({"target": str, "topic": str, "created_at": str}, pk=("target", "topic"),
+                           not_null={"created_at"}, if_not_exists=True)
 
 
 def version(db) -> int | None:

@@ -27,6 +27,15 @@ queued in its place (``drop``, ``put``), so that content is still described
 once. A ``done`` original that is deleted keeps its descriptions and its
 copies stay skipped: their content is described already.
 
+The file itself (``dbfile``): the lock file is named after the database's
+real path, so one daemon per database file holds however the path is spelled;
+a write that finds another process's lock waits and tries again, calling
+``on_busy`` between tries (the daemon waits as long as it takes, commands give
+up after 30 s); and every commit first checks that the file at the path is
+still the one opened, so a deleted or replaced database is never written into.
+Sidecars that could not be written are kept in ``missing_sidecars`` with their
+text, committed with the description.
+
 Read-only opens (``readonly=True``, for ``list``/``show``/``search``) never
 write, so they work for a user who may only read the file: while a daemon
 runs, SQLite reads through the ``-wal`` and ``-shm`` files the daemon keeps
@@ -38,19 +47,25 @@ in rare cases seen half-way; run the command again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import dataclasses
 import json
+import logging
 import os
+import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import quote
 
 import sqlite_utils
 
-from . import migrations
-from .base import Job, Status, StoreError, db_text, later, now, same_content, valid_name
+from . import browse, dbfile, migrations
+from .base import (Filters, Job, Messages, MissingSidecar, Outgoing, Status, StoreError, db_text, later, now,
+                   same_content, valid_name)
 from .fingerprints import fingerprint
+from .thumbnails import ThumbnailFiles, folder_for
+
+log = logging.getLogger(__name__)
 
 # A put with one of these statuses finishes the job at once.
 FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
@@ -59,11 +74,16 @@ FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
 class SqliteStore:
     """One connection to the database file; use one store per thread."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False):
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
+                 on_busy: dbfile.OnBusy | None = None):
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.readonly = readonly
+        # Called while a write waits for another process's lock (see dbfile); commands give up.
+        self.on_busy = on_busy or dbfile.give_up_after(dbfile.BUSY_LIMIT, self.path)
         self._lock_file = None
+        self._identity = None
+        self.thumbnail_files = ThumbnailFiles(folder_for(self.path))
         if (readonly or not create) and not self.path.exists():
             raise StoreError(f"{self.path}: no database yet (run `rkvideo watch` or `rkvideo describe --db`, "
                              f"or pass --db PATH)")
@@ -77,7 +97,9 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise self._unusable(exc) from None
         try:
-            self._setup(create and not readonly)
+            dbfile.patiently(lambda: self._setup(create and not readonly), self.path, self.on_busy)
+            if not readonly:
+                self._identity = dbfile.Identity(self.path)
         except BaseException as exc:
             self.db.close()
             if isinstance(exc, sqlite3.DatabaseError):
@@ -94,9 +116,9 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; every write below is an explicit one.
         if not self.readonly:
-            return sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            return sqlite3.connect(str(self.path), timeout=dbfile.BUSY_SLICE, isolation_level=None)
         uri = "file:" + quote(os.fsencode(os.path.abspath(self.path)))
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=dbfile.BUSY_SLICE, isolation_level=None)
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
@@ -106,7 +128,7 @@ class SqliteStore:
             conn.close()
             if os.path.exists(f"{self.path}-wal"):
                 raise
-            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30, isolation_level=None)
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=dbfile.BUSY_SLICE, isolation_level=None)
 
     def _setup(self, create: bool) -> None:
         if sqlite3.sqlite_version_info < (3, 31):      # generated columns (jobs.relpath)
@@ -129,60 +151,34 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         """Create the schema, or bring an older one up to date, once, whoever else opens it now."""
-        with self._creation_lock():     # another process may be creating it right now
+        self._refuse_foreign()          # before the lock file is made beside someone else's database
+        with dbfile.creation_lock(self.path):     # another process may be creating it right now
             version = migrations.version(self.db)
             if version is None:
-                foreign = migrations.foreign_tables(self.db)
-                if foreign:
-                    raise StoreError(f"{self.path}: not an rkvideo database (it has other tables: "
-                                     f"{', '.join(sorted(foreign))}); pass another --db")
+                self._refuse_foreign()
                 self.db.enable_wal()    # persistent: every later connection opens in WAL mode
             self._check_version(version)
             with self._transaction():
                 migrations.migrate(self.db)
 
-    @contextlib.contextmanager
-    def _creation_lock(self):
-        """A POSIX lock on byte 1 of ``<db>.lock`` while the schema is created; the close releases it.
-
-        Not ``flock``: the daemon holds an exclusive ``flock`` on the same file for its whole life, and
-        the two kinds of lock do not conflict (Linux, local file systems), so a process that found no
-        schema never waits for a daemon that has started meanwhile and created it.
-        """
-        fd = self._open_lock_file()
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1)
-            yield fd
-        finally:
-            os.close(fd)
-
-    def _open_lock_file(self) -> int:
-        """``<db>.lock``, never through a symbolic link planted at that name (it would be created or
-        truncated wherever the link points)."""
-        name = f"{self.path}.lock"
-        try:
-            return os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            if os.path.islink(name):
-                raise StoreError(f"{name} is a symbolic link: remove it (rkvideo never writes through one)") from None
-            raise StoreError(f"{name}: cannot open the lock file ({e.strerror})") from None
+    def _refuse_foreign(self) -> None:
+        """A database without our schema_version but with tables of its own is someone else's."""
+        if migrations.version(self.db) is None:
+            foreign = migrations.foreign_tables(self.db)
+            if foreign:
+                raise StoreError(f"{self.path}: not an rkvideo database (it has other tables: "
+                                 f"{', '.join(sorted(foreign))}); pass another --db")
 
     def lock_daemon(self) -> None:
-        """Only one daemon per database: a second one would requeue the first one's running job.
+        """Only one daemon per database file, whatever path names it: a second one would requeue the
+        first one's running job (see ``dbfile.lock_daemon``)."""
+        self._lock_file = dbfile.lock_daemon(self.path)    # held until closed or the process ends
 
-        ``flock`` on ``<db>.lock``, not ``lockf``: a POSIX lock belongs to the process, and the kernel
-        drops it as soon as *any* descriptor of that file is closed in the process (``_creation_lock``
-        does that); a ``flock`` belongs to this open file and lasts until it is closed or the process
-        ends, even by kill -9.
-        """
-        fd = self._open_lock_file()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(f"{self.path}: another `rkvideo watch` is using this database "
-                             f"(stop it first, or use another --db)") from None
-        self._lock_file = fd    # held until the process ends (the kernel drops it even on kill -9)
+    def files(self) -> list[str]:
+        """The database file and everything kept beside it (-wal, -shm, -journal, the lock file, the
+        thumbnails folder), as real paths: the daemon never takes them, or anything below them, for
+        recordings."""
+        return [*dbfile.files(self.path), os.path.realpath(self.thumbnail_files.folder)]
 
     def close(self) -> None:
         self.db.close()
@@ -198,11 +194,14 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _transaction(self, doing: str = ""):
-        """One write transaction; a database failure becomes a StoreError naming the file."""
+        """One write transaction; a database failure becomes a StoreError naming the file. Waits for
+        another process's write lock (``on_busy``); commits only into the file the store opened."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            dbfile.patiently(lambda: self.db.execute("BEGIN IMMEDIATE"), self.path, self.on_busy)
             try:
                 yield self
+                if self._identity is not None:
+                    self._identity.check()
             except BaseException:
                 if self.db.conn.in_transaction:    # some errors (disk full, I/O) have rolled it back already
                     self.db.execute("ROLLBACK")
@@ -215,7 +214,7 @@ class SqliteStore:
 
     def _rows(self, sql: str, params=()) -> list[dict]:
         try:
-            return list(self.db.query(sql, params))
+            return dbfile.patiently(lambda: list(self.db.query(sql, params)), self.path, self.on_busy)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
@@ -266,6 +265,74 @@ class SqliteStore:
         return self._one("SELECT * FROM jobs WHERE hash = ? AND path != ? AND status != ? ORDER BY id LIMIT 1",
                          [digest, db_text(path), Status.SKIPPED])
 
+    def missing_sidecars(self, ids: list[int] | None = None) -> list[MissingSidecar]:
+        """Sidecars still to be written, by job (only those of ``ids`` when given)."""
+        sql, params = "SELECT * FROM missing_sidecars", []
+        if ids:
+            sql += f" WHERE job_id IN ({', '.join('?' for _ in ids)})"
+            params = list(ids)
+        return [MissingSidecar(**row) for row in self._rows(sql + " ORDER BY job_id, kind", params)]
+
+    def browse(self, query: str, filters: Filters, limit: int = 20, offset: int = 0) -> list[dict]:
+        """The web page's results: moments and recordings holding every word of ``query``, best first; with
+        no query, the recordings newest first (see ``browse``). Only the words count: quotes, operators and
+        other signs are not FTS5 syntax here, so no query can be a syntax error."""
+        words = re.findall(r"\w+", query)
+        try:
+            if not query.strip():
+                return browse.recordings(self.db, filters, limit, offset)
+            if not words:
+                return []
+            return browse.search(self.db, " ".join(f'"{w}"' for w in words), filters, limit, offset)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: search {query!r}: {exc}") from exc
+
+    def folders(self) -> list[str]:
+        """Every folder that holds a recording (the web page's folder filter)."""
+        try:
+            return browse.folders(self.db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def thumbnails(self, description_ids: list[int]) -> dict[int, list[dict]]:
+        """description id → its thumbnails in frame order: id, seq, seconds, path."""
+        try:
+            return browse.thumbnails(self.db, description_ids)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    def thumbnail(self, thumbnail_id: int) -> bytes | None:
+        """The JPEG of a thumbnail the database knows, or None (no such row, or its file is gone)."""
+        rows = self._rows("SELECT path FROM thumbnails WHERE id = ?", [thumbnail_id])
+        if not rows:
+            return None
+        f = self.thumbnail_files.open(rows[0]["path"])
+        if f is None:
+            return None
+        with f:
+            return f.read()
+
+    def forget(self, description_id: int) -> bool:
+        """Remove a description with its moments and its thumbnails (rows and files). The job stays; if it
+        has no description left, its note says so (``rkvideo retry`` describes it again). Returns whether
+        the description existed."""
+        if not 0 < description_id < 2**63:       # SQLite's integers: no such row
+            return False
+        stamp = now()
+        with self._transaction(f"cannot remove description {description_id}"):
+            row = self.db.execute("SELECT job_id FROM descriptions WHERE id = ?", [description_id]).fetchone()
+            if row is None:
+                return False
+            names = [r[0] for r in self.db.execute("SELECT path FROM thumbnails WHERE description_id = ?",
+                                                   [description_id])]
+            for table, key in (("events", "description_id"), ("thumbnails", "description_id"), ("descriptions", "id")):
+                self.db.execute(f"DELETE FROM {table} WHERE {key} = ?", [description_id])
+            self.db.execute("UPDATE jobs SET error = 'its descriptions were removed (rkvideo forget); `rkvideo "
+                            "retry` describes it again', updated_at = ? WHERE id = ? AND status = ? AND NOT EXISTS "
+                            "(SELECT 1 FROM descriptions WHERE job_id = jobs.id)", [stamp, row[0], Status.DONE])
+        self.thumbnail_files.remove(names)
+        return True
+
     def search(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
         """Descriptions matching ``query``, best first (FTS5 bm25), each with a snippet.
 
@@ -281,7 +348,7 @@ class SqliteStore:
 
     def _matches(self, sql: str, query: str, match: str, limit: int) -> list[dict]:
         try:
-            return list(self.db.query(sql, [match, limit]))
+            return dbfile.patiently(lambda: list(self.db.query(sql, [match, limit])), self.path, self.on_busy)
         except sqlite3.OperationalError as exc:
             raise StoreError(f"search {query!r}: {exc} (check the FTS5 query syntax, or drop --raw)") from None
 
@@ -300,12 +367,16 @@ class SqliteStore:
     # ------------------------------------------------------ queue writes
 
     def put(self, path: str, status: Status, *, root: str | None = None, size=None, mtime=None, digest=None,
-            duration=None, error=None, duplicate_of=None) -> int:
+            duration=None, error=None, duplicate_of=None, messages: Messages | None = None) -> int:
         """Insert or reset the job for ``path``; attempts start again at 0. ``root`` is the watched folder
-        ``path`` is in (kept from before when None)."""
+        ``path`` is in (kept from before when None). ``messages(job_id)`` go to the outbox in the same
+        transaction."""
         with self._transaction():
-            return self._put(path, status, root=root, size=size, mtime=mtime, digest=digest,
-                             duration=duration, error=error, duplicate_of=duplicate_of)
+            job_id = self._put(path, status, root=root, size=size, mtime=mtime, digest=digest,
+                               duration=duration, error=error, duplicate_of=duplicate_of)
+            if messages is not None:
+                self._enqueue(messages(job_id))
+            return job_id
 
     def _put(self, path: str, status: Status, *, root=None, size=None, mtime=None, digest=None, duration=None,
              error=None, duplicate_of=None) -> int:
@@ -419,13 +490,23 @@ class SqliteStore:
         return job
 
     def finish(self, job: Job, result, *, timings: dict | None = None, source: str = "watch",
-               before_commit: Callable[[], None] | None = None) -> int:
-        """Store the description and mark the job done, in one transaction. ``before_commit`` is called
-        inside it, after both writes: if it raises, neither is kept. Returns the description's id."""
+               before_commit: Callable[[], None] | None = None, messages: Messages | None = None,
+               missing_sidecars: list[MissingSidecar] = ()) -> int:
+        """Store the description and mark the job done, in one transaction, with the outbox rows of
+        ``messages(description_id)``. ``before_commit`` is called inside it, after every write: if it
+        raises, nothing is kept. ``missing_sidecars``: the sidecars of this description that could not
+        be written (they replace those of an earlier one). Returns the description's id."""
         stamp = now()
         with self._transaction():
             description = self._insert_description(job, result, timings, source, stamp)
             self._mark_done(job.id, stamp)
+            self.db.execute("DELETE FROM missing_sidecars WHERE job_id = ?", [job.id])
+            for missing in missing_sidecars:
+                self.db.execute("INSERT INTO missing_sidecars (job_id, kind, path, recording, text, error, failed_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)", [job.id, missing.kind, missing.path,
+                                                                 missing.recording, missing.text, missing.error, stamp])
+            if messages is not None:
+                self._enqueue(messages(description))
             if before_commit is not None:
                 before_commit()
         return description
@@ -455,7 +536,24 @@ class SqliteStore:
                                  f"({', '.join(':' + c for c in row)})", row)
         description = cursor.lastrowid
         self._insert_events(job.id, description, result.events, stamp)
+        self._insert_thumbnails(description, result, stamp)
         return description
+
+    def _insert_thumbnails(self, description_id: int, result, stamp: str) -> None:
+        """The result's thumbnails as files beside the database and rows naming them. A file that cannot
+        be written (a full disk, a planted link) costs the thumbnails, never the description."""
+        rows = []
+        try:
+            for seq, (frame, data) in enumerate(zip(result.frames, getattr(result, "thumbnails", None) or [])):
+                rows.append((description_id, seq, frame.get("seconds"),
+                             self.thumbnail_files.write(description_id, seq, data), stamp))
+        except OSError as exc:
+            log.warning("%s: thumbnails of description %d not kept: %s", self.thumbnail_files.folder,
+                        description_id, exc)
+            self.thumbnail_files.remove(row[3] for row in rows)
+            return
+        self.db.conn.executemany("INSERT INTO thumbnails (description_id, seq, seconds, path, created_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", rows)
 
     def _insert_events(self, job_id: int, description_id: int, events, stamp: str) -> None:
         # The moments kept for a resume are part of ``events`` now (the timeline reused them).
@@ -486,10 +584,14 @@ class SqliteStore:
     def _forget_kept(self, job_id: int) -> None:
         self.db.execute("DELETE FROM events WHERE job_id = ? AND description_id IS NULL", [job_id])
 
-    def fail(self, job_id: int, error: str, retry_in: float | None = None) -> None:
-        """Record a failure: queued again after ``retry_in`` seconds, or failed for good (None)."""
+    def fail(self, job_id: int, error: str, retry_in: float | None = None, *,
+             messages: Messages | None = None) -> None:
+        """Record a failure: queued again after ``retry_in`` seconds, or failed for good (None); the outbox
+        rows of ``messages(job_id)`` in the same transaction."""
         stamp = now()
         with self._transaction():
+            if messages is not None:
+                self._enqueue(messages(job_id))
             if retry_in is None:
                 self.db.execute("UPDATE jobs SET status = ?, error = ?, not_before = NULL, finished_at = ?, "
                                 "updated_at = ? WHERE id = ?", [Status.FAILED, error, stamp, stamp, job_id])
@@ -504,12 +606,14 @@ class SqliteStore:
                             "started_at = NULL, updated_at = ? WHERE id = ? AND status = ?",
                             [Status.QUEUED, later(delay) if delay else None, now(), job_id, Status.RUNNING])
 
-    def recover(self, worker: str, max_attempts: int) -> tuple[list[Job], list[Job]]:
+    def recover(self, worker: str, max_attempts: int, *,
+                messages: Callable[[Job], Iterable[Outgoing]] | None = None) -> tuple[list[Job], list[Job]]:
         """At start-up: jobs left running by a crash go back to the queue, or fail after max_attempts.
 
         Every running job counts, not only those ``worker`` claimed: ``lock_daemon`` allows one daemon
         per database, so at its start no job can be running anywhere else. Returns (requeued, failed),
-        each job as it was found.
+        each job as it was found; ``messages(job)`` of each failed one go to the outbox in the same
+        transaction.
         """
         stamp = now()
         with self._transaction():
@@ -522,6 +626,8 @@ class SqliteStore:
                     self.db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? "
                                     "WHERE id = ?", [Status.FAILED, error, stamp, stamp, job.id])
                     failed.append(job)
+                    if messages is not None:
+                        self._enqueue(messages(dataclasses.replace(job, status=Status.FAILED, error=error)))
                 else:
                     self.db.execute("UPDATE jobs SET status = ?, started_at = NULL, updated_at = ?, "
                                     "error = coalesce(error, 'interrupted: the daemon stopped while describing') "
@@ -545,6 +651,83 @@ class SqliteStore:
                 cursor = self.db.execute(f"UPDATE jobs SET {reset} WHERE status IN ({marks})",
                                          [Status.QUEUED, stamp, *(Status(s) for s in statuses)])
             return cursor.rowcount
+
+    def sidecar_written(self, job_id: int, kind: str) -> None:
+        """A missing sidecar is written now (or will never be: its recording moved on)."""
+        with self._transaction():
+            self.db.execute("DELETE FROM missing_sidecars WHERE job_id = ? AND kind = ?", [job_id, kind])
+
+    def sidecar_failed(self, job_id: int, kind: str, error: str) -> None:
+        """Another try to write a missing sidecar failed: the latest reason."""
+        with self._transaction():
+            self.db.execute("UPDATE missing_sidecars SET error = ?, failed_at = ? WHERE job_id = ? AND kind = ?",
+                            [error, now(), job_id, kind])
+
+    # ------------------------------------------------------------ the outbox
+
+    def _enqueue(self, messages: Iterable[Outgoing]) -> None:
+        """Outbox rows, inside the caller's transaction."""
+        stamp = now()
+        self.db.conn.executemany(
+            "INSERT INTO outbox (message, target, topic, payload, retain, job_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(m.message, m.target, m.topic, m.payload, int(m.retain), m.job_id, stamp) for m in messages])
+
+    def outbox(self, target: str | None = None, limit: int | None = None) -> list[dict]:
+        """Messages waiting for delivery, oldest first (those of ``target`` only, the first ``limit``)."""
+        sql = "SELECT * FROM outbox" + (" WHERE target = ?" if target is not None else "") + " ORDER BY id"
+        params: list = [target] if target is not None else []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._rows(sql, params)
+        for row in rows:
+            row["retain"] = bool(row["retain"])
+        return rows
+
+    def outbox_counts(self) -> dict[str, dict]:
+        """Per target: how many rows wait (``n``), since when (``oldest``) and the head row's last error."""
+        rows = self._rows("SELECT target, count(*) AS n, min(created_at) AS oldest, "
+                          "(SELECT last_error FROM outbox o WHERE o.target = outbox.target ORDER BY id LIMIT 1) "
+                          "AS last_error FROM outbox GROUP BY target ORDER BY target")
+        return {row.pop("target"): row for row in rows}
+
+    def outbox_sent(self, ids: list[int]) -> None:
+        """Delivered: the rows leave the outbox."""
+        if not ids:
+            return
+        with self._transaction("cannot update the outbox"):
+            self.db.execute(f"DELETE FROM outbox WHERE id IN ({', '.join('?' for _ in ids)})", list(ids))
+
+    def outbox_failed(self, row_id: int, error: str, retry_in: float) -> None:
+        """A delivery of row ``row_id`` failed: count it, keep why, and when it is tried next."""
+        with self._transaction("cannot update the outbox"):
+            self.db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try = ? WHERE id = ?",
+                            [error, later(retry_in), row_id])
+
+    def outbox_expire(self, older_than: float) -> list[dict]:
+        """Drop messages written more than ``older_than`` seconds ago; returns per target how many went
+        (``target``, ``n``, ``oldest``, ``messages``: their ids), for the log."""
+        cutoff = later(-older_than)
+        with self._transaction("cannot expire outbox messages"):
+            gone = list(self.db.query(
+                "SELECT target, count(*) AS n, min(created_at) AS oldest, group_concat(message, ' ') AS messages "
+                "FROM outbox WHERE created_at < ? GROUP BY target ORDER BY target", [cutoff]))
+            if gone:
+                self.db.execute("DELETE FROM outbox WHERE created_at < ?", [cutoff])
+        return gone
+
+    def announced(self, target: str) -> set[str]:
+        """The retained discovery topics ``target`` was last given."""
+        return {row["topic"] for row in self._rows("SELECT topic FROM announced WHERE target = ?", [target])}
+
+    def announce(self, target: str, topics: set[str]) -> None:
+        """``target`` now holds exactly these retained discovery topics."""
+        stamp = now()
+        with self._transaction("cannot record the announced topics"):
+            self.db.execute("DELETE FROM announced WHERE target = ?", [target])
+            self.db.conn.executemany("INSERT INTO announced (target, topic, created_at) VALUES (?, ?, ?)",
+                                     [(target, topic, stamp) for topic in sorted(topics)])
 
     def save_result(self, result) -> int:
         """``rkvideo describe --db``: store one result under the job of its (first) input file.

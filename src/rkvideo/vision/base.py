@@ -8,7 +8,13 @@ imports the package that chooses it.
 
 ``check_encoder`` lives here too because it is the one check every runtime
 relies on: a wrong token count or width does not fail later, it produces
-fluent, wrong text.
+fluent, wrong text. Tokens and width are always read from the encoder's real
+outputs. The input side is compared only where the runtime can report it
+(ONNX Runtime); RKNNLite cannot, and whether it refuses a buffer of the wrong
+size is unknown (docs/board.md, "Vision encoder (RKNNLite)"), so there the
+token count is what exposes a wrong ``model.input_size``: a mismatch names
+both keys, and the side that gives the encoder's count when the family's
+patch arithmetic is known.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ class Encoder(Protocol):
     """One encoder instance. The pool drives each instance from one thread at a time."""
     path: str                 # the model file, for error messages
     normalize: str            # "encoder" (feed uint8 NHWC) or "host" (feed normalised float32 NCHW)
-    input_size: int           # square input side, read from the model
+    input_size: int | None    # square input side read from the model; None when the runtime cannot tell
     output_shapes: list       # one shape per output, read from the model
 
     def run(self, tensor: np.ndarray) -> list:
@@ -73,14 +79,39 @@ def check_encoder(encoder: Encoder, profile) -> tuple[int, int]:
     tokens, width = pairs[0]
     facts = [
         ("encoder_outputs", len(shapes), profile.encoder_outputs, "outputs"),
-        ("tokens_per_image", tokens, profile.tokens_per_image, "tokens per image"),
-        ("embed_width", width, profile.embed_width, "floats per token per output"),
         ("input_size", encoder.input_size, profile.input_size, "input side"),
+        ("embed_width", width, profile.embed_width, "floats per token per output"),
     ]
     for key, got, want, what in facts:
-        if got != want:
+        if got is not None and got != want:
             raise VisionError(
                 f"{encoder.path}: the encoder has {got} {what}, profile {profile.name} says {want} "
                 f"(output shapes {shapes}; set model.{key} = {got} in config.toml if this encoder is right, "
                 f"or use the encoder that matches the profile)")
+    if tokens != profile.tokens_per_image:
+        raise VisionError(_tokens_mismatch(encoder, profile, tokens, shapes))
+    fitting = profile.side_for(tokens)
+    if encoder.input_size is None and fitting not in (None, profile.input_size):
+        raise VisionError(
+            f"{encoder.path}: the encoder gives {tokens} tokens per image, which for {profile.family} means a "
+            f"{fitting}×{fitting} input, but model.input_size is {profile.input_size} (profile {profile.name}): "
+            f"set model.input_size = {fitting} in config.toml, or use the encoder that matches the profile")
     return tokens, width
+
+
+def _tokens_mismatch(encoder: Encoder, profile, tokens: int, shapes: list) -> str:
+    """Tokens per image depend on the input side: name model.input_size beside model.tokens_per_image."""
+    side = profile.input_size
+    head = (f"{encoder.path}: the encoder gives {tokens} tokens per image, profile {profile.name} says "
+            f"{profile.tokens_per_image} for a {side}×{side} input (output shapes {shapes}); ")
+    fitting = profile.side_for(tokens)
+    if fitting == side:
+        return head + (f"{tokens} tokens is what model.input_size = {side} gives: set model.tokens_per_image = "
+                       f"{tokens} in config.toml, or use the encoder that matches the profile")
+    if fitting is not None:
+        return head + (f"{tokens} tokens is what a {fitting}×{fitting} input gives: if the encoder was "
+                       f"converted for that size, set model.input_size = {fitting} and model.tokens_per_image "
+                       f"= {tokens} in config.toml, or use the encoder that matches the profile")
+    return head + (f"check model.input_size ({side}) against the size the encoder was converted for, then set "
+                   f"model.tokens_per_image = {tokens} in config.toml if this encoder is right, or use the "
+                   f"encoder that matches the profile")

@@ -88,9 +88,10 @@ class OnnxEncoder:
         if len(sides) > 1:
             raise VisionError(f"{self.path}: input {image.name!r} is not square ({image.shape}); "
                               f"rkvideo letterboxes frames to a square")
-        # Dynamic height/width (Rockchip's Qwen exports): the profile's size is used.
-        self.input_size = sides.pop() if sides else profile.input_size
-        size = self.input_size
+        # Dynamic height/width (Rockchip's Qwen exports): the profile's size is fed, and the model
+        # cannot say which it wants (input_size None: the token count is checked instead).
+        self.input_size = sides.pop() if sides else None
+        size = self.input_size or int(profile.input_size)
         self.input_shape = (1, size, size, 3) if layout == "nhwc" else (1, 3, size, size)
         self.input_dtype = np.uint8 if layout == "nhwc" else np.float32
         self.extra = {}

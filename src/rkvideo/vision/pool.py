@@ -1,7 +1,10 @@
 """Frames to vision embeddings: one pool of encoder instances, any runtime.
 
 Why a pool of threads fed through a bounded queue: on the board the encoder
-is the slow stage (about 2 s per frame on one NPU core) and RK3588 has three
+is the slow stage — Rockchip publishes 2–3.3 s per image for the stock
+encoders, measured with all three NPU cores on one image; the time of one
+core is not published, but splitting a transformer encoder over cores gains
+little (docs/board.md, "Published RK3588 performance") — and RK3588 has three
 cores, so three single-core instances encode three frames at once while the
 sampler decodes the next ones. The runtimes release the GIL while they run
 (RKNNLite, ONNX Runtime), so plain threads are enough. The queue is bounded

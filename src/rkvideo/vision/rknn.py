@@ -16,15 +16,29 @@ return −1, ``inference`` returns None) and logs the reason itself (docs/board.
 the file and the core.
 
 RKNNLite has no query API for tensor shapes (``rknn_lite.py`` exposes none),
-so the input size comes from the profile and one warm-up inference on a grey
-frame at load time both proves the model takes that size and reveals the
-output shapes, which are checked against the profile (tokens per image,
-width, number of outputs) before any real frame is encoded. The warm-ups run
-in parallel, one per core, so they cost about one encoder call.
+so the input side comes from the profile, and one warm-up inference on a grey
+frame at load time reveals the output shapes: tokens per image, width and the
+number of outputs are read from them and checked against the profile before
+any real frame is encoded. The input side itself cannot be checked (whether
+the runtime refuses a buffer of the wrong size is unknown), so the encoder
+reports it as unknown and the token count stands in for it: a mismatch names
+``model.input_size`` as well as ``model.tokens_per_image`` (``check_encoder``).
+The warm-ups run in parallel, one per core, so they cost about one encoder call.
+
+The real class is lenient in two ways that hide mistakes (docs/board.md,
+"Vision encoder (RKNNLite)"): it takes a 4-D NCHW array for an NHWC model,
+transposing it with a warning, and float32 input for a model with mean/std
+built in — so host-normalised input to such a model is normalised twice
+without any error. Only ``model.normalize`` prevents that; rkvideo feeds
+exactly what the setting says.
+
+rknn-toolkit-lite2 ships wheels for CPython 3.7–3.12 only (``TOOLKIT_WHEELS``);
+on a newer Python the import error says to make a 3.12 environment.
 """
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -36,10 +50,35 @@ from .base import VisionError, check_encoder
 log = logging.getLogger(__name__)
 
 EXTRA_HINT = "install the [rk] extra on the board: pip install 'rkvideo[rk]'"
+# CPython versions with an rknn-toolkit-lite2 wheel (manylinux aarch64): 2.3.2 in the rknn-toolkit2
+# repository, 2.5.0 on the package index. No release has a cp313 wheel (docs/board.md, "Driver, libraries
+# and Python packages"); the [rk] extra's marker in pyproject.toml skips the package on 3.13+.
+TOOLKIT_WHEELS = {"2.3.2": ((3, 7), (3, 12)), "2.5.0": ((3, 10), (3, 12))}
+PYTHON_FIX = ("make a Python 3.12 environment and install there: uv venv --seed --python 3.12 ~/rkvideo-venv && "
+              "~/rkvideo-venv/bin/pip install 'rkvideo[rk]' (README, \"On the board\")")
 MASKS = (1, 2, 4)               # RKNNLite.NPU_CORE_0, _1, _2
 DOMAIN_BYTES = 4 << 30          # NPU IOMMU domain 0, shared by every RKNN context
 # The runtime asks for somewhat more NPU memory than the file size (#195: 1.43 GB for 1.34 GB).
 OVERHEAD = 1.1
+
+
+def wheels_for(python: tuple) -> list[str]:
+    """The rknn-toolkit-lite2 releases with a wheel for this CPython (major, minor, ...)."""
+    return [release for release, (low, high) in TOOLKIT_WHEELS.items() if low <= tuple(python[:2]) <= high]
+
+
+def wheel_table() -> str:
+    """``2.3.2: cp37–cp312; 2.5.0: cp310–cp312``."""
+    return "; ".join(f"{release}: cp{low[0]}{low[1]}–cp{high[0]}{high[1]}"
+                     for release, (low, high) in TOOLKIT_WHEELS.items())
+
+
+def toolkit_hint(python: tuple = tuple(sys.version_info[:3])) -> str:
+    """What to do when rknnlite cannot be imported on this Python."""
+    if wheels_for(python):
+        return EXTRA_HINT
+    version = ".".join(str(v) for v in python[:3])
+    return f"rknn-toolkit-lite2 has no wheel for Python {version} ({wheel_table()}); {PYTHON_FIX}"
 
 
 def _load_class():
@@ -47,7 +86,7 @@ def _load_class():
     try:
         from rknnlite.api import RKNNLite
     except (ImportError, OSError) as exc:
-        raise VisionError(f"rknn-toolkit-lite2 cannot be imported ({exc}); {EXTRA_HINT}") from None
+        raise VisionError(f"rknn-toolkit-lite2 cannot be imported ({exc}); {toolkit_hint()}") from None
     return RKNNLite
 
 
@@ -62,8 +101,9 @@ class RKNNEncoder:
         self.path = str(path)
         self.core = core
         self.normalize = profile.normalize
-        # RKNNLite cannot report it; the warm-up inference proves the model takes it.
-        self.input_size = int(profile.input_size)
+        # RKNNLite cannot report the input side: the profile's is fed, and the token count read at
+        # warm-up stands in for it (see the module docstring).
+        self.input_size = None
         self.output_shapes: list = []
         self._rknn = rknn_class()
         rc = self._rknn.load_rknn(self.path)
@@ -139,8 +179,7 @@ def _warm_up(encoders: list, profile) -> list:
         layout = "uint8 NHWC" if profile.normalize == "encoder" else "float32 NCHW"
         raise VisionError(f"{encoders[0].path}: the warm-up inference on a grey {side}×{side} {layout} frame failed "
                           f"on every NPU core ({results[0]}); check that the encoder's input is {side}×{side} "
-                          f"(model.input_size) and that model.normalize = {profile.normalize!r} matches how the "
-                          f".rknn was converted")
+                          f"(model.input_size) and that the .rknn was converted for this SoC")
     for encoder, result in zip(encoders, results):
         if not isinstance(result, list):
             log.warning("%s: dropping the encoder on NPU core %d after a failed warm-up: %s",

@@ -1,0 +1,56 @@
+"""Another user: read a database as someone who may read it but write neither it nor its folder.
+
+As root: a forked child that becomes ``nobody`` (the interpreter is already loaded, it may be in a
+folder that user cannot reach). Otherwise: this user, with the write bits removed meanwhile.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def shared_folder():
+    """A folder another user can reach (pytest's tmp_path is private to its user)."""
+    folder = tempfile.mkdtemp(prefix="rkvideo-shared-")
+    os.chmod(folder, 0o755)
+    yield folder
+    os.chmod(folder, 0o755)
+    shutil.rmtree(folder)
+
+
+def as_reader(folder: str, path: str, read) -> dict:
+    """``read()`` (returning JSON-ready data) as a user who may read ``path`` in ``folder`` but write
+    neither; an exception in it comes back as ``{"error": ...}``."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o444)
+        os.chmod(folder, 0o555)
+        try:
+            return read()
+        finally:
+            os.chmod(folder, 0o755)
+            os.chmod(path, 0o644)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child: drop to nobody, read, report, exit without running pytest's cleanup
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            answer = read()
+        except BaseException as exc:   # noqa: BLE001 - reported to the parent
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(w, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        answer = json.loads(f.read())
+    os.waitpid(pid, 0)
+    return answer
