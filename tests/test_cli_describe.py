@@ -199,7 +199,7 @@ class CannedDescriber:
         self.config, self.dry_run = config, dry_run
 
     def describe_video(self, path, *, frames=None, prompt=None, max_new_tokens=None, seek=None, frames_by=None,
-                       on_text=None, on_frame=None, on_plan=None):
+                       on_text=None, on_frame=None, on_plan=None, thumbnails=False):
         if on_text:
             on_text(self.TEXT[:6])
             on_text(self.TEXT[6:])

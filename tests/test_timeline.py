@@ -293,3 +293,17 @@ def test_progress_shows_the_analysis_then_each_moment(capsys):
     silent = Progress(False)
     silent.stage("yard.mp4", "segment", 1, 2)
     assert capsys.readouterr().err == ""
+
+
+def test_thumbnails_line_up_with_the_frames_also_after_a_resume(runtimes, scenes, tmp_path):
+    """For the web page: a small JPEG per frame the model saw, in the order of Result.frames; a moment
+    kept by an interrupted run has its frames decoded again for them."""
+    cfg = make_config(tmp_path)
+    path = scenes("cam.mp4", Scene(crossings=CROSSINGS, **SMALL))
+    options = timeline.Options(mode="timeline", thumbnails=True)
+    first = describe(cfg, path, options)
+    assert len(first.thumbnails) == len(first.frames) > 0
+    assert all(jpeg.startswith(b"\xff\xd8") for jpeg in first.thumbnails)
+    again = describe(cfg, path, options, kept=[first.events[0].as_json()])
+    assert len(again.thumbnails) == len(again.frames) == len(first.frames)
+    assert "thumbnails" not in again.as_json()

@@ -241,7 +241,7 @@ CHOICES = {
 POSITIVE = {("vision", "workers"), ("vision", "queue_size"), ("llm", "max_new_tokens"),
             ("describe", "frames"), ("watch", "max_attempts")}
 # Settings that must be above zero (a zero would divide, or never end a loop).
-ABOVE_ZERO = {("timeline", "step"), ("timeline", "intra_fps"), ("timeline", "max_segment"),
+NOT_ZERO = {("timeline", "step"), ("timeline", "intra_fps"), ("timeline", "max_segment"),
               ("timeline", "thumbnail_every"), ("timeline", "start"), ("timeline", "end")}
 SIDECARS = ("txt", "json", "vtt")
 # Lists of tables rather than of strings, each checked by its own function below.
@@ -323,7 +323,7 @@ def _check(section: str, key: str, value, hint, where: str):
         raise ConfigError(f"{where}: {name} must be a port number (0-65535), got {value!r}")
     if (section, key) in POSITIVE and value < 1:
         raise ConfigError(f"{where}: {name} must be at least 1, got {value!r}")
-    if (section, key) in ABOVE_ZERO and value <= 0:
+    if (section, key) in NOT_ZERO and value <= 0:
         raise ConfigError(f"{where}: {name} must be above 0, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
         raise ConfigError(f"{where}: {name} must not be negative, got {value!r}")
