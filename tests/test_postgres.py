@@ -244,3 +244,29 @@ def test_thumbnails_live_in_the_database_and_go_with_their_description(tmp_path,
         assert f"{store.MARK}fox{store.END}" in hits[0]["snippet"].lower()
         assert db.forget(description) and db.thumbnail(shown[0]["id"]) is None and db.events(description) == []
         assert "rkvideo forget" in db.job(job_id).error
+
+
+def test_moments_kept_during_a_timeline_are_attached_at_finish_and_forgotten_with_new_content(url):
+    """As the SQLite test of that name; a done job is queued again by `retry` here, since a scan that
+    finds the same content never resets it on a shared database."""
+    from rkvideo.pipeline import Event, Kind, Result, Timings, Tokens
+    with store.open_store(url) as db:
+        job_id = db.put("/cam/drive.mp4", Status.QUEUED, size=100, mtime=1.0, digest="d")
+        job = db.claim("w:1:a")
+        first = Event(3.0, 9.0, "a cyclist rides past", [{"index": 0, "seconds": 3.0}], 2.5)
+        db.keep_event(job.id, first)
+        assert [(e["start"], e["text"], e["frames"]) for e in db.kept_events(job.id)] == [
+            (3.0, "a cyclist rides past", [{"index": 0, "seconds": 3.0}])]
+        assert db.search_events("cyclist") == []          # not part of a description yet
+        result = Result(["/cam/drive.mp4"], Kind.VIDEO, [], "p", {"profile": "x"}, Tokens(1, 2, 3), False,
+                        Timings(), "Two visits.", events=[first, Event(40.0, 55.0, "a van parks", [], 9.0)])
+        description = db.finish(job, result)
+        assert db.kept_events(job_id) == []
+        [hit] = db.search_events("cyclists")               # stemmed
+        assert (hit["path"], hit["start"], hit["end"], hit["description_id"]) == ("/cam/drive.mp4", 3.0, 9.0,
+                                                                                description)
+        assert "[cyclist]" in hit["snippet"]
+        db.retry([job_id])
+        db.keep_event(db.claim("w:1:a").id, first)
+        db.put("/cam/drive.mp4", Status.QUEUED, size=120, mtime=3.0, digest="new")   # the worker's own job
+        assert db.kept_events(job_id) == []

@@ -755,3 +755,50 @@ def test_timeline_events_are_stored_with_their_description_and_searchable(tmp_pa
     with sqlite3.connect(tmp_path / "rk.db") as conn:
         hits = conn.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH 'parks'").fetchall()
     assert len(hits) == 1
+
+
+def test_moments_kept_during_a_timeline_are_attached_at_finish_and_forgotten_with_new_content(tmp_path):
+    """A crash loses at most the moment being described: finished ones are kept (description_id NULL),
+    finish() attaches the full list in its transaction, and new content at the path forgets them."""
+    from rkvideo.pipeline import Event, Kind, Result, Timings, Tokens
+    clip = tmp_path / "drive.mp4"
+    clip.write_bytes(b"x" * 100)
+    db = store.open_store(tmp_path / "rk.db")
+    try:
+        db.put(str(clip), Status.QUEUED, size=100, mtime=1.0, digest="d")
+        job = db.claim("w")
+        first = Event(3.0, 9.0, "a cyclist rides past", [{"index": 0, "seconds": 3.0}], 2.5)
+        db.keep_event(job.id, first)
+        assert [(e["start"], e["end"], e["text"], e["frames"]) for e in db.kept_events(job.id)] == [
+            (3.0, 9.0, "a cyclist rides past", [{"index": 0, "seconds": 3.0}])]
+        assert db.search_events("cyclist") == []          # not part of a description yet
+        second = Event(40.0, 55.0, "a van parks", [], 9.0)
+        result = Result([str(clip)], Kind.VIDEO, [], "p", {"profile": "x"}, Tokens(1, 2, 3), False, Timings(),
+                        "Two visits.", events=[first, second])
+        description = db.finish(job, result)
+        assert db.kept_events(job.id) == []
+        assert [e["text"] for e in db.events(description)] == ["a cyclist rides past", "a van parks"]
+        [hit] = db.search_events("cyclist")
+        assert (hit["path"], hit["start"], hit["end"], hit["description_id"]) == (str(clip), 3.0, 9.0, description)
+        assert "[cyclist]" in hit["snippet"]
+        # Kept moments of a recording whose content then changes are never resumed.
+        db.put(str(clip), Status.QUEUED, size=100, mtime=2.0, digest="d")
+        job = db.claim("w")
+        db.keep_event(job.id, first)
+        db.put(str(clip), Status.QUEUED, size=120, mtime=3.0, digest="new")
+        assert db.kept_events(job.id) == []
+    finally:
+        db.close()
+
+
+def test_a_job_with_kept_moments_can_be_dropped(target):
+    from rkvideo.pipeline import Event
+    db = store.open_store(target)
+    try:
+        job_id = db.put("/cam/gone.mp4", Status.QUEUED, size=1, mtime=1.0, digest="g")
+        db.claim("w")
+        db.keep_event(job_id, Event(1.0, 2.0, "a dog", [], 1.0))
+        assert db.drop(job_id, running=True) == ("dropped", None)
+        assert db.job(job_id) is None and sql(target, "SELECT count(*) FROM events") == [(0,)]
+    finally:
+        db.close()

@@ -96,6 +96,11 @@ class DescribeConfig:
     image_prompt: str = "Describe these images."
     # "fast" (keyframes when close enough) or "exact" (first frame at or after each target).
     seek: str = "fast"
+    # "clip": one caption from frames over the whole recording; "timeline": find the moments where
+    # something happens and describe each (see [timeline]); "auto": timeline above timeline.min_duration.
+    mode: str = "clip"
+    # Clip mode: "uniform" (evenly spaced) or "activity" (the first frame, the rest where things change).
+    frames_by: str = "uniform"
 
 
 @dataclass
@@ -163,6 +168,39 @@ class NotifyConfig:
 
 
 @dataclass
+class TimelineConfig:
+    # describe.mode = "auto": recordings longer than this many seconds get a timeline.
+    min_duration: float = 120.0
+    # Activity analysis: seconds per activity sample.
+    step: float = 0.5
+    # Decode a keyframe at least this often in quiet stretches (seconds); busy ones decode every keyframe.
+    thumbnail_every: float = 8.0
+    # All-intra streams (MJPEG): frames looked at per second.
+    intra_fps: float = 2.0
+    # An event starts where activity is `start` noise widths above the recording's own baseline and
+    # ends where it falls below `end` (hysteresis); compressed frames must also be `min_rise` (a
+    # fraction) above the baseline, and a keyframe thumbnail counts when `min_area` of the picture changed.
+    start: float = 4.0
+    end: float = 2.0
+    min_rise: float = 0.25
+    min_area: float = 0.002
+    # Seconds of recording around each moment the baseline is taken from.
+    baseline_window: float = 120.0
+    # Events shorter than this are dropped, gaps shorter than `merge_gap` joined, `pad` added on both sides.
+    min_event: float = 1.0
+    merge_gap: float = 2.0
+    pad: float = 1.0
+    # Describing: events closer than `segment_gap` share one request; a request covers at most
+    # `max_segment` seconds; frames in one request are at least `min_frame_gap` seconds apart.
+    segment_gap: float = 10.0
+    max_segment: float = 60.0
+    min_frame_gap: float = 1.0
+    prompt: str = "Describe what happens in this part of the recording."
+    summary_prompt: str = ("Summarise what happens in the recording in a few sentences, "
+                           "mentioning when the main moments happen.")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -172,6 +210,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    timeline: TimelineConfig = field(default_factory=TimelineConfig)
     # Where the settings came from (None = built-in defaults). Not a TOML key.
     source: Path | None = field(default=None, compare=False)
 
@@ -212,9 +251,14 @@ CHOICES = {
     ("model", "normalize"): ("", "encoder", "host"),
     ("llm", "runtime"): ("auto", "1.2", "1.3"),
     ("describe", "seek"): ("fast", "exact"),
+    ("describe", "mode"): ("clip", "timeline", "auto"),
+    ("describe", "frames_by"): ("uniform", "activity"),
 }
 POSITIVE = {("vision", "workers"), ("vision", "queue_size"), ("llm", "max_new_tokens"),
             ("describe", "frames"), ("watch", "max_attempts")}
+# Settings that must be above zero (a zero would divide, or never end a loop).
+NOT_ZERO = {("timeline", "step"), ("timeline", "intra_fps"), ("timeline", "max_segment"),
+              ("timeline", "thumbnail_every"), ("timeline", "start"), ("timeline", "end")}
 SIDECARS = ("txt", "json", "vtt")
 # Lists of tables rather than of strings, each checked by its own function below.
 TABLE_LISTS = {("notify", "webhooks")}
@@ -265,6 +309,9 @@ def from_dict(data: dict, path: Path | None = None) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [{name}] must be a table")
         _fill(getattr(config, name), name, table, where)
+    if config.timeline.end > config.timeline.start:
+        raise ConfigError(f"{where}: timeline.end ({config.timeline.end}) must not be above timeline.start "
+                          f"({config.timeline.start}): an event ends below the level it starts at")
     return config
 
 
@@ -293,6 +340,8 @@ def _check(section: str, key: str, value, hint, where: str):
         raise ConfigError(f"{where}: {name} must be a port number (0-65535), got {value!r}")
     if (section, key) in POSITIVE and value < 1:
         raise ConfigError(f"{where}: {name} must be at least 1, got {value!r}")
+    if (section, key) in NOT_ZERO and value <= 0:
+        raise ConfigError(f"{where}: {name} must be above 0, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
         raise ConfigError(f"{where}: {name} must not be negative, got {value!r}")
     if hint is list and (section, key) not in TABLE_LISTS and not all(isinstance(item, str) for item in value):

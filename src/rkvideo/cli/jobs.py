@@ -31,7 +31,7 @@ Examples:
 SEARCH_EPILOG = """\b
 Examples:
   rkvideo search "red car"
-  rkvideo search delivery --limit 5 --json
+  rkvideo search delivery --limit 5 --json      moments have "kind": "moment", "start" and "end"
   rkvideo search 'dog OR cat' --raw             SQLite: FTS5 syntax (OR, NOT, "phrase", prefix*);
                                                PostgreSQL: web-search syntax (or, -word, "phrase")"""
 
@@ -103,13 +103,15 @@ def list_command(status, as_json, db, config):
 @config_option
 def show_command(target, as_json, db, config):
     """Show the job of one recording (by PATH or job ID, from list or search) and every description
-    stored for it, newest last: text, model, prompt, frames used, token counts and timings."""
+    stored for it, newest last: text, model, prompt, frames used, token counts and timings, and the
+    timeline of moments when it has one."""
     jobs = open_db(db, config)
     try:
         job = find(jobs, target)
         if job is None:
             raise not_found(target, jobs)
-        data = {**job.as_dict(), "descriptions": jobs.descriptions(job.id)}
+        descriptions = [{**d, "events": jobs.events(d["id"])} for d in jobs.descriptions(job.id)]
+        data = {**job.as_dict(), "descriptions": descriptions}
     finally:
         jobs.close()
     if as_json:
@@ -119,7 +121,7 @@ def show_command(target, as_json, db, config):
 
 
 @click.command("search", context_settings=CONTEXT, epilog=SEARCH_EPILOG,
-               short_help="full-text search over the descriptions")
+               short_help="full-text search over the descriptions and their moments")
 @click.argument("query", metavar="QUERY")
 @click.option("--limit", type=int, default=20, metavar="N", help="at most N results (default 20)")
 @click.option("--raw", is_flag=True, help="pass QUERY unquoted: FTS5 syntax on SQLite, web-search syntax on "
@@ -128,14 +130,14 @@ def show_command(target, as_json, db, config):
 @db_option()
 @config_option
 def search_command(query, limit, raw, as_json, db, config):
-    """Search every stored description (SQLite FTS5 or PostgreSQL text search, best match first). Each
-    word of QUERY must appear; matches are shown in [brackets] in a snippet. Exit status 1 when nothing
-    matches."""
+    """Search every stored description and every moment of a timeline (SQLite FTS5 or PostgreSQL text
+    search, best match first). Each word of QUERY must appear; a moment is shown with its times
+    (door.mp4 01:15–01:40), matches in [brackets] in a snippet. Exit status 1 when nothing matches."""
     if limit < 1:
         raise errors.UsageError(f"--limit must be at least 1, got {limit}")
     jobs = open_db(db, config)
     try:
-        hits = jobs.search(query, limit, raw=raw)
+        hits = ranked(jobs.search(query, limit, raw=raw), jobs.search_events(query, limit, raw=raw), limit)
     except store.StoreError as exc:     # e.g. FTS5 syntax in a --raw query
         raise errors.UsageError(str(exc)) from None
     finally:
@@ -146,8 +148,15 @@ def search_command(query, limit, raw, as_json, db, config):
     if hits:
         print(terminal.hits(hits))
         return None
-    print(f"no description matches {query!r}", file=sys.stderr)
+    print(f"no description or moment matches {query!r}", file=sys.stderr)
     return errors.EXIT_RUNTIME
+
+
+def ranked(descriptions: list, moments: list, limit: int) -> list:
+    """Descriptions and moments in one list, best match first (both are FTS5 bm25 ranks), each with
+    ``kind`` "description" or "moment"; at most ``limit``."""
+    hits = [{**d, "kind": "description"} for d in descriptions] + [{**m, "kind": "moment"} for m in moments]
+    return sorted(hits, key=lambda hit: hit["rank"])[:limit]
 
 
 @click.command("retry", context_settings=CONTEXT, epilog=RETRY_EPILOG,

@@ -29,6 +29,11 @@ it. A database that fails otherwise (deleted or replaced under the daemon, a
 full disk) stops the worker with one error line and the daemon exits with a
 runtime failure, so that systemd starts it again on a usable database.
 
+Every recording goes through ``timeline.describe`` in the configured mode
+(``describe.mode``). In timeline mode each finished moment is stored at once
+(``JobStore.keep_event``) and a restart after a crash passes the kept ones
+back, so a crash loses at most the moment being described; the moments and
+the summary are committed with ``done`` in one transaction (``finish``).
 A shared store may take a job back while it is described (this worker's
 database session ended: ``LostClaim``); the result is dropped — another try
 describes the recording — and the worker goes on with the next job. A store
@@ -38,9 +43,10 @@ seconds before the worker gives up (a runtime failure: systemd restarts it).
 
 Observers (``rkvideo.daemon.add_observer``) are called at named points, so
 tests can stop the process exactly there: ``claim`` (between jobs),
-``rename`` (a sidecar's temporary file written, not renamed), ``sidecar``
-(sidecars written, not committed) and ``commit`` (description and ``done``
-written, transaction still open).
+``segment`` (a moment of a timeline kept, the next not begun), ``rename`` (a
+sidecar's temporary file written, not renamed), ``sidecar`` (sidecars
+written, not committed) and ``commit`` (description and ``done`` written,
+transaction still open).
 """
 from __future__ import annotations
 
@@ -50,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import errors
+from .. import errors, timeline
 from ..store import JobStore, LostClaim, Status, StoreError, timings_text
 from . import sidecars
 from .intake import LINK_OUT, drop_gone, reason, unchanged
@@ -184,8 +190,7 @@ class Worker(threading.Thread):
                 log.info("%s [job %d]: changed since it was queued; waiting for it to settle", path, job.id)
                 return
             try:
-                result = self.describer.describe_video(path, on_frame=self.touch, on_text=self.touch,
-                                                        thumbnails=self.config.output.thumbnails)
+                result = self.describe(store, job)
                 if self.stop.is_set():
                     raise errors.Interrupted()  # the text may be cut short by the abort; do not keep it
             except Exception as exc:            # noqa: BLE001 - every failure is classified below
@@ -195,6 +200,24 @@ class Worker(threading.Thread):
         finally:
             self.current = None
             self.progress = time.monotonic()
+
+    def describe(self, store: JobStore, job):
+        """The recording's result in the configured mode; a timeline keeps each moment as it is finished
+        and takes up the moments an interrupted run kept."""
+        kept = store.kept_events(job.id)
+        if kept:
+            log.info("%s [job %d]: going on after %d moment(s) kept by an interrupted run", job.path, job.id,
+                     len(kept))
+
+        def keep(event) -> None:
+            store.keep_event(job.id, event)
+            self.touch()
+            self.observe("segment", job.path)
+
+        hooks = timeline.Hooks(on_text=self.touch, on_frame=self.touch, on_stage=self.touch, on_event=keep,
+                               stopped=self.stop.is_set)
+        options = timeline.Options(thumbnails=self.config.output.thumbnails)
+        return timeline.describe(self.describer, job.path, options, hooks, kept=kept)
 
     def finish(self, store: JobStore, job, result, described: float, start: float) -> None:
         current = store.job(job.id) or job     # a rename while describing moved the job
@@ -210,8 +233,9 @@ class Worker(threading.Thread):
         if messages:
             self.wake_sender()
         self.failing.clear()
-        log.info("done %s [job %d] %d frames, %s new tokens; %s; total %.2fs (queue %.1f ms)", current.path,
-                 job.id, len(result.frames), result.tokens.new, timings_text(result.timings),
+        moments = f", {len(result.events)} moments" if result.events else ""
+        log.info("done %s [job %d] %d frames%s, %s new tokens; %s; total %.2fs (queue %.1f ms)", current.path,
+                 job.id, len(result.frames), moments, result.tokens.new, timings_text(result.timings),
                  time.perf_counter() - start, 1000 * coordination)
 
     def write_sidecars(self, current, job, result) -> tuple[float, list]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from ..activity import clock
 from ..store import timings_text
 
 # Shown under the model table: which facts a user should check against the model files.
@@ -41,6 +42,24 @@ def plan(result) -> str:
     lines.append(f"  tokens: prompt ≤{budget['prompt_tokens']} + vision {len(result.frames)}×"
                  f"{budget['tokens_per_frame']} + new {budget['max_new_tokens']} + reserve {budget['reserve']} "
                  f"of {budget['max_context']}")
+    return "\n".join(lines)
+
+
+def moment(event: dict) -> str:
+    """One moment of a timeline: ``00:30–00:42  a person walks …`` (the text on one line)."""
+    return f"{clock(event['start'])}–{clock(event['end'])}  {' '.join((event.get('text') or '').split())}"
+
+
+def timeline_plan(result) -> str:
+    """A timeline dry run: what the analysis found, and the frames each moment's request would get."""
+    figures = result.plan.get("activity", {})
+    lines = [f"{result.inputs[0]}: timeline, {len(result.events)} moment(s) to describe, "
+             f"budget {result.plan['max_frames']} frames per request",
+             f"  activity: {figures.get('method')}, {figures.get('thumbnails')} of {figures.get('keyframes')} "
+             f"keyframes decoded, peak {figures.get('peak')}, analysed in {figures.get('seconds')} s"]
+    for event in result.events:
+        stamps = ", ".join(f"{f['seconds']:.1f}" for f in event.frames)
+        lines.append(f"  {clock(event.start)}–{clock(event.end)}  score {event.score:.2f}, frames at s: {stamps}")
     return "\n".join(lines)
 
 
@@ -123,15 +142,22 @@ def job(data: dict) -> str:
                   f"  tokens: {d['prompt_tokens']} prompt ({d['vision_tokens']} vision) + {d['new_tokens']} new",
                   f"  timings: {timings_text(d['timings'])}",
                   "", d["text"]]
+        if d.get("events"):
+            lines += ["", f"timeline ({len(d['events'])} moments):"] + [f"  {moment(e)}" for e in d["events"]]
     return "\n".join(lines)
 
 
 def hits(rows: list) -> str:
-    """``rkvideo search``: the recording, where the match is stored, and the snippet on one line."""
+    """``rkvideo search``: a moment as one line, ``door.mp4 01:15–01:40  snippet``; a description as its
+    recording and where it is stored, then the snippet on one line."""
     lines = []
     for hit in rows:
+        snippet = " ".join(hit["snippet"].split())
+        if hit.get("kind") == "moment":
+            lines.append(f"{hit['path']} {clock(hit['start'])}–{clock(hit['end'])}  {snippet}")
+            continue
         lines.append(f"{hit['path']}  (job {hit['job_id']}, description {hit['id']}, {hit['model']})")
-        lines.append(f"  {' '.join(hit['snippet'].split())}")
+        lines.append(f"  {snippet}")
     return "\n".join(lines)
 
 

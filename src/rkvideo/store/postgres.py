@@ -299,23 +299,31 @@ class PostgresStore(Reads):
         Every word must appear (``plainto_tsquery``), unless ``raw``: then web-search syntax applies
         (``websearch_to_tsquery``: ``or``, ``-word``, ``"a phrase"``). English stemming: "cars" finds "car".
         """
+        return self._matches("d", "d.path, d.model, d.prompt, d.created_at", "descriptions d", query, limit, raw)
+
+    def search_events(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
+        """Moments of stored timelines matching ``query``, best first, each with its recording, times
+        (``start``/``end`` in seconds) and a snippet; as ``search`` for the query syntax."""
+        columns = 'e.description_id, d.path, d.model, e.start_s AS start, e.end_s AS "end", e.score, d.created_at'
+        return self._matches("e", columns, "events e JOIN descriptions d ON d.id = e.description_id", query, limit,
+                             raw)
+
+    def _matches(self, alias: str, columns: str, tables: str, query: str, limit: int, raw: bool) -> list[dict]:
+        """The rows of ``tables`` whose ``alias`` (descriptions or events) matches ``query``, best first: id,
+        job_id, ``columns`` (``path`` becomes this machine's), snippet, rank (lower is better)."""
         parse = "websearch_to_tsquery" if raw else "plainto_tsquery"
         rows = self._rows(
-            f"WITH q AS (SELECT {parse}('english', %s) AS q), "
-            "hits AS (SELECT d.id, d.job_id, d.path, d.model, d.prompt, d.created_at, d.text, "
-            "ts_rank(d.search, q.q) AS score FROM descriptions d, q WHERE d.search @@ q.q "
-            "ORDER BY score DESC, d.id LIMIT %s) "
-            "SELECT h.id, h.job_id, j.path AS job_path, j.root, j.relpath, h.path AS stored_path, h.model, "
-            "h.prompt, h.created_at, ts_headline('english', h.text, q.q, 'StartSel=[, StopSel=], MaxWords=24, "
-            "MinWords=8, ShortWord=2') AS snippet, -h.score AS rank "
-            "FROM hits h CROSS JOIN q LEFT JOIN jobs j ON j.id = h.job_id ORDER BY h.score DESC, h.id",
+            f"WITH q AS (SELECT {parse}('english', %s) AS q), hits AS (SELECT {alias}.id, {alias}.job_id, {columns}, "
+            f"{alias}.text AS text_, ts_rank({alias}.search, q.q) AS score_ FROM {tables}, q WHERE {alias}.search "
+            f"@@ q.q ORDER BY score_ DESC, {alias}.id LIMIT %s) "
+            "SELECT h.*, j.path AS job_path, j.root, j.relpath, ts_headline('english', h.text_, q.q, 'StartSel=[, "
+            "StopSel=], MaxWords=24, MinWords=8, ShortWord=2') AS snippet, -h.score_ AS rank "
+            "FROM hits h CROSS JOIN q LEFT JOIN jobs j ON j.id = h.job_id ORDER BY h.score_ DESC, h.id",
             [query, limit])
         hits = []
         for r in rows:
-            path = self.names.local(r["root"], r["relpath"], r["job_path"]) if r["job_path"] else r["stored_path"]
-            hits.append({"id": r["id"], "job_id": r["job_id"], "path": path, "model": r["model"],
-                         "prompt": r["prompt"], "created_at": r["created_at"], "snippet": r["snippet"],
-                         "rank": r["rank"]})
+            local = self.names.local(r.pop("root"), r.pop("relpath"), r.pop("job_path") or r["path"])
+            hits.append({**{k: v for k, v in r.items() if not k.endswith("_")}, "path": local})
         return hits
 
     # ------------------------------------------------------------ queue writes
@@ -361,6 +369,8 @@ class PostgresStore(Reads):
             return old["id"]    # being described elsewhere, or queued/described with this content already
         if old["hash"] != digest and old["status"] != Status.DONE:
             self._promote_duplicate(cur, old["id"], stamp)    # its old content was never described
+        if old["hash"] != digest:
+            _forget_kept(cur, old["id"])    # moments of the old content must not be resumed
         cur.execute("UPDATE jobs SET path = %(path)s, root = %(root)s, relpath = %(relpath)s, size = %(size)s, "
                     "mtime = %(mtime)s, hash = %(hash)s, duration = %(duration)s, status = %(status)s, attempts = 0, "
                     "error = %(error)s, duplicate_of = %(duplicate_of)s, not_before = NULL, updated_at = %(stamp)s, "
@@ -431,6 +441,7 @@ class PostgresStore(Reads):
                 result = ("kept", None)
             else:
                 promoted = self._promote_duplicate(cur, job_id, stamp)
+                _forget_kept(cur, job_id)
                 cur.execute("DELETE FROM jobs WHERE id = %s", [job_id])
                 result = ("dropped", promoted)
             self._release(cur, job_id)
@@ -559,7 +570,9 @@ class PostgresStore(Reads):
         return description
 
     def _description_extras(self, cur, job_id: int, description_id: int, result, stamp: str) -> None:
-        """A description's moments (timeline mode) and thumbnails (the JPEGs themselves, see pg_schema)."""
+        """A description's moments (timeline mode; those kept for a resume are among them now) and thumbnails
+        (the JPEGs themselves, see pg_schema)."""
+        _forget_kept(cur, job_id)
         events = getattr(result, "events", None) or []
         if events:
             cur.executemany("INSERT INTO events (job_id, description_id, start_s, end_s, text, frames, score, "
@@ -685,6 +698,25 @@ class PostgresStore(Reads):
         """The description's timeline moments in time order: start, end (seconds), text, frames, score."""
         rows = self._rows('SELECT id, start_s AS start, end_s AS "end", text, frames, score FROM events '
                           "WHERE description_id = %s ORDER BY start_s, id", [description_id])
+        return [decode(row) for row in rows]
+
+    def keep_event(self, job_id: int, event) -> int:
+        """A finished moment of a timeline still being described, kept (``description_id`` NULL) so a
+        restart after a crash goes on from there; ``finish`` attaches the moments to the description. Fenced
+        like ``finish``: a worker whose claim was given back keeps nothing (``LostClaim``)."""
+        worker = self._fence(job_id)
+        with self._tx("cannot keep a moment", claim=job_id) as cur:
+            self._still_mine(cur, job_id, worker)
+            cur.execute("INSERT INTO events (job_id, description_id, start_s, end_s, text, frames, score, created_at) "
+                        "VALUES (%s, NULL, %s, %s, %s, %s, %s, %s) RETURNING id",
+                        [job_id, event.start, event.end, event.text, json.dumps(event.frames, ensure_ascii=False),
+                         event.score, now()])
+            return cur.fetchone()["id"]
+
+    def kept_events(self, job_id: int) -> list[dict]:
+        """The moments kept by ``keep_event`` for this job, in time order (start, end, text, frames, score)."""
+        rows = self._rows('SELECT id, start_s AS start, end_s AS "end", text, frames, score FROM events '
+                          "WHERE job_id = %s AND description_id IS NULL ORDER BY start_s, id", [job_id])
         return [decode(row) for row in rows]
 
     def missing_sidecars(self, ids: list[int] | None = None) -> list[MissingSidecar]:
@@ -908,6 +940,10 @@ class PostgresStore(Reads):
         """A copied job keyed here: its folder named (the configured name, else the folder's own)."""
         name, rel = self._place(row["path"], row.get("root"))
         return {**row, "root": name, "relpath": rel}
+
+
+def _forget_kept(cur, job_id: int) -> None:
+    cur.execute("DELETE FROM events WHERE job_id = %s AND description_id IS NULL", [job_id])
 
 
 def _mark_done(cur, job_id: int, stamp: str) -> None:

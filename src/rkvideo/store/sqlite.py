@@ -322,10 +322,25 @@ class SqliteStore(Reads):
                "FROM descriptions_fts JOIN descriptions d ON d.id = descriptions_fts.rowid "
                "LEFT JOIN jobs j ON j.id = d.job_id "
                "WHERE descriptions_fts MATCH ? ORDER BY descriptions_fts.rank LIMIT ?")
+        return self._matches(sql, query, match, limit)
+
+    def _matches(self, sql: str, query: str, match: str, limit: int) -> list[dict]:
         try:
             return dbfile.patiently(lambda: list(self.db.query(sql, [match, limit])), self.path, self.on_busy)
         except sqlite3.OperationalError as exc:
             raise StoreError(f"search {query!r}: {exc} (check the FTS5 query syntax, or drop --raw)") from None
+
+    def search_events(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
+        """Moments of stored timelines matching ``query``, best first, each with its recording, times
+        (``start``/``end`` in seconds) and a snippet; as ``search`` for the query syntax."""
+        match = query if raw else self.db.quote_fts(query)
+        sql = ("SELECT e.id, e.job_id, e.description_id, coalesce(j.path, d.path) AS path, d.model, "
+               "e.start_s AS start, e.end_s AS end, e.score, d.created_at, "
+               "snippet(events_fts, 0, '[', ']', '…', 16) AS snippet, events_fts.rank AS rank "
+               "FROM events_fts JOIN events e ON e.id = events_fts.rowid "
+               "JOIN descriptions d ON d.id = e.description_id LEFT JOIN jobs j ON j.id = e.job_id "
+               "WHERE events_fts MATCH ? ORDER BY events_fts.rank LIMIT ?")
+        return self._matches(sql, query, match, limit)
 
     # ------------------------------------------------------ queue writes
 
@@ -353,6 +368,8 @@ class SqliteStore(Reads):
         if old is not None and old[1] != digest and old[2] != Status.DONE:
             # The file's old content was never described: a copy of it now has to be.
             self._promote_duplicate(old[0], stamp)
+        if old is not None and old[1] != digest:
+            self._forget_kept(old[0])       # moments of the old content must not be resumed
         self.db.execute(
             "INSERT INTO jobs (path, root, size, mtime, hash, duration, status, attempts, error, duplicate_of, "
             "created_at, updated_at, finished_at) VALUES (:path, :root, :size, :mtime, :hash, :duration, :status, "
@@ -430,6 +447,7 @@ class SqliteStore(Reads):
                         [Status.DONE, KEPT, stamp, stamp, job_id])
                 return "kept", None
             promoted = self._promote_duplicate(job_id, stamp)
+            self._forget_kept(job_id)
             self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
             return "dropped", promoted
 
@@ -504,11 +522,33 @@ class SqliteStore(Reads):
                                  "VALUES (?, ?, ?, ?, ?)", rows)
 
     def _insert_events(self, job_id: int, description_id: int, events, stamp: str) -> None:
+        # The moments kept for a resume are part of ``events`` now (the timeline reused them).
+        self._forget_kept(job_id)
         self.db.conn.executemany(
             "INSERT INTO events (job_id, description_id, start_s, end_s, text, frames, score, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(job_id, description_id, e.start, e.end, e.text, json.dumps(e.frames, ensure_ascii=False), e.score,
               stamp) for e in events])
+
+    def keep_event(self, job_id: int, event) -> int:
+        """A finished moment of a timeline still being described, kept (``description_id`` NULL) so a
+        restart after a crash goes on from there; ``finish`` attaches the moments to the description."""
+        with self._transaction():
+            cursor = self.db.execute(
+                "INSERT INTO events (job_id, description_id, start_s, end_s, text, frames, score, created_at) "
+                "VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
+                [job_id, event.start, event.end, event.text, json.dumps(event.frames, ensure_ascii=False),
+                 event.score, now()])
+            return cursor.lastrowid
+
+    def kept_events(self, job_id: int) -> list[dict]:
+        """The moments kept by ``keep_event`` for this job, in time order (start, end, text, frames, score)."""
+        rows = self._rows("SELECT id, start_s AS start, end_s AS end, text, frames, score FROM events "
+                          "WHERE job_id = ? AND description_id IS NULL ORDER BY start_s, id", [job_id])
+        return [decode(row) for row in rows]
+
+    def _forget_kept(self, job_id: int) -> None:
+        self.db.execute("DELETE FROM events WHERE job_id = ? AND description_id IS NULL", [job_id])
 
     def fail(self, job_id: int, error: str, retry_in: float | None = None, *,
              messages: Messages | None = None) -> None:
