@@ -4,7 +4,8 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from doubles.postgres import pg_url, postgres, wait_until  # noqa: F401 - fixtures
+from doubles import daemon
+from doubles.postgres import pg_url, postgres  # noqa: F401 - fixtures
 
 from rkvideo import store
 from rkvideo.store import Status
@@ -224,7 +225,7 @@ def test_one_board_at_a_time_delivers_a_notification_target(url):
         assert [r["message"] for r in board_b.outbox("https://hook")] == ["w"]      # another target is free
         assert len(board_b.outbox()) == 2                            # listing (rkvideo outbox) sees everything
         board_a.close()                                              # board A stops: board B takes over
-        assert wait_until(lambda: board_b.outbox("mqtt://broker:1883"), what="board B to take the target")
+        assert daemon.wait_for(lambda: board_b.outbox("mqtt://broker:1883"), what="board B to take the target")
     finally:
         board_a.close()
         board_b.close()

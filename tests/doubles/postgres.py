@@ -15,13 +15,13 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+
+from .mosquitto import free_port
 
 SERVER_MISSING = "PostgreSQL server binaries (initdb, pg_ctl) not found: run scripts/system-packages.sh"
 SUPERUSER = "rkvideo"
@@ -35,12 +35,6 @@ def binaries() -> Path | None:
         return Path(found).parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     return Path(candidates[-1]).parent if candidates else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -140,17 +134,6 @@ def postgres():
 def pg_url(postgres):
     """A new empty database on the session's server."""
     return postgres.database()
-
-
-def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
-    """Poll ``condition()`` until it is truthy or ``timeout`` passes."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def jobs(url: str) -> dict:
