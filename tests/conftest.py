@@ -25,3 +25,11 @@ def tiny_models(tmp_path_factory):
     need_cpu_extra("onnx", "gguf", "tokenizers", "onnxruntime", "llama_cpp")
     from rkvideo import selftest
     return selftest.build_workdir(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory):
+    """scenes(name, Scene) -> a camera-like recording (tests/camera.py), made once per session."""
+    import camera
+    folder = tmp_path_factory.mktemp("scenes")
+    return lambda name, scene: camera.cached(name, scene, folder)

@@ -188,10 +188,10 @@ class CannedDescriber:
     TEXT = "A red ball rolls across the floor."
 
     def __init__(self, config, *, dry_run=False, vision=None, llm=None):
-        self.dry_run = dry_run
+        self.config, self.dry_run = config, dry_run
 
-    def describe_video(self, path, *, frames=None, prompt=None, max_new_tokens=None, seek=None,
-                       on_text=None, on_frame=None, on_plan=None):
+    def describe_video(self, path, *, frames=None, prompt=None, max_new_tokens=None, seek=None, frames_by=None,
+                       on_text=None, on_frame=None, on_plan=None, thumbnails=False):
         if on_text:
             on_text(self.TEXT[:6])
             on_text(self.TEXT[6:])

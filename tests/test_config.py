@@ -49,6 +49,10 @@ def test_values_are_read_into_typed_sections(tmp_path):
     ("[output]\nsidecars = ['srt']\n", "unknown kind 'srt'"),
     ("[watch]\nsettle_seconds = -1\n", "must not be negative"),
     ("[watch]\npatterns = [1]\n", "list of strings"),
+    ("[describe]\nmode = 'movie'\n", "describe.mode must be one of"),
+    ("[describe]\nframes_by = 'random'\n", "describe.frames_by must be one of"),
+    ("[timeline]\nstep = 0\n", "timeline.step must be above 0"),
+    ("[timeline]\nstart = 2.0\nend = 3.0\n", "timeline.end (3.0) must not be above timeline.start"),
     ("model = 3\n", "[model] must be a table"),
     ("[model\n", "not valid TOML"),
 ])

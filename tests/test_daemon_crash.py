@@ -9,9 +9,11 @@ while a job runs leaves it counted, because the recording may be what kills
 the daemon (``watch.max_attempts`` then ends the crash loop); a clean stop by
 SIGTERM gives the attempt back (test_watch checks that side).
 """
+import shutil
 from collections import Counter
 from pathlib import Path
 
+from camera import Crossing, Scene
 from doubles import daemon
 
 CLIPS = 20
@@ -97,3 +99,42 @@ def test_file_that_kills_the_daemon_fails_after_max_attempts(tmp_path):
     assert "stopped during each of 2 attempts" in first["error"]
     assert [table[str(p)]["status"] for p in paths[1:]] == ["done", "done"]
     assert Path(paths[0]).exists()      # the recording itself is never touched
+
+
+def test_a_timeline_killed_between_moments_goes_on_from_the_kept_ones(tmp_path, scenes):
+    """A long recording in timeline mode loses at most the moment being described: kill -9 after the
+    second moment was kept, restart, and the third is the only one described again; the moments and
+    the summary are committed with `done` once."""
+    folder = tmp_path / "cameras"
+    folder.mkdir()
+    clip = folder / "yard.mp4"
+    crossings = (Crossing(5, 10), Crossing(20.3, 21.7, size=0.1), Crossing(40, 48, size=0.5))
+    shutil.copyfile(scenes("cam.mp4", Scene(crossings=crossings, seconds=60, fps=10, size=(160, 96))), clip)
+    config = daemon.write_config(tmp_path, max_attempts=5, mode="timeline",
+                                 timeline="segment_gap = 0.0\nmerge_gap = 0.0")
+    db, marker, log = tmp_path / "rkvideo.db", tmp_path / "marker", tmp_path / "calls.log"
+    env = daemon.environment(RKVIDEO_TEST_BLOCK_AT="segment:2", RKVIDEO_TEST_MARKER=marker, RKVIDEO_FAKE_LOG=log)
+    proc = daemon.start(folder, db, config, "--once", env=env)
+    daemon.wait_for(marker.exists, proc, "the second moment to be kept")
+    daemon.kill(proc)
+    assert daemon.status(db, clip) == "running"
+    kept = daemon.query(db, "SELECT start_s, end_s, text FROM events WHERE description_id IS NULL ORDER BY start_s")
+    assert len(kept) == 2 and daemon.query(db, "SELECT * FROM descriptions") == []
+    described_before = log.read_text().count("generate-start yard.mp4")
+    assert described_before == 2
+
+    result = daemon.once(folder, db, config, env=daemon.environment(RKVIDEO_FAKE_LOG=log))
+    assert result.returncode == 0, result.stderr
+    assert "going on after 2 moment(s) kept by an interrupted run" in result.stderr
+    [job] = daemon.query(db, "SELECT * FROM jobs")
+    assert job["status"] == "done" and job["attempts"] == 2
+    [description] = daemon.query(db, "SELECT * FROM descriptions")
+    events = daemon.query(db, "SELECT start_s, end_s, text, description_id FROM events ORDER BY start_s")
+    assert len(events) == 3 and {e["description_id"] for e in events} == {description["id"]}
+    assert [(e["start_s"], e["end_s"], e["text"]) for e in events[:2]] == [
+        (k["start_s"], k["end_s"], k["text"]) for k in kept]
+    assert log.read_text().count("generate-start yard.mp4") == 3        # the third moment, once
+    assert log.read_text().count("summary-start yard.mp4") == 1
+    assert description["text"].startswith("Summary: 3 moments")
+    vtt = clip.with_name("yard.mp4.vtt").read_text()
+    assert vtt.count(" --> ") == 3

@@ -122,6 +122,29 @@ def test_generation_runs_to_the_limit_and_streams_what_it_returns(llm, tiny):
     assert set(gen.timings) == {"prefill", "generate"} and all(v >= 0 for v in gen.timings.values())
 
 
+def test_a_text_only_request_is_the_chat_around_the_text(llm, tiny):
+    """The timeline's summary: no image rows, the template around the text, the same stops."""
+    _, profile = tiny
+    text = "00:05–00:10: a person walks past.\nSummarise the recording."
+    request = assemble.build_text(profile, text, max_new_tokens=6)
+    pieces = []
+    gen = llm.generate_text(request, pieces.append)
+    assert gen.prompt_tokens == len(llm.tokenize(profile.chat.wrap(text), first=True))
+    assert gen.stop == "length" and gen.new_tokens == 6 and "".join(pieces) == gen.text
+    # The next image request is unaffected (the cache was cleared), and so is the next text one.
+    assert llm.generate_text(request).text == gen.text
+
+
+def test_a_text_only_request_too_long_for_the_context_is_refused(llm, tiny):
+    _, profile = tiny
+    with pytest.raises(Exception, match="context"):
+        assemble.build_text(profile, "word " * 5000, max_new_tokens=8)
+    room = assemble.text_room(profile, max_new_tokens=8)
+    assert assemble.build_text(profile, "x" * (room - 1), max_new_tokens=8).prompt_tokens < profile.max_context - 8
+    with pytest.raises(Exception, match="context"):
+        assemble.build_text(profile, "x" * (room + 1), max_new_tokens=8)
+
+
 def test_a_second_request_gets_the_same_text_as_a_fresh_model(llm, tiny, tiny_models):
     from rkvideo.llm.llamacpp import LlamaCpp
     cfg, profile = tiny

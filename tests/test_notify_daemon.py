@@ -57,7 +57,7 @@ def test_a_described_recording_publishes_its_messages_and_discovery(tmp_path, br
     assert message["clip_url"] == f"http://nas:8765/recordings/{description['job_id']}#t=0"
     assert message["model"]["profile"] == "qwen2-vl-2b" and "describe" in message["timings"]
     assert sub.json("rkvideo/front_door/events") == [message] and sub.json("rkvideo/front_door/last") == [message]
-    assert sub.on("rkvideo/available") == [b"online", b"offline"]
+    mosquitto.poll(lambda: sub.on("rkvideo/available") == [b"online", b"offline"], "online, then offline")
     assert outbox(db) == []
 
     # What Home Assistant finds when it (re)starts: the retained configs, the last caption, the state.

@@ -38,7 +38,7 @@ def test_every_cli_command_has_help_with_an_example():
 
     from rkvideo import cli
     assert set(commands()) == {"describe", "models", "selftest", "doctor", "watch", "list", "show", "search",
-                               "retry", "outbox", "serve", "forget"}
+                               "retry", "outbox", "serve", "forget", "workers", "migrate-db"}
     for name in commands():
         result = CliRunner().invoke(cli.rkvideo, [name, "--help"], terminal_width=200)
         assert result.exit_code == 0, name

@@ -226,7 +226,8 @@ def open_stub(stub_build, tmp_path, layout):
 
 def echo(llm, request):
     import json
-    generation = llm.generate(request)
+    generate = llm.generate_text if isinstance(request, assemble.TextRequest) else llm.generate
+    generation = generate(request)
     return json.loads(generation.text), generation
 
 
@@ -438,6 +439,33 @@ def test_kv_cache_is_cleared_before_every_request_and_history_stays_off(open_stu
     assert first["run"]["clear_before_run"] == 1 and second["run"]["clear_before_run"] == 2
     assert {k: v for k, v in first["run"].items() if k != "clear_before_run"} == \
            {k: v for k, v in second["run"].items() if k != "clear_before_run"}
+
+
+def test_a_text_only_request_is_prompt_input_with_the_same_run_rules(open_stub, layout):
+    """The timeline's summary: RKLLM_INPUT_PROMPT (0) with the text in prompt_input, the same role, no
+    history, the KV cache cleared first, the per-call limit on 1.3 (docs/board.md, "Text-only input")."""
+    llm, lib = open_stub()
+    summary = "00:05–00:10: a person walks past.\n00:40–00:48: a van parks.\nSummarise the recording."
+    request = assemble.build_text(PROFILE, summary, max_new_tokens=900)
+    record, generation = echo(llm, request)
+    run = record["run"]
+    assert (run["role"], run["enable_thinking"], run["input_type"]) == ("user", 0, 0)
+    assert run["prompt"] == summary and run["placeholders"] == 0
+    assert (run["n_image"], run["embed_count"]) == (0, 0)
+    assert (run["mode"], run["keep_history"], run["lora_null"], run["prompt_cache_null"]) == (0, 0, 1, 1)
+    assert run["clear_before_run"] == 1
+    if layout == "1.3":
+        assert run["max_new_tokens"] == 900 and run["sampling"]["top_k"] == 1
+    assert generation.prompt_tokens == len(summary.encode())     # the stub counts prompt bytes
+    # A multimodal request after it still goes in as multimodal.
+    assert echo(llm, request_for(llm))[0]["run"]["input_type"] == 3
+
+
+def test_a_text_only_request_streams_and_stops_like_any_other(open_stub):
+    llm, _ = open_stub(reply="text", text=TEXT, chunk=3, waiting=1)
+    pieces = []
+    generation = llm.generate_text(assemble.build_text(PROFILE, "Summarise.", max_new_tokens=500), pieces.append)
+    assert "".join(pieces) == generation.text == TEXT and generation.stop == "eos"
 
 
 TEXT = "Ein Hund läuft — 犬が走る 🐕 naïve café."

@@ -41,6 +41,19 @@ def test_vtt_escapes_markup_and_handles_long_times():
     assert "01:06:40.500" in vtt
 
 
+MOMENTS = [{"start": 4.0, "end": 11.4, "text": "A cat <crosses>\nthe yard.", "frames": [], "score": 2.0},
+           {"start": 75.0, "end": 100.2, "text": "A red car parks.", "frames": [], "score": 9.0}]
+
+
+def test_a_timeline_gets_one_cue_per_moment_and_its_txt_lists_the_moments():
+    result = {"text": "Two visits: a cat, then a car.", "frames": FRAMES, "events": MOMENTS}
+    vtt = output.renderer("vtt")("/cams/a.mp4", result, 120.0)
+    assert cues(vtt) == [(4.0, 11.4, "A cat &lt;crosses&gt; the yard."), (75.0, 100.2, "A red car parks.")]
+    txt = output.renderer("txt")("/cams/a.mp4", result, 120.0)
+    assert txt == ("Two visits: a cat, then a car.\n\n"
+                   "00:04–00:11  A cat <crosses> the yard.\n01:15–01:40  A red car parks.\n")
+
+
 def test_every_configurable_kind_has_a_renderer_by_its_name():
     assert output.KINDS == config.SIDECARS
     rec = "/cams/a.mp4"

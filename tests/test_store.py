@@ -1,17 +1,24 @@
-"""The job store on its own, on real database files: schema and migrations, queue transitions, atomic
-finish, read-only opens, fingerprints, search."""
+"""The job store on its own, on real databases: schema and migrations, queue transitions, atomic finish,
+read-only opens, fingerprints, search, workers, recovery.
+
+One suite for both backends: the ``db`` and ``target`` fixtures run each test on an SQLite file and on a
+database of a real PostgreSQL server (tests/doubles/postgres.py); tests of SQLite's own file handling
+(WAL, the daemon lock, read-only users, its migrations from the pre-migration schema) use ``sqlite_db``.
+Where the backends differ on purpose, the test says which way and why."""
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
 
 from doubles import users
+from doubles.postgres import pg_url, postgres  # noqa: F401 - fixtures
 from doubles.users import shared_folder  # noqa: F401 - a fixture
 from rkvideo import errors, store
 from rkvideo.store import Status
@@ -26,15 +33,39 @@ def result(text="A red car parks.", prompt="Describe what happens in this video.
                            notes=["a note"], events=[])
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path):
+    """Where a store lives: an SQLite file path, or the URL of a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sub" / "rkvideo.db")
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture
-def db(tmp_path):
+def db(target):
+    s = store.open_store(target)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
     s = store.open_store(tmp_path / "sub" / "rkvideo.db")
     yield s
     s.close()
 
 
+def on_postgres(db) -> bool:
+    return str(db.location).startswith("postgresql://")
+
+
 def sql(path, statement, params=()):
-    """Plain SQL on the file, the way any other tool reads it."""
+    """Plain SQL on the database (a file path or a URL), the way any other tool reads it; rows as tuples."""
+    if str(path).startswith("postgresql://"):
+        import psycopg
+        with psycopg.connect(str(path), autocommit=True) as conn:
+            cur = conn.execute(statement.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description else []
     conn = sqlite3.connect(path)
     try:
         with conn:
@@ -43,7 +74,8 @@ def sql(path, statement, params=()):
         conn.close()
 
 
-def test_schema_is_plain_tables_in_wal_mode_with_a_version(db, tmp_path):
+def test_schema_is_plain_tables_in_wal_mode_with_a_version(sqlite_db, tmp_path):
+    db = sqlite_db
     conn = sqlite3.connect(db.location)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"jobs", "descriptions", "descriptions_fts", "schema_version"} <= tables
@@ -98,11 +130,12 @@ def test_a_database_that_is_not_rkvideos_is_refused_not_changed(tmp_path):
     (tmp_path / "notes.db").write_text("not a database at all " * 100)
     with pytest.raises(store.StoreError, match="notes.db: cannot open the database"):
         store.open_store(tmp_path / "notes.db")
-    with pytest.raises(store.StoreError, match="only a database file path"):
-        store.open_store("postgresql://queue.local/rkvideo")
+    with pytest.raises(store.StoreError, match="unknown database URL scheme 'mysql'"):
+        store.open_store("mysql://queue.local/rkvideo")
 
 
-def test_daemon_lock_survives_other_handles_on_the_lock_file_closing(db, tmp_path):
+def test_daemon_lock_survives_other_handles_on_the_lock_file_closing(sqlite_db, tmp_path):
+    db = sqlite_db
     """A POSIX lock would vanish when any descriptor of the file closes in the process; flock does not."""
     db.lock_daemon()
     os.close(os.open(f"{db.location}.lock", os.O_RDWR))              # e.g. another store creating a schema
@@ -141,17 +174,65 @@ def test_claim_records_the_worker(db):
     assert claimed == db.job(job_id)                     # the claimed job is the row as stored
 
 
-def test_recover_requeues_then_fails_a_job_that_keeps_dying(db):
+def claim_and_die(target, worker: str):
+    """A daemon that claims a job and dies: its connection closes (on PostgreSQL, with its session lock)."""
+    with store.open_store(target) as other:
+        return other.claim(worker)
+
+
+def recover_gone(db, worker: str, max_attempts: int):
+    """``recover`` once it finds the dead worker's job: a server ends a closed session a moment later."""
+    end = time.monotonic() + 10
+    while True:
+        requeued, failed = db.recover(worker, max_attempts)
+        if requeued or failed or time.monotonic() > end:
+            return requeued, failed
+        time.sleep(0.01)
+
+
+def test_recover_requeues_then_fails_a_job_whose_worker_keeps_dying(db, target):
     job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
-    db.claim("board-1")
-    # One daemon per database (lock_daemon): every running job is an orphan, whoever claimed it.
-    assert [j.id for j in db.recover("board-2", max_attempts=2)[0]] == [job_id]
+    claim_and_die(target, "board:1:a")
+    assert [j.id for j in recover_gone(db, "board:2:b", max_attempts=2)[0]] == [job_id]
     assert db.job(job_id).status == Status.QUEUED
-    db.claim("board-2")
-    requeued, failed = db.recover("board-2", max_attempts=2)
+    claim_and_die(target, "board:2:b")
+    requeued, failed = recover_gone(db, "board:3:c", max_attempts=2)
     assert requeued == [] and [j.id for j in failed] == [job_id]
     assert db.job(job_id).status == Status.FAILED
     assert "stopped during each of 2 attempts" in db.job(job_id).error
+
+
+def test_recover_never_touches_a_live_workers_job(db, target):
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    with store.open_store(target) as live:
+        live.claim("board:1:a")
+        assert db.recover("board:1:a", max_attempts=3) == ([], [])      # the caller's own job
+        requeued, _ = db.recover("board:2:b", max_attempts=3)
+        if on_postgres(db):
+            # Its session holds the job's lock: alive, whichever board asks.
+            assert requeued == [] and db.job(job_id).status == Status.RUNNING
+        else:
+            # One daemon per database (lock_daemon), one worker id per process: another id is gone.
+            assert [j.id for j in requeued] == [job_id]
+
+
+def test_workers_report_show_their_job_and_can_be_asked_to_drain(db, target):
+    job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
+    assert db.report("door:12:ab", "starting") is False
+    assert db.report("door:12:ab", "running") is False
+    db.report("yard:7:cd", "running")
+    with store.open_store(target) as worker:
+        worker.claim("door:12:ab")
+        shown = {w["id"]: w for w in db.workers()}
+        assert (shown["door:12:ab"]["state"], shown["door:12:ab"]["job_id"], shown["door:12:ab"]["path"]) == (
+            "running", job_id, "/cam/a.mp4")
+        assert shown["yard:7:cd"]["job_id"] is None and shown["yard:7:cd"]["drain"] is False
+        assert db.drain("door") == ["door:12:ab"]               # by host: every worker of that host
+        assert db.drain("yard:7:cd") == ["yard:7:cd"]           # by id
+        assert db.drain("door:1") == []                         # never by a prefix of an id
+        assert db.report("door:12:ab", "draining") is True
+    db.report("yard:7:cd", "stopped")
+    assert db.drain("yard") == []                               # a stopped worker is not asked
 
 
 def test_requeue_after_a_clean_stop_does_not_count_the_attempt(db):
@@ -207,10 +288,11 @@ def test_jobs_as_dicts_are_the_rows_of_the_jobs_table(db):
     db.put("/cam/a.mp4", Status.QUEUED, root="/cam", size=10, mtime=1.0, digest="h1")
     db.finish(db.claim("board-1"), result())
     db.put("/cam/b.mp4", Status.FAILED, root="/cam", error="empty file (0 bytes)")
-    conn = sqlite3.connect(db.location)
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
-    conn.close()
+    # SELECT * on SQLite; PostgreSQL has its generated key column besides.
+    rows = [dict(zip(store.COLUMNS, r)) for r in sql(db.location, f"SELECT {', '.join(store.COLUMNS)} FROM jobs "
+                                                                   "ORDER BY id")]
+    if not on_postgres(db):      # on SQLite, these are every column, in order
+        assert [tuple(r.values()) for r in rows] == sql(db.location, "SELECT * FROM jobs ORDER BY id")
     listed = [j.as_dict() for j in db.jobs()]
     assert [{k: v for k, v in j.items() if k != "descriptions"} for j in listed] == rows
     assert list(listed[0]) == list(rows[0]) + ["descriptions"]        # the columns' order, count last
@@ -291,8 +373,12 @@ def test_search_ranks_and_marks_the_word(db):
     assert [h["path"] for h in db.search("red")] == ["/cam/a.mp4", "/cam/b.mp4"]     # two hits rank first
     assert db.search('NOT "') == []                      # quoted: operators and stray quotes are words
     assert {h["path"] for h in db.search("dog OR nobody", raw=True)} == {"/cam/b.mp4", "/cam/c.mp4"}
-    with pytest.raises(store.StoreError, match="FTS5"):
-        db.search('"unbalanced', raw=True)
+    if on_postgres(db):
+        assert db.search('"unbalanced', raw=True) == []     # web-search syntax has no errors
+        assert [h["path"] for h in db.search("cars")] == ["/cam/a.mp4"]      # English stemming
+    else:
+        with pytest.raises(store.StoreError, match="FTS5"):
+            db.search('"unbalanced', raw=True)
 
 
 CJK = {"/cam/a.mp4": "一辆红色的汽车停在门口。", "/cam/b.mp4": "有人在院子里走动，汽车开走了。又一辆汽车。",
@@ -316,6 +402,7 @@ def test_a_word_inside_a_run_of_text_without_spaces_is_found(db):
     assert sorted(paths("汽车")) == ["/cam/a.mp4", "/cam/b.mp4"]           # two characters: checked by instr
     [hit] = db.search("院子里")                                               # three: found by the trigram index
     assert hit["path"] == "/cam/b.mp4" and "[院子里]" in hit["snippet"]
+    assert set(hit) == set(db.search("red car")[0])                           # the same keys as a word hit
     assert paths("汽车 门口") == ["/cam/a.mp4"]                               # every word must occur
     assert paths("収集車") == ["/cam/d.mp4"] and paths("สีแดง") == ["/cam/e.mp4"]
     assert paths("汽车 gate") == [] and paths("红色 REd") == []
@@ -350,28 +437,33 @@ def test_move_folder_moves_only_that_folder(db):
     assert db.job_at("/cam/archive/a.mp4") and db.job_at("/cam/day2/b.mp4")
 
 
-def test_jobs_record_their_watched_folder_and_the_path_below_it(db):
+def test_jobs_record_their_watched_folder_and_the_path_below_it(target):
+    # SQLite (one board) records the folder; PostgreSQL (shared) its name, which the boards agree on.
+    db = store.open_store(target, roots={"cams": "/srv/cams"})
+    named = (lambda folder: folder.rsplit("/", 1)[1]) if on_postgres(db) else (lambda folder: folder)
     job_id = db.put("/srv/cams/door/0800.mp4", Status.QUEUED, root="/srv/cams/")
     job = db.job(job_id)
-    assert (job.path, job.root, job.relpath) == ("/srv/cams/door/0800.mp4", "/srv/cams", "door/0800.mp4")
+    assert (job.path, job.root, job.relpath) == ("/srv/cams/door/0800.mp4", named("/srv/cams"), "door/0800.mp4")
     db.put("/srv/cams/door/0800.mp4", Status.QUEUED, digest="new")         # no root given: the old one stays
     assert db.job(job_id).relpath == "door/0800.mp4"
     db.move(job_id, "/srv/cams/door/0801.mp4")                             # renamed inside the folder
-    assert (db.job(job_id).root, db.job(job_id).relpath) == ("/srv/cams", "door/0801.mp4")
+    assert (db.job(job_id).root, db.job(job_id).relpath) == (named("/srv/cams"), "door/0801.mp4")
     db.move_folder("/srv/cams/door", "/srv/cams/front")
     assert db.job(job_id).relpath == "front/0801.mp4"
     db.move_folder("/srv/cams/front", "/srv/yard/front", root="/srv/yard")  # into another watched folder
-    assert (db.job(job_id).root, db.job(job_id).relpath) == ("/srv/yard", "front/0801.mp4")
+    assert (db.job(job_id).root, db.job(job_id).relpath) == (named("/srv/yard"), "front/0801.mp4")
+    assert db.job(job_id).path == "/srv/yard/front/0801.mp4"
     db.move(job_id, "/tmp/0801.mp4")                                       # out of every watched folder
     assert (db.job(job_id).root, db.job(job_id).relpath) == (None, None)
     outside = db.put("/elsewhere/a.mp4", Status.QUEUED, root="/srv/cams")   # not in that folder: no root
     assert (db.job(outside).root, db.job(outside).relpath) == (None, None)
+    db.close()
 
 
-def test_save_result_adds_a_description_per_call(tmp_path):
+def test_save_result_adds_a_description_per_call(tmp_path, target):
     clip = tmp_path / "a.mp4"
     clip.write_bytes(b"not really a video, but a file with content")
-    path = tmp_path / "rkvideo.db"
+    path = target
     with store.open_store(path) as s:
         s.save_result(result(path=str(clip)))
     with store.open_store(path) as s:
@@ -384,22 +476,31 @@ def test_save_result_adds_a_description_per_call(tmp_path):
         assert [d["source"] for d in s.descriptions(job.id)] == ["describe", "describe"]
 
 
-def test_save_result_that_cannot_insert_leaves_no_done_job(tmp_path):
+DISK_FULL = {  # a trigger that fails every description insert, as a full disk would
+    "sqlite": ["CREATE TRIGGER full BEFORE INSERT ON descriptions BEGIN SELECT RAISE(ABORT, 'database or disk is "
+               "full'); END"],
+    "postgres": ["CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
+                 "'database or disk is full'; END $$",
+                 "CREATE TRIGGER disk_full BEFORE INSERT ON descriptions FOR EACH ROW EXECUTE FUNCTION disk_full()"]}
+
+
+def test_save_result_that_cannot_insert_leaves_no_done_job(tmp_path, target):
     """A job must never be done without a description: the daemon would skip its file forever."""
     clip, queued = tmp_path / "a.mp4", tmp_path / "b.mp4"
     clip.write_bytes(b"a file with content")
     queued.write_bytes(b"another file with content")
-    path = tmp_path / "rkvideo.db"
+    path = target
     with store.open_store(path) as s:
         s.put(str(queued), Status.QUEUED, size=1, mtime=1.0, digest="old content")
+        backend = "postgres" if on_postgres(s) else "sqlite"
     # The disk fills up just when the description is written.
-    sql(path, "CREATE TRIGGER full BEFORE INSERT ON descriptions BEGIN "
-              "SELECT RAISE(ABORT, 'database or disk is full'); END")
+    for statement in DISK_FULL[backend]:
+        sql(path, statement)
     for target in (clip, queued):
         with store.open_store(path) as s, pytest.raises(store.StoreError, match="disk is full") as caught:
             s.save_result(result(path=str(target)))
         assert str(path) in str(caught.value) and str(target) in str(caught.value)
-    sql(path, "DROP TRIGGER full")
+    sql(path, "DROP TRIGGER disk_full ON descriptions" if backend == "postgres" else "DROP TRIGGER full")
     with store.open_store(path) as s:
         assert s.job_at(str(clip)) is None
         assert (s.job_at(str(queued)).status, s.job_at(str(queued)).hash) == (Status.QUEUED, "old content")
@@ -412,7 +513,8 @@ HOLD_LOCK = ("import sqlite3, sys\nconn = sqlite3.connect(sys.argv[1], isolation
              "conn.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.readline()\n")
 
 
-def test_a_write_waits_for_another_process_and_a_command_gives_up(db):
+def test_a_write_waits_for_another_process_and_a_command_gives_up(sqlite_db):
+    db = sqlite_db
     """SQLite's own busy timeout is short; the store looks up between tries (``on_busy``), which may
     wait for ever (the daemon) or give up (commands, after BUSY_LIMIT)."""
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, db.location], stdin=subprocess.PIPE,
@@ -600,7 +702,7 @@ def test_a_read_only_store_never_writes(db):
     job_id = db.put("/cam/a.mp4", Status.QUEUED, size=10, mtime=1.0, digest="h1")
     with store.open_store(db.location, readonly=True) as reader:
         assert reader.job(job_id).path == "/cam/a.mp4"
-        with pytest.raises(store.StoreError, match="readonly"):
+        with pytest.raises(store.StoreError, match="readonly|read-only"):
             reader.put("/cam/b.mp4", Status.QUEUED)
         db.put("/cam/c.mp4", Status.QUEUED)             # the writer goes on; the reader sees its commits
         assert [j.path for j in reader.jobs()] == ["/cam/a.mp4", "/cam/c.mp4"]
@@ -702,3 +804,50 @@ def test_timeline_events_are_stored_with_their_description_and_searchable(tmp_pa
     with sqlite3.connect(tmp_path / "rk.db") as conn:
         hits = conn.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH 'parks'").fetchall()
     assert len(hits) == 1
+
+
+def test_moments_kept_during_a_timeline_are_attached_at_finish_and_forgotten_with_new_content(tmp_path):
+    """A crash loses at most the moment being described: finished ones are kept (description_id NULL),
+    finish() attaches the full list in its transaction, and new content at the path forgets them."""
+    from rkvideo.pipeline import Event, Kind, Result, Timings, Tokens
+    clip = tmp_path / "drive.mp4"
+    clip.write_bytes(b"x" * 100)
+    db = store.open_store(tmp_path / "rk.db")
+    try:
+        db.put(str(clip), Status.QUEUED, size=100, mtime=1.0, digest="d")
+        job = db.claim("w")
+        first = Event(3.0, 9.0, "a cyclist rides past", [{"index": 0, "seconds": 3.0}], 2.5)
+        db.keep_event(job.id, first)
+        assert [(e["start"], e["end"], e["text"], e["frames"]) for e in db.kept_events(job.id)] == [
+            (3.0, 9.0, "a cyclist rides past", [{"index": 0, "seconds": 3.0}])]
+        assert db.search_events("cyclist") == []          # not part of a description yet
+        second = Event(40.0, 55.0, "a van parks", [], 9.0)
+        result = Result([str(clip)], Kind.VIDEO, [], "p", {"profile": "x"}, Tokens(1, 2, 3), False, Timings(),
+                        "Two visits.", events=[first, second])
+        description = db.finish(job, result)
+        assert db.kept_events(job.id) == []
+        assert [e["text"] for e in db.events(description)] == ["a cyclist rides past", "a van parks"]
+        [hit] = db.search_events("cyclist")
+        assert (hit["path"], hit["start"], hit["end"], hit["description_id"]) == (str(clip), 3.0, 9.0, description)
+        assert "[cyclist]" in hit["snippet"]
+        # Kept moments of a recording whose content then changes are never resumed.
+        db.put(str(clip), Status.QUEUED, size=100, mtime=2.0, digest="d")
+        job = db.claim("w")
+        db.keep_event(job.id, first)
+        db.put(str(clip), Status.QUEUED, size=120, mtime=3.0, digest="new")
+        assert db.kept_events(job.id) == []
+    finally:
+        db.close()
+
+
+def test_a_job_with_kept_moments_can_be_dropped(target):
+    from rkvideo.pipeline import Event
+    db = store.open_store(target)
+    try:
+        job_id = db.put("/cam/gone.mp4", Status.QUEUED, size=1, mtime=1.0, digest="g")
+        db.claim("w")
+        db.keep_event(job_id, Event(1.0, 2.0, "a dog", [], 1.0))
+        assert db.drop(job_id, running=True) == ("dropped", None)
+        assert db.job(job_id) is None and sql(target, "SELECT count(*) FROM events") == [(0,)]
+    finally:
+        db.close()

@@ -747,6 +747,7 @@ def test_the_retry_policy_goes_by_the_kind_of_error(tmp_path):
 
     class Failing:
         error: Exception
+        config = config_mod.Config()
 
         def describe_video(self, path, **callbacks):
             raise self.error

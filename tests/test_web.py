@@ -25,6 +25,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 import footage  # noqa: E402
 from doubles import daemon, fake_runtime  # noqa: E402
+from doubles.postgres import pg_url, postgres  # noqa: E402, F401 - fixtures
 from doubles import web as helpers  # noqa: E402
 from rkvideo import cli, config as config_mod, llm, pipeline, store, vision  # noqa: E402
 from rkvideo.store import thumbnails as thumbnail_files  # noqa: E402
@@ -39,10 +40,22 @@ def client(db, token: str = "", **kw) -> TestClient:
     return TestClient(create_app(db, token), base_url=BASE, **kw)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def archive(request, tmp_path):
+    """The archive in an SQLite file and in a PostgreSQL database (tests/doubles/postgres.py): the same
+    pages from both."""
+    return make_archive(tmp_path, tmp_path / "rkvideo.db" if request.param == "sqlite"
+                        else request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-def archive(tmp_path):
+def sqlite_archive(tmp_path):
+    """The archive in an SQLite file, for tests that reach into the file (its rows, its thumbnails folder)."""
+    return make_archive(tmp_path, tmp_path / "rkvideo.db")
+
+
+def make_archive(tmp_path, db):
     """Two camera folders, a few described recordings (some with moments), a failed and a queued job."""
-    db = tmp_path / "rkvideo.db"
     jobs = store.open_store(db)
     base = 1_700_000_000.0      # 2023-11-14 (UTC)
     door, yard = tmp_path / "cameras" / "door", tmp_path / "cameras" / "yard"
@@ -219,11 +232,11 @@ def test_video_is_streamed_with_range_requests(archive):
         assert head.status_code == 200 and head.headers["content-length"] == str(len(data)) and not head.content
 
 
-def test_only_what_the_database_knows_is_served(archive, tmp_path):
+def test_only_what_the_database_knows_is_served(sqlite_archive, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("private")
-    job_id, description = archive["jobs"]["red"]
-    with client(archive["db"]) as web:
+    job_id, description = sqlite_archive["jobs"]["red"]
+    with client(sqlite_archive["db"]) as web:
         for url in ("/media/999", "/recordings/999", "/thumbnails/999.jpg", f"/recordings/{job_id}?d=999",
                     f"/recordings/{job_id}/captions/999.vtt", "/media/99999999999999999999999",
                     f"/media/{secret}", "/media/..%2F..%2Fsecret.txt", "/static/../routes.py",
@@ -234,13 +247,13 @@ def test_only_what_the_database_knows_is_served(archive, tmp_path):
             assert "private" not in answer.text and "Traceback" not in answer.text
         assert web.get("/api/recordings/999").json() == {"error": "There is no recording 999."}
         # A row edited to point outside the thumbnails folder is not followed.
-        conn = sqlite3.connect(archive["db"])
+        conn = sqlite3.connect(sqlite_archive["db"])
         with conn:
             conn.execute("UPDATE thumbnails SET path = ? WHERE id = 1", ["../../secret.txt"])
         conn.close()
         assert web.get("/thumbnails/1.jpg").status_code == 404
         # A recording whose file is gone: the page says so, the media 404s.
-        (archive["door"] / "a.mp4").unlink()
+        (sqlite_archive["door"] / "a.mp4").unlink()
         assert "is no longer at" in web.get(f"/recordings/{job_id}").text
         assert web.get(f"/media/{job_id}").status_code == 404
 
@@ -269,13 +282,13 @@ def test_text_and_file_names_are_escaped_everywhere(tmp_path):
         assert headers["x-content-type-options"] == "nosniff"
 
 
-def test_errors_are_pages_not_tracebacks(archive):
-    with client(archive["db"], raise_server_exceptions=False) as web:
+def test_errors_are_pages_not_tracebacks(sqlite_archive):
+    with client(sqlite_archive["db"], raise_server_exceptions=False) as web:
         missing = web.get("/no/such/page")
         assert missing.status_code == 404 and "Not found" in missing.text and "<html" in missing.text
         assert web.post("/").status_code == 405
         # A row that cannot be read (broken JSON written by another tool): a 500 page, the traceback in the log.
-        conn = sqlite3.connect(archive["db"])
+        conn = sqlite3.connect(sqlite_archive["db"])
         with conn:
             conn.execute("UPDATE descriptions SET frames = '{broken' WHERE id = 1")
         conn.close()
@@ -283,9 +296,9 @@ def test_errors_are_pages_not_tracebacks(archive):
         assert crash.status_code == 500 and "Something went wrong" in crash.text and "Traceback" not in crash.text
         assert web.get("/api/recordings/1").json()["error"].startswith("The server could not answer")
         # The database is gone: 503 pages, and /healthz says so.
-        for name in os.listdir(archive["db"].parent):
+        for name in os.listdir(sqlite_archive["db"].parent):
             if name.startswith("rkvideo.db"):
-                path = archive["db"].parent / name
+                path = sqlite_archive["db"].parent / name
                 path.unlink() if path.is_file() else None
         gone = web.get("/")
         assert gone.status_code == 503 and "Database unavailable" in gone.text
@@ -430,11 +443,11 @@ def test_service_unit_runs_serve_beside_the_daemon_with_the_same_hardening(tmp_p
 
 # ------------------------------------------------------------------ thumbnails
 
-def test_thumbnails_are_files_beside_the_database_and_go_with_their_description(archive, capsys):
-    db = archive["db"]
+def test_thumbnails_are_files_beside_the_database_and_go_with_their_description(sqlite_archive, capsys):
+    db = sqlite_archive["db"]
     folder = thumbnail_files.folder_for(db)
     assert folder == db.parent / "rkvideo.db.thumbnails"
-    job_id, description = archive["jobs"]["red"]
+    job_id, description = sqlite_archive["jobs"]["red"]
     rows = helpers_rows(db, "SELECT seq, seconds, path FROM thumbnails WHERE description_id = ? ORDER BY seq",
                         [description])
     assert [(r[0], r[1]) for r in rows] == [(0, 1.0), (1, 3.0), (2, 5.0)]

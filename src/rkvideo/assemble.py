@@ -9,6 +9,9 @@ buffer of ``n_frames × tokens_per_image × width``, and the token accounting �
 and checks shapes and the context budget before any runtime is called. Each
 runtime only renders it.
 
+A text-only request (``TextRequest``, ``build_text``) carries no images: the
+timeline's summary over the captions of a recording's moments.
+
 Placeholder rules differ by runtime: RKLLM 1.2.x accepts ONE ``<image>`` for
 all frames (``SINGLE``); RKLLM 1.3.0 and llama.cpp take one per image
 (``PER_IMAGE``), which lets each frame carry its own timestamp.
@@ -95,6 +98,41 @@ class Request:
         return block.reshape(-1, self.width)
 
 
+@dataclass(frozen=True)
+class TextRequest:
+    """A request without images: the user turn as plain text."""
+    profile: Profile
+    text: str
+    max_new_tokens: int
+    max_context: int
+    prompt_tokens: int           # upper-bound estimate of the text, template included
+
+    n_images = 0
+    vision_tokens = 0
+
+
+def build_text(profile: Profile, text: str, *, max_new_tokens: int, max_context: int | None = None,
+               reserve: int = 0, text_tokens: int | None = None) -> TextRequest:
+    """Check the budget of a text-only request, then freeze it. ``text_tokens``: an upper bound on the
+    tokens of ``text`` known better than the byte count (text the model generated itself)."""
+    chat = profile.chat
+    # The text as plain text (``inert``): each word joiner is 3 bytes, at most 3 tokens.
+    joiners = inert(text).count(WORD_JOINER)
+    counted = estimate_tokens(inert(text)) if text_tokens is None else text_tokens + 3 * joiners
+    request = TextRequest(profile=profile, text=text, max_new_tokens=max_new_tokens,
+                          max_context=max_context or profile.max_context,
+                          prompt_tokens=estimate_tokens(chat.system, chat.prefix, chat.postfix) + counted)
+    check_budget(request, reserve)
+    return request
+
+
+def text_room(profile: Profile, *, max_new_tokens: int, max_context: int | None = None, reserve: int = 0) -> int:
+    """How many tokens the text of a request without images may have (``build_text`` accepts up to this)."""
+    chat = profile.chat
+    template = estimate_tokens(chat.system, chat.prefix, chat.postfix)
+    return (max_context or profile.max_context) - 1 - template - max_new_tokens - reserve
+
+
 def combine_outputs(outputs: list, tokens: int, width: int) -> np.ndarray:
     """Turn an encoder's raw outputs for one frame into (tokens, n·width).
 
@@ -170,7 +208,7 @@ def check_shape(profile: Profile, emb: np.ndarray) -> None:
                          f"for profile {profile.name} (tokens_per_image, embed_width × encoder_outputs)")
 
 
-def check_budget(request: Request, reserve: int) -> None:
+def check_budget(request: Request | TextRequest, reserve: int) -> None:
     used = request.prompt_tokens + request.vision_tokens + request.max_new_tokens + reserve
     if used >= request.max_context:       # the runtime needs strictly less than the context
         raise BudgetError(

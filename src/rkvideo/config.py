@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -99,6 +100,11 @@ class DescribeConfig:
     # Photos that would decode larger are refused before decoding. PNG, BMP, WebP and TIFF decode at full
     # size (about 6 bytes a pixel at the peak); a JPEG counts at the reduced size it is decoded at.
     max_image_megapixels: float = 50.0
+    # "clip": one caption from frames over the whole recording; "timeline": find the moments where
+    # something happens and describe each (see [timeline]); "auto": timeline above timeline.min_duration.
+    mode: str = "clip"
+    # Clip mode: "uniform" (evenly spaced) or "activity" (the first frame, the rest where things change).
+    frames_by: str = "uniform"
 
 
 @dataclass
@@ -110,7 +116,11 @@ class WatchConfig:
     # Seconds before the first retry; doubles with every further attempt.
     retry_backoff: float = 30.0
     # Empty: rkvideo.db in the per-user data folder, $XDG_DATA_HOME/rkvideo (~/.local/share/rkvideo).
+    # A postgresql:// URL: a database several boards share.
     db: str = ""
+    # Watched folders by name, e.g. {cameras = "/mnt/nas/cameras"}: boards that mount one share at
+    # different places agree on a recording by its folder's name and the path below it.
+    roots: dict = field(default_factory=dict)
     # Describe files reached through a symbolic link whose real path is outside the watched folders.
     follow_symlinks: bool = False
 
@@ -162,6 +172,39 @@ class NotifyConfig:
 
 
 @dataclass
+class TimelineConfig:
+    # describe.mode = "auto": recordings longer than this many seconds get a timeline.
+    min_duration: float = 120.0
+    # Activity analysis: seconds per activity sample.
+    step: float = 0.5
+    # Decode a keyframe at least this often in quiet stretches (seconds); busy ones decode every keyframe.
+    thumbnail_every: float = 8.0
+    # All-intra streams (MJPEG): frames looked at per second.
+    intra_fps: float = 2.0
+    # An event starts where activity is `start` noise widths above the recording's own baseline and
+    # ends where it falls below `end` (hysteresis); compressed frames must also be `min_rise` (a
+    # fraction) above the baseline, and a keyframe thumbnail counts when `min_area` of the picture changed.
+    start: float = 4.0
+    end: float = 2.0
+    min_rise: float = 0.25
+    min_area: float = 0.002
+    # Seconds of recording around each moment the baseline is taken from.
+    baseline_window: float = 120.0
+    # Events shorter than this are dropped, gaps shorter than `merge_gap` joined, `pad` added on both sides.
+    min_event: float = 1.0
+    merge_gap: float = 2.0
+    pad: float = 1.0
+    # Describing: events closer than `segment_gap` share one request; a request covers at most
+    # `max_segment` seconds; frames in one request are at least `min_frame_gap` seconds apart.
+    segment_gap: float = 10.0
+    max_segment: float = 60.0
+    min_frame_gap: float = 1.0
+    prompt: str = "Describe what happens in this part of the recording."
+    summary_prompt: str = ("Summarise what happens in the recording in a few sentences, "
+                           "mentioning when the main moments happen.")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -171,6 +214,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    timeline: TimelineConfig = field(default_factory=TimelineConfig)
     # Where the settings came from (None = built-in defaults). Not a TOML key.
     source: Path | None = field(default=None, compare=False)
 
@@ -181,9 +225,20 @@ class Config:
             path = self.source.parent / path
         return path
 
-    def database_path(self) -> Path:
-        """``watch.db``, or ``rkvideo.db`` in the per-user data folder when it is not set."""
+    def database_path(self) -> Path | str:
+        """``watch.db`` (a URL as it is), or ``rkvideo.db`` in the per-user data folder when it is not set."""
+        if is_url(self.watch.db):
+            return self.watch.db
         return self.resolve_path(self.watch.db) if self.watch.db else default_database()
+
+    def roots(self) -> dict:
+        """``watch.roots`` with each folder resolved (relative to this file)."""
+        return {name: self.resolve_path(folder) for name, folder in self.watch.roots.items()}
+
+
+def is_url(target) -> bool:
+    """``postgresql://…`` and the like, as opposed to a database file path."""
+    return isinstance(target, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
 
 
 def user_config() -> Path:
@@ -200,9 +255,14 @@ CHOICES = {
     ("model", "normalize"): ("", "encoder", "host"),
     ("llm", "runtime"): ("auto", "1.2", "1.3"),
     ("describe", "seek"): ("fast", "exact"),
+    ("describe", "mode"): ("clip", "timeline", "auto"),
+    ("describe", "frames_by"): ("uniform", "activity"),
 }
 POSITIVE = {("vision", "workers"), ("vision", "queue_size"), ("llm", "max_new_tokens"),
             ("describe", "frames"), ("watch", "max_attempts"), ("describe", "max_image_megapixels")}
+# Settings that must be above zero (a zero would divide, or never end a loop).
+NOT_ZERO = {("timeline", "step"), ("timeline", "intra_fps"), ("timeline", "max_segment"),
+              ("timeline", "thumbnail_every"), ("timeline", "start"), ("timeline", "end")}
 SIDECARS = ("txt", "json", "vtt")
 NOT_EMPTY = {("describe", "prompt"), ("describe", "image_prompt")}
 # The largest integer setting: the runtimes take them as 32-bit C ints.
@@ -271,6 +331,9 @@ def from_dict(data: dict, path: Path | None = None) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [{name}] must be a table")
         _fill(getattr(config, name), name, table, where)
+    if config.timeline.end > config.timeline.start:
+        raise ConfigError(f"{where}: timeline.end ({config.timeline.end}) must not be above timeline.start "
+                          f"({config.timeline.start}): an event ends below the level it starts at")
     return config
 
 
@@ -285,7 +348,8 @@ def _fill(target, section: str, table: dict, where: str) -> None:
 
 def _check(section: str, key: str, value, hint, where: str):
     name = f"{section}.{key}"
-    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}[hint]
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+                dict: "a table"}[hint]
     ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
@@ -304,12 +368,16 @@ def _check(section: str, key: str, value, hint, where: str):
         raise ConfigError(f"{where}: {name} must be a port number (0-65535), got {value!r}")
     if (section, key) in POSITIVE and value < 1:
         raise ConfigError(f"{where}: {name} must be at least 1, got {value!r}")
+    if (section, key) in NOT_ZERO and value <= 0:
+        raise ConfigError(f"{where}: {name} must be above 0, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
         raise ConfigError(f"{where}: {name} must not be negative, got {value!r}")
     if (section, key) in NOT_EMPTY and not value.strip():
         raise ConfigError(f"{where}: {name} must not be empty (it is the question the model is asked)")
     if hint is list and (section, key) not in TABLE_LISTS and not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{where}: {name} must be a list of strings")
+    if hint is dict:
+        _check_roots(name, value, where)
     if section == "notify":
         _check_notify(key, value, f"{where}: {name}")
     if (section, key) == ("output", "sidecars"):
@@ -393,3 +461,14 @@ def _check_webhook(hook, where: str) -> None:
     if not isinstance(hook.get("secret", ""), str):
         raise ConfigError(f"{where}.secret must be a string")
     _check_url(hook["url"], ("http", "https"), f"{where}.url")
+ROOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_roots(name: str, value: dict, where: str) -> None:
+    """``watch.roots``: name = "folder", each name one plain word (it is part of every job's key)."""
+    for root, folder in value.items():
+        if not ROOT_NAME.fullmatch(root):
+            raise ConfigError(f"{where}: {name}: {root!r} is not a usable folder name (letters, digits, "
+                              f"'.', '_', '-'; no '/')")
+        if not isinstance(folder, str) or not folder:
+            raise ConfigError(f"{where}: {name}.{root} must be a folder path (a string)")

@@ -464,12 +464,25 @@ def _fast(cursor: _Cursor, seg: _Segment):
     return cursor.take() if best is at else best
 
 
-def _pick(cursor: _Cursor, n: int, mode: str, missed: list[float]) -> Iterator:
+def _around(line: _Timeline, seconds: list[float]) -> Iterator[_Segment]:
+    """A segment per target time (seconds from the start, sorted): halfway to the neighbouring targets
+    (as far on the open side of the first and last), so a frame stays near its own target."""
+    ticks = [line.start + Fraction(s).limit_denominator(10**6) / line.base for s in seconds]
+    ticks = [min(max(t, Fraction(line.start)), Fraction(line.end - 1)) for t in ticks]
+    for i, target in enumerate(ticks):
+        before = (target - ticks[i - 1]) / 2 if i else None
+        after = (ticks[i + 1] - target) / 2 if i + 1 < len(ticks) else None
+        before, after = before if before is not None else after, after if after is not None else before
+        low = max(Fraction(line.start), target - (before or 0))
+        yield _Segment(i, low, target, max(target + (after or 0), target + 1))
+
+
+def _pick(cursor: _Cursor, segments: Iterable[_Segment], mode: str, missed: list[float]) -> Iterator:
     """One frame per segment, in time order, never the same frame twice.
     Targets left without a frame of their own go to ``missed`` (seconds)."""
     choose = _fast if mode == "fast" else _exact
     last = None
-    for seg in _segments(cursor.line, n):
+    for seg in segments:
         frame = choose(cursor, seg)
         if frame is None or (last is not None and frame.pts <= last):
             missed.append(cursor.line.seconds(seg.target))
@@ -587,11 +600,46 @@ def _sample(path: str, n: int, mode: str, notes: list) -> Iterator[Frame]:
         line = _timeline(container, stream, path)
         cursor, missed = _Cursor(container, stream, line), []
         short = line.frames is not None and line.frames <= n
-        picked = _every_frame(cursor) if short else _pick(cursor, n, mode, missed)
+        picked = _every_frame(cursor) if short else _pick(cursor, _segments(line, n), mode, missed)
         count = 0
         for count, frame in enumerate(picked, 1):
             yield _to_frame(frame, count - 1, line, path)
         notes.extend(_notes(path, line, cursor, n, count, missed))
+
+
+def sample_at(path: str, seconds: list[float], mode: str = "exact", notes: list | None = None) -> Iterator[Frame]:
+    """Yield a frame for each of the given times (seconds from the recording's start), in time order.
+
+    For frames chosen where the activity is (a timeline segment, ``describe.frames_by = "activity"``):
+    ``exact`` takes the first frame at or after each time, ``fast`` any frame within a quarter of the way
+    to the neighbouring times. Times that get no frame of their own are left out with a note.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if not seconds:
+        raise ValueError("no times given")
+    return _sample_at(str(path), sorted(float(s) for s in seconds), mode, notes if notes is not None else [])
+
+
+def _sample_at(path: str, seconds: list[float], mode: str, notes: list) -> Iterator[Frame]:
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        line = _timeline(container, stream, path)
+        cursor, missed = _Cursor(container, stream, line), []
+        count = 0
+        for count, frame in enumerate(_pick(cursor, _around(line, seconds), mode, missed), 1):
+            yield _to_frame(frame, count - 1, line, path)
+        notes.extend(_notes(path, line, cursor, len(seconds), count, missed))
+
+
+@contextmanager
+def open_video(path: str):
+    """``(container, stream)`` of a recording's first video stream, for a pass of one's own over its
+    packets (``activity``); the same checks and one-line errors as ``sample``."""
+    path = str(path)
+    with _open(path) as container:
+        yield container, _video_stream(container, path)
 
 
 # The largest decoded photo by default (describe.max_image_megapixels): 50 megapixels. A PNG decodes at

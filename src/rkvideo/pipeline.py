@@ -9,6 +9,10 @@ the vision runtime says whether it runs on the NPU (the LLM then takes the
 other memory domain), and tests pass their own stages in or register their
 own runtimes.
 
+Timeline mode (``rkvideo.timeline``) drives the same loaded runtimes request by
+request: ``caption`` for one segment's frames, ``write`` for a request without
+images (the summary).
+
 A result is typed (``Result`` with ``Kind``, ``Tokens``, ``Timings``) so its
 readers cannot mistype a key; ``Result.as_json()`` is the one JSON shape of
 ``describe --json``, the sidecars and the database.
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from . import assemble, budget, media, modelfile, models, preprocess
+from . import activity, assemble, budget, media, modelfile, models, preprocess
 from .config import Config
 from .errors import UsageError
 from .llm import open_llm
@@ -182,20 +186,61 @@ class Describer:
                            reserve=self.config.llm.reserve)
 
     def describe_video(self, path, *, frames: int | None = None, prompt: str | None = None,
-                       max_new_tokens: int | None = None, seek: str | None = None, on_text: OnText | None = None,
-                       on_frame: OnFrame | None = None, on_plan: OnPlan | None = None,
-                       thumbnails: bool = False) -> Result:
-        """Describe one video: ``frames`` evenly spaced frames (capped by the budget), one request.
+                       max_new_tokens: int | None = None, seek: str | None = None, frames_by: str | None = None,
+                       on_text: OnText | None = None, on_frame: OnFrame | None = None,
+                       on_plan: OnPlan | None = None, thumbnails: bool = False) -> Result:
+        """Describe one video with one request: ``frames`` frames (capped by the budget), evenly spaced
+        or, with ``frames_by = "activity"``, where things change (``describe.frames_by``).
         ``thumbnails``: also return a small JPEG of each frame the model saw (``Result.thumbnails``)."""
         cfg = self.config
         prompt = prompt or cfg.describe.prompt
         plan = self._plan(prompt, frames or cfg.describe.frames, max_new_tokens, Kind.VIDEO, on_plan)
         notes: list = []
-        stream = media.sample(str(path), plan.frames, seek or cfg.describe.seek, notes)
+        stream = self._clip_frames(str(path), plan.frames, seek or cfg.describe.seek,
+                                   frames_by or cfg.describe.frames_by, notes)
         result = self._describe(Kind.VIDEO, [path], stream, prompt, plan, notes, on_text, on_frame, thumbnails)
         if not result.frames:
             raise media.MediaError(f"{path}: no frame could be decoded (check the file plays)")
         return result
+
+    def _clip_frames(self, path: str, n: int, seek: str, frames_by: str, notes: list):
+        """Evenly spaced frames, or the first frame and the rest where the activity analysis found
+        things changing; evenly spaced again when it found nothing or could not run."""
+        if frames_by == "activity" and n > 1:
+            try:
+                analysis = activity.analyse(path, self.config.timeline)
+            except activity.AnalysisError as exc:
+                notes.append(f"frames spread evenly: {exc}")
+            else:
+                notes.extend(analysis.notes)
+                if analysis.spans:
+                    whole = activity.Span(0.0, analysis.duration)
+                    times = activity.pick_times(analysis, whole, n, self.config.timeline.min_frame_gap, first=0.0)
+                    return media.sample_at(path, times, "exact", notes)
+                notes.append("frames spread evenly: the activity analysis found no moment of activity")
+        return media.sample(path, n, seek, notes)
+
+    def caption(self, stream: Iterable[media.Frame], prompt: str, plan: budget.Plan, on_text: OnText | None = None,
+                on_frame: OnFrame | None = None) -> tuple[list, str | None, Tokens, Timings]:
+        """One request over the video frames of ``stream`` (one segment of a timeline): the frames used,
+        the text, the token counts and the seconds per stage."""
+        return self._run(stream, prompt, plan, Kind.VIDEO, on_text, on_frame)
+
+    def write(self, text: str, max_new_tokens: int, on_text: OnText | None = None,
+              text_tokens: int | None = None) -> tuple[str, Tokens, Timings]:
+        """One request without images (a timeline's summary): its text, token counts and seconds.
+        ``text_tokens``: an upper bound on the tokens of ``text``, when known better than its bytes."""
+        request = assemble.build_text(self.profile, text, max_new_tokens=max_new_tokens,
+                                      max_context=self.profile.max_context, reserve=self.config.llm.reserve,
+                                      text_tokens=text_tokens)
+        generation = self.llm.generate_text(request, on_text)
+        tokens = Tokens(prompt=generation.prompt_tokens, new=generation.new_tokens)
+        return generation.text, tokens, Timings({k: round(v, 4) for k, v in generation.timings.items()})
+
+    def text_room(self, max_new_tokens: int) -> int:
+        """How many tokens the text of a request without images may have (what ``write`` accepts)."""
+        return assemble.text_room(self.profile, max_new_tokens=max_new_tokens, max_context=self.profile.max_context,
+                                  reserve=self.config.llm.reserve)
 
     def describe_images(self, paths: list, *, prompt: str | None = None, max_new_tokens: int | None = None,
                         on_text: OnText | None = None, on_frame: OnFrame | None = None,
@@ -230,8 +275,8 @@ class Describer:
             picked, text, tokens, timings = self._run(stream, prompt, plan, kind, on_text, on_frame)
         # Made here, from the frames the encoders kept until now anyway: no full-size frame lives longer.
         small = [media.thumbnail(f.image) for f in picked] if thumbnails and not self.dry_run else []
-        return Result(inputs=[str(p) for p in inputs], kind=kind, frames=[_frame_info(f) for f in picked],
-                      prompt=prompt, model=self._model_info(), tokens=tokens,
+        return Result(inputs=[str(p) for p in inputs], kind=kind, frames=[frame_info(f) for f in picked],
+                      prompt=prompt, model=self.model_info(), tokens=tokens,
                       frames_capped_by_budget=plan.capped, timings=timings, text=text, notes=notes,
                       plan=plan.as_dict(), thumbnails=small)
 
@@ -264,7 +309,7 @@ class Describer:
                         vision=request.vision_tokens, new=generation.new_tokens)
         return encoded.frames, generation.text, tokens, Timings({k: round(v, 4) for k, v in timings.items()})
 
-    def _model_info(self) -> dict:
+    def model_info(self) -> dict:
         return {"profile": self.profile.name, "vision": self.config.model.vision or None,
                 "llm": self.config.model.llm or None}
 
@@ -287,5 +332,6 @@ class Describer:
         self.close()
 
 
-def _frame_info(frame: media.Frame) -> dict:
+def frame_info(frame: media.Frame) -> dict:
+    """A frame as results keep it: index, pts, seconds (3 decimals), source."""
     return {"index": frame.index, "pts": frame.pts, "seconds": round(frame.seconds, 3), "source": frame.source}

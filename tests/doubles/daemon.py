@@ -29,24 +29,31 @@ tokens_per_image = 4
 embed_width = 8
 [describe]
 frames = 4
+mode = "{mode}"
 [llm]
 max_new_tokens = 32
 [watch]
 settle_seconds = {settle}
 max_attempts = {max_attempts}
 retry_backoff = 0
+{watch}
 [output]
 sidecars = {sidecars}
 """
 
 
-def write_config(folder: Path, settle: float = 0.2, max_attempts: int = 3, sidecars=("txt", "json", "vtt")) -> Path:
-    """``folder``/config.toml, naming model files beside it that the test-double runtimes open."""
+def write_config(folder: Path, settle: float = 0.2, max_attempts: int = 3, sidecars=("txt", "json", "vtt"),
+                 mode: str = "clip", timeline: str = "", roots: dict | None = None) -> Path:
+    """``folder``/config.toml, naming model files beside it that the test-double runtimes open;
+    ``mode`` is describe.mode, ``timeline`` the lines of a [timeline] section, ``roots`` ``[watch] roots``
+    (name -> folder)."""
     path = folder / "config.toml"
     listed = "[" + ", ".join(f'"{s}"' for s in sidecars) + "]"
     vision, llm = fake_runtime.write_models(folder)
-    path.write_text(CONFIG.format(vision=vision.name, llm=llm.name, settle=settle, max_attempts=max_attempts,
-                                  sidecars=listed))
+    named = "roots = {" + ", ".join(f'{n} = "{f}"' for n, f in roots.items()) + "}" if roots else ""
+    text = CONFIG.format(vision=vision.name, llm=llm.name, settle=settle, max_attempts=max_attempts,
+                         sidecars=listed, mode=mode, watch=named)
+    path.write_text(text + (f"[timeline]\n{timeline}\n" if timeline else ""))
     return path
 
 

@@ -13,20 +13,25 @@ environment variables:
 * ``RKVIDEO_FAKE_FAIL``: comma-separated words; a clip whose name contains one fails in generate;
 * ``RKVIDEO_FAKE_GATE``: a file path; generate waits until the file exists (abortable);
 * ``RKVIDEO_FAKE_IGNORE_ABORT=1``: abort() is ignored, like a runtime that hangs;
-* ``RKVIDEO_FAKE_LOG``: a file that gets one line per runtime call start/end: ``<event> <clip>``;
+* ``RKVIDEO_FAKE_LOG``: a file that gets one line per runtime call start/end: ``<event> <clip>``
+  (``summary-start``/``summary-end`` for a timeline's request without images);
 * ``RKVIDEO_TEST_BLOCK_AT`` = ``point:n`` with ``RKVIDEO_TEST_MARKER`` = a file: at the n-th time the
   process reaches ``point`` it writes the marker and blocks for good, so a test can kill -9 it exactly
   there. Points: ``encode`` (after the first frame) and ``generate`` (after the first text), reached
   by the doubles here; ``claim`` (between jobs: the previous one committed, the next not yet taken),
-  ``rename`` (a sidecar's temporary file written, not yet renamed), ``sidecar`` (sidecars written,
-  not committed) and ``commit`` (description inserted and job done, transaction open), reached by the
-  daemon's worker, which calls its observers there (``rkvideo.daemon.add_observer``);
+  ``segment`` (a moment of a timeline kept, the next not begun), ``rename`` (a sidecar's temporary
+  file written, not yet renamed), ``sidecar`` (sidecars written, not committed) and ``commit``
+  (description inserted and job done, transaction open), reached by the daemon's worker, which calls
+  its observers there (``rkvideo.daemon.add_observer``);
 * ``RKVIDEO_TEST_NO_EVENTS=1`` turns file-system events off (``daemon.Service.follow_events``),
-  ``RKVIDEO_TEST_RESCAN`` sets the seconds between rescans (``daemon.Service.rescan_seconds``).
+  ``RKVIDEO_TEST_RESCAN`` sets the seconds between rescans (``daemon.Service.rescan_seconds``),
+  ``RKVIDEO_TEST_REPORT`` the seconds between reports to the store and sweeps for the jobs of gone
+  workers (``daemon.Service.report_seconds``).
 """
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -36,6 +41,7 @@ import numpy as np
 from rkvideo import assemble, daemon, llm, vision
 
 VISION_SUFFIX, LLM_SUFFIX = ".fakevision", ".fakellm"
+MOMENT = re.compile(r"\d+:\d\d(?::\d\d)?–\d+:\d\d(?::\d\d)?: ")     # "00:05–00:10: " in a summary request
 
 
 class Points:
@@ -158,6 +164,19 @@ class FakeLLM:
         return llm.Generation(text, request.prompt_tokens + request.vision_tokens, len(text.split()),
                               {"generate": elapsed}, "eos")
 
+    def generate_text(self, request, on_text=None) -> llm.Generation:
+        """The timeline's summary: names how many moments it was given, and the first one's time."""
+        if request.n_images:
+            raise llm.LLMError(f"{self.path}: a text-only request with images")
+        _log("summary-start", Path(self.seen.source).name)
+        moments = [line for line in request.text.splitlines() if MOMENT.match(line)]
+        first = moments[0].split(": ", 1)[0] if moments else "?"
+        text = f"Summary: {len(moments)} moments, the first at {first}."
+        if on_text:
+            on_text(text)
+        _log("summary-end", Path(self.seen.source).name)
+        return llm.Generation(text, request.prompt_tokens, len(text.split()), {"generate": 0.0}, "eos")
+
     def abort(self) -> None:
         self.aborted.set()
 
@@ -182,7 +201,7 @@ class Pairing:
 
 def install() -> None:
     """Register the doubles as the runtimes of ``*.fakellm`` / ``*.fakevision`` model files, and the
-    kill points as an observer of the daemon; apply RKVIDEO_TEST_NO_EVENTS and RKVIDEO_TEST_RESCAN."""
+    kill points as an observer of the daemon; apply RKVIDEO_TEST_NO_EVENTS, _RESCAN and _REPORT."""
     pairing = Pairing()
     llm.register(LLM_SUFFIX, pairing.open_llm)
     vision.register(VISION_SUFFIX, pairing.open_vision)
@@ -192,6 +211,8 @@ def install() -> None:
         daemon.Service.follow_events = False
     if os.environ.get("RKVIDEO_TEST_RESCAN"):
         daemon.Service.rescan_seconds = float(os.environ["RKVIDEO_TEST_RESCAN"])
+    if os.environ.get("RKVIDEO_TEST_REPORT"):
+        daemon.Service.report_seconds = float(os.environ["RKVIDEO_TEST_REPORT"])
 
 
 def write_models(folder: Path) -> tuple[Path, Path]:

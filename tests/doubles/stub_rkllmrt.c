@@ -25,6 +25,7 @@
  *   clear_rc=N           rkllm_clear_kv_cache returns N
  *   template_rc=N        rkllm_set_chat_template returns N
  *   prefill_ms=F, generate_ms=F   perf values reported at FINISH
+ * A run takes multimodal input (type 3, with <image> placeholders) or text-only prompt input (type 0).
  * Contracts it enforces (docs/board.md): one rkllm_run per handle at a time (a second concurrent call
  * is counted in "overlapping_runs" and returns -1); on 1.3.0 the prompt holds exactly n_image "<image>"
  * tags (otherwise the ERROR state); a callback returning 1 pauses the run, and on 1.3.0 a 2 is counted as
@@ -438,6 +439,13 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+enum { INPUT_PROMPT = 0, INPUT_MULTIMODAL = 3 };
+
+/* The text of a run: prompt_input for a text-only run, the multimodal prompt otherwise. */
+static const char *input_prompt(const Input *in) {
+    return in->input_type == INPUT_PROMPT ? in->prompt_input : in->multimodal_input.prompt;
+}
+
 static int count_placeholders(const char *s) {
     int n = 0;
     for (const char *p = s; p && (p = strstr(p, "<image>")); p += 7) n++;
@@ -450,46 +458,52 @@ static void record_run(LLMHandle h, const Input *in, const InferParam *ip, void 
     put_str(&o, "role", in->role);
     put(&o, "\"enable_thinking\":%d,\"input_type\":%d,", in->enable_thinking, in->input_type);
     const MultiModal *mm = &in->multimodal_input;
-    put_str(&o, "prompt", mm->prompt);
-    put(&o, "\"placeholders\":%d,", count_placeholders(mm->prompt));
+    const char *prompt = input_prompt(in);
+    put_str(&o, "prompt", prompt);
+    put(&o, "\"placeholders\":%d,", count_placeholders(prompt));
     if (template_set) {
         static char templated[3 * 4096 + BIG / 4];
         snprintf(templated, sizeof templated, "%s%s%s%s", template_parts[0], template_parts[1],
-                 mm->prompt ? mm->prompt : "", template_parts[2]);
+                 prompt ? prompt : "", template_parts[2]);
         put_str(&o, "templated", templated);
     } else {
         put(&o, "\"templated\":null,");
     }
-#if STUB_ABI == 12
-    const float *embed = mm->image_embed;
-    size_t tokens = mm->n_image_tokens, n_image = mm->n_image;
-    put(&o, "\"n_image_tokens\":%zu,\"n_image\":%zu,\"image_width\":%zu,\"image_height\":%zu,", tokens, n_image,
-        mm->image_width, mm->image_height);
-#else
-    const float *embed = mm->image.image_embed;
-    size_t tokens = mm->image.n_image_tokens, n_image = mm->image.n_image;
-    put(&o, "\"n_image_tokens\":%zu,\"n_image\":%zu,\"image_width\":%zu,\"image_height\":%zu,", tokens, n_image,
-        mm->image.image_width, mm->image.image_height);
-    put_str(&o, "image_start", mm->image.image_start);
-    put_str(&o, "image_end", mm->image.image_end);
-    put_str(&o, "image_content", mm->image.image_content);
-    int video_zero = !mm->video.video_embed && !mm->video.n_frame_tokens && !mm->video.n_frame_per_video &&
-                     !mm->video.n_video && !mm->video.video_start && !mm->video.video_end &&
-                     !mm->video.video_content && !mm->video.frame_width && !mm->video.frame_height;
-    put(&o, "\"video_zero\":%d,", video_zero);
-#endif
-    size_t count = n_image * tokens * (size_t)model.embed_width;
-    double sum = 0, weighted = 0;
-    if (embed && count) {
-        for (size_t i = 0; i < count; i++) {
-            sum += embed[i];
-            weighted += (double)(i % 9973) * embed[i];
-        }
-        put(&o, "\"embed_first\":%.9g,\"embed_last\":%.9g,", embed[0], embed[count - 1]);
+    if (in->input_type == INPUT_PROMPT) {
+        /* Text only: the union holds just the prompt pointer; there is no image to read. */
+        put(&o, "\"n_image_tokens\":0,\"n_image\":0,\"embed_count\":0,");
     } else {
-        put(&o, "\"embed_first\":null,\"embed_last\":null,");
+#if STUB_ABI == 12
+        const float *embed = mm->image_embed;
+        size_t tokens = mm->n_image_tokens, n_image = mm->n_image;
+        put(&o, "\"n_image_tokens\":%zu,\"n_image\":%zu,\"image_width\":%zu,\"image_height\":%zu,", tokens, n_image,
+            mm->image_width, mm->image_height);
+#else
+        const float *embed = mm->image.image_embed;
+        size_t tokens = mm->image.n_image_tokens, n_image = mm->image.n_image;
+        put(&o, "\"n_image_tokens\":%zu,\"n_image\":%zu,\"image_width\":%zu,\"image_height\":%zu,", tokens, n_image,
+            mm->image.image_width, mm->image.image_height);
+        put_str(&o, "image_start", mm->image.image_start);
+        put_str(&o, "image_end", mm->image.image_end);
+        put_str(&o, "image_content", mm->image.image_content);
+        int video_zero = !mm->video.video_embed && !mm->video.n_frame_tokens && !mm->video.n_frame_per_video &&
+                         !mm->video.n_video && !mm->video.video_start && !mm->video.video_end &&
+                         !mm->video.video_content && !mm->video.frame_width && !mm->video.frame_height;
+        put(&o, "\"video_zero\":%d,", video_zero);
+#endif
+        size_t count = n_image * tokens * (size_t)model.embed_width;
+        double sum = 0, weighted = 0;
+        if (embed && count) {
+            for (size_t i = 0; i < count; i++) {
+                sum += embed[i];
+                weighted += (double)(i % 9973) * embed[i];
+            }
+            put(&o, "\"embed_first\":%.9g,\"embed_last\":%.9g,", embed[0], embed[count - 1]);
+        } else {
+            put(&o, "\"embed_first\":null,\"embed_last\":null,");
+        }
+        put(&o, "\"embed_count\":%zu,\"embed_sum\":%.17g,\"embed_weighted\":%.17g,", count, sum, weighted);
     }
-    put(&o, "\"embed_count\":%zu,\"embed_sum\":%.17g,\"embed_weighted\":%.17g,", count, sum, weighted);
     put(&o, "\"mode\":%d,\"lora_null\":%d,\"prompt_cache_null\":%d,\"keep_history\":%d,", ip->mode,
         ip->lora_params == NULL, ip->prompt_cache_params == NULL, ip->keep_history);
 #if STUB_ABI == 13
@@ -573,6 +587,7 @@ static int stream(const char *text, size_t limit, int *generated) {
 }
 
 static size_t image_tokens(const Input *in) {
+    if (in->input_type == INPUT_PROMPT) return 0;
 #if STUB_ABI == 12
     return in->multimodal_input.n_image * in->multimodal_input.n_image_tokens;
 #else
@@ -609,7 +624,7 @@ static int run_once(LLMHandle h, Input *in, InferParam *ip, void *userdata) {
     record_run(h, in, ip, userdata);
     if (!strcmp(model.reply, "run_fail")) return -1;
     st.running = 1;
-    const char *prompt = in->multimodal_input.prompt;
+    const char *prompt = input_prompt(in);
     size_t limit = init_param.max_new_tokens > 0 ? (size_t)init_param.max_new_tokens : (size_t)-1;
 #if STUB_ABI == 13
     if (ip->max_new_tokens > 0) limit = (size_t)ip->max_new_tokens;
@@ -618,8 +633,10 @@ static int run_once(LLMHandle h, Input *in, InferParam *ip, void *userdata) {
     Result r;
     memset(&r, 0, sizeof r);
     /* 1.3.0: n_image equals the number of <image> tags in the prompt (SDK 1.3.0, table 3-17). */
-    int tags_wrong = STUB_ABI == 13 && count_placeholders(prompt) != n_image_of(in);
-    if (in->input_type != 3 || count_placeholders(prompt) == 0 || tags_wrong || !strcmp(model.reply, "error")) {
+    int tags_wrong = STUB_ABI == 13 && in->input_type == INPUT_MULTIMODAL && count_placeholders(prompt) != n_image_of(in);
+    int multimodal_ok = in->input_type == INPUT_MULTIMODAL && count_placeholders(prompt) > 0 && !tags_wrong;
+    int text_ok = in->input_type == INPUT_PROMPT && prompt != NULL;
+    if (!(multimodal_ok || text_ok) || !strcmp(model.reply, "error")) {
         if (!strcmp(model.reply, "error")) stopped = stream("partial ", 1, &generated);
         call(&r, RUN_ERROR);
         st.running = 0;

@@ -8,7 +8,7 @@ stderr naming the file and the fix; ``--json`` output goes to stdout only.
 Where each command lives: ``describe`` (describe.py), ``models``
 (models.py), ``selftest`` (selftest.py), ``doctor`` (doctor.py), ``watch``
 (watch.py), ``list``/``show``/``search``/``retry`` (jobs.py), ``outbox`` (outbox.py), ``serve``
-(serve.py), ``forget`` (forget.py).
+(serve.py), ``forget`` (forget.py), ``workers`` (workers.py), ``migrate-db`` (migrate.py).
 
 ``main(argv)`` is the seam for tests and the console script: it returns the
 exit status instead of leaving the process.
@@ -19,7 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
-from . import common, describe, doctor, forget, jobs, models, outbox, selftest, serve, watch
+from . import common, describe, doctor, forget, jobs, migrate, models, outbox, selftest, serve, watch, workers
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main", "rkvideo"]
 
@@ -47,7 +47,7 @@ def rkvideo(ctx):
 
 
 for _command in (describe.command, models.command, selftest.command, doctor.command, watch.command,
-                 *jobs.COMMANDS, serve.command, forget.command):
+                 *jobs.COMMANDS, serve.command, forget.command, workers.command, migrate.command):
     rkvideo.add_command(_command)
 rkvideo.add_command(outbox.command)
 

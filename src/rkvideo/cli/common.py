@@ -28,8 +28,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 CONFIG_HELP = ("config file (default: $RKVIDEO_CONFIG, ./config.toml, $XDG_CONFIG_HOME/rkvideo/config.toml "
                "i.e. ~/.config/rkvideo/config.toml, /etc/rkvideo/config.toml)")
-DB_HELP = ("database file (default: watch.db from the config, $XDG_DATA_HOME/rkvideo/rkvideo.db "
-           "i.e. ~/.local/share/rkvideo/rkvideo.db)")
+DB_HELP = ("database file or postgresql:// URL (default: watch.db from the config, "
+           "$XDG_DATA_HOME/rkvideo/rkvideo.db i.e. ~/.local/share/rkvideo/rkvideo.db)")
 
 
 # ------------------------------------------------------------------ options
@@ -39,7 +39,7 @@ def config_option(command):
 
 
 def db_option(help: str = DB_HELP):
-    return click.option("--db", metavar="PATH", help=help)
+    return click.option("--db", metavar="PATH|URL", help=help)
 
 
 def json_option(what: str):
@@ -58,11 +58,21 @@ def load_config(path: str | None) -> config_mod.Config:
     return config_mod.load(path)
 
 
-def database(db: str | None, config_path: str | None) -> Path:
-    """``--db``, else ``watch.db`` from the config, else the per-user data folder."""
+def database(db: str | None, config_path: str | None) -> Path | str:
+    """``--db``, else ``watch.db`` from the config, else the per-user data folder (a URL as it is)."""
     if db:
-        return Path(db).expanduser()
+        return target(db)
     return load_config(config_path).database_path()
+
+
+def target(db: str) -> Path | str:
+    """A ``--db`` value or command argument: a postgresql:// URL as it is, else a file path."""
+    return db if config_mod.is_url(db) else Path(db).expanduser()
+
+
+def roots(config_path: str | None) -> dict:
+    """``[watch] roots`` (name -> folder): a shared database names recordings by them."""
+    return load_config(config_path).roots()
 
 
 # ------------------------------------------------------------------ messages

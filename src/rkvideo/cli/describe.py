@@ -4,8 +4,10 @@ Why the command keeps going after a bad input: a batch (``samples/*.mp4``)
 should describe every file it can; each failure is one line on stderr and the
 exit status is the worst seen (2 for bad input, 1 for a runtime failure). A
 stop (Ctrl-C, SIGTERM) ends the whole command: the next input must not start.
-Text is streamed to stdout as it is generated; progress goes to stderr only
-when a person is watching, so ``--json`` output stays clean for scripts.
+Text is streamed to stdout as it is generated; a timeline (``--timeline``, or
+``describe.mode``) prints each moment as it is finished, then the summary.
+Progress goes to stderr only when a person is watching, so ``--json`` output
+stays clean for scripts.
 """
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ from pathlib import Path
 
 import click
 
-from .. import config as config_mod, errors, media, pipeline, printable, store
+from .. import activity, config as config_mod, errors, media, pipeline, printable, store, timeline
 from ..output import sidecars, terminal
 from .common import (CONTEXT, OutputError, config_option, db_option, error, json_option, load_config, print_json,
-                     stage_messages, warn)
+                     stage_messages, target, warn)
 
 EPILOG = """\b
 Examples:
@@ -31,11 +33,15 @@ Examples:
   rkvideo describe clip.mp4 --json | jq .text     JSON Lines for scripts
   rkvideo describe clip.mp4 --db rkvideo.db       also store the result (rkvideo search/show)
   rkvideo describe clip.mp4 --sidecars txt,vtt    also write clip.mp4.txt and clip.mp4.vtt
+  rkvideo describe long.mp4 --timeline            the moments where something happens, then a summary
+  rkvideo describe long.mp4 --timeline --dry-run  the moments found and the frames each would get
+  rkvideo describe clip.mp4 --frames-by activity  one caption, frames where things change
 
 \b
 With --json each result is one line: inputs, kind, frames (index, pts, seconds), prompt, model,
 tokens (prompt/vision/new), frames_capped_by_budget, timings (seconds per stage), text (null in
-dry runs), notes and plan. --frames above the context budget is capped with a warning."""
+dry runs), notes and plan; a timeline adds events (start, end, text, frames, score) and its text is
+the summary. --frames above the context budget is capped with a warning."""
 
 
 @click.command("describe", context_settings=CONTEXT, epilog=EPILOG,
@@ -46,6 +52,11 @@ dry runs), notes and plan. --frames above the context budget is capped with a wa
               help="question to ask, as plain text: tags in it stay text (default: describe.prompt)")
 @click.option("--max-new-tokens", type=int, metavar="N", help="generation limit (default: llm.max_new_tokens)")
 @click.option("--seek", type=click.Choice(["fast", "exact"]), help="frame picking (default: describe.seek)")
+@click.option("--timeline/--clip", "timeline_mode", default=None,
+              help="videos: describe the moments where something happens and summarise them, or one caption "
+                   "for the whole clip (default: describe.mode; \"auto\" picks by timeline.min_duration)")
+@click.option("--frames-by", type=click.Choice(["uniform", "activity"]),
+              help="clip mode: frames evenly spaced or where things change (default: describe.frames_by)")
 @click.option("--each", is_flag=True, help="describe images one by one instead of as one set")
 @click.option("--dry-run", is_flag=True, help="decode and plan, stop before the vision encoder; needs no model files")
 @json_option("one JSON object per result (JSON Lines)")
@@ -54,7 +65,8 @@ dry runs), notes and plan. --frames above the context budget is capped with a wa
               help="also write these sidecar files beside each input, as `rkvideo watch` does: a comma-separated "
                    "list of txt, json, vtt (under output.dir when it is set)")
 @config_option
-def command(inputs, frames, prompt, max_new_tokens, seek, each, dry_run, as_json, db, sidecar_list, config):
+def command(inputs, frames, prompt, max_new_tokens, seek, timeline_mode, frames_by, each, dry_run, as_json, db,
+            sidecar_list, config):
     """Describe each video with ONE generation over N evenly spaced frames, or a set of images as ONE
     multi-image request. Video and image files are told apart by their suffix."""
     cfg = load_config(config)
@@ -70,9 +82,10 @@ def command(inputs, frames, prompt, max_new_tokens, seek, each, dry_run, as_json
     if kinds and any(len(paths) > 1 for _, paths in requests):
         raise errors.UsageError("--sidecars writes one set of files per input: add --each to describe the "
                                 "images one by one")
-    options = Options(frames, prompt, max_new_tokens, seek, dry_run, as_json, db, kinds)
-    if db and Path(db).expanduser().exists():
-        check_database(Path(db).expanduser())
+    mode = None if timeline_mode is None else ("timeline" if timeline_mode else "clip")
+    options = Options(frames, prompt, max_new_tokens, seek, dry_run, as_json, db, kinds, mode, frames_by)
+    if db and (config_mod.is_url(db) or Path(db).expanduser().exists()):
+        check_database(target(db), cfg)
     with stage_messages():
         describer = load(cfg, dry_run)
         progress = Progress(sys.stderr.isatty() and not as_json)
@@ -104,6 +117,13 @@ class Options:
     as_json: bool
     db: str | None
     sidecars: list
+    mode: str | None = None           # "clip", "timeline" or None (describe.mode)
+    frames_by: str | None = None
+
+    def for_timeline(self, mode: str, thumbnails: bool) -> timeline.Options:
+        return timeline.Options(mode=mode, frames=self.frames, prompt=self.prompt,
+                                max_new_tokens=self.max_new_tokens, seek=self.seek, frames_by=self.frames_by,
+                                thumbnails=thumbnails)
 
 
 def sidecar_kinds(value: str | None) -> list:
@@ -143,22 +163,27 @@ def plan_requests(paths, each: bool) -> list:
 
 
 def describe_one(describer, cfg, kind: pipeline.Kind, paths: list, options: Options, progress: Progress) -> int:
-    """One request: its result on stdout, its failure as one line on stderr; returns the status."""
+    """One request (or one timeline): its result on stdout, its failure as one line on stderr; returns
+    the status."""
     label = paths[0] if len(paths) == 1 else f"{len(paths)} images"
-    stream_text = not options.as_json and not options.dry_run
+    human = not options.as_json and not options.dry_run
     planned = []
-    callbacks = {"on_text": echo if stream_text else None, "on_plan": planned.append,
-                 "on_frame": lambda f: progress.frame(label, f, planned[0].frames)}
-    if options.db and cfg.output.thumbnails:     # stored with the description, for `rkvideo serve`
-        callbacks["thumbnails"] = True
+    # Thumbnails of the frames the model saw are stored with the description, for `rkvideo serve`.
+    thumbnails = bool(options.db and cfg.output.thumbnails)
     try:
+        mode = timeline.mode_for(describer, paths[0], options.mode) if kind is pipeline.Kind.VIDEO else "clip"
+        # A timeline prints each moment as it is finished; one caption streams its text.
+        stream_text = human and mode == "clip"
+        hooks = timeline.Hooks(on_text=echo if stream_text else None, on_plan=planned.append,
+                               on_frame=lambda f: progress.frame(label, f, planned[0].frames),
+                               on_stage=lambda name, done, total: progress.stage(label, name, done, total),
+                               on_event=(lambda e: progress.line(terminal.moment(e.as_json()))) if human else None)
         if kind is pipeline.Kind.VIDEO:
-            result = describer.describe_video(paths[0], frames=options.frames, prompt=options.prompt,
-                                              max_new_tokens=options.max_new_tokens, seek=options.seek,
-                                              **callbacks)
+            result = timeline.describe(describer, paths[0], options.for_timeline(mode, thumbnails), hooks)
         else:
-            result = describer.describe_images(paths, prompt=options.prompt,
-                                               max_new_tokens=options.max_new_tokens, **callbacks)
+            result = describer.describe_images(paths, prompt=options.prompt, max_new_tokens=options.max_new_tokens,
+                                               on_text=hooks.on_text, on_plan=hooks.on_plan, on_frame=hooks.on_frame,
+                                               thumbnails=thumbnails)
     except (KeyboardInterrupt, errors.Interrupted):
         progress.done()
         raise KeyboardInterrupt from None      # stop the whole command (common.Group says "interrupted")
@@ -181,8 +206,10 @@ def show(result, as_json: bool, streamed: bool) -> None:
     if as_json:
         print_json(result.as_json())
     elif result.text is None:
-        print(terminal.plan(result))
+        print(terminal.timeline_plan(result) if result.plan.get("mode") == "timeline" else terminal.plan(result))
     else:
+        if result.events:
+            print()                                 # the moments were printed as they finished
         print("" if streamed else printable.block(result.text))     # after streamed text: just end its line
         print(terminal.usage(result), file=sys.stderr)
 
@@ -196,28 +223,28 @@ def keep(result, cfg, options: Options) -> int:
         if options.sidecars:
             write_sidecars(result, cfg, options.sidecars)
         if options.db:
-            save(Path(options.db).expanduser(), result)
+            save(target(options.db), result, cfg)
     except errors.RkvideoError as exc:
         error(str(exc))
         return errors.exit_code(exc)
     return errors.EXIT_OK
 
 
-def check_database(db: Path) -> None:
+def check_database(db: Path | str, cfg) -> None:
     """A ``--db`` that is not rkvideo's (or cannot be opened) is refused before anything is described:
-    status 2, pass another --db. A new or empty file becomes an rkvideo database. One locked by another
-    process or on a full disk is status 1 (``StoreUnavailable``): that passes."""
+    status 2, pass another --db. A new or empty file (or database) becomes an rkvideo database. One
+    locked by another process or on a full disk is status 1 (``StoreUnavailable``): that passes."""
     try:
-        store.open_store(db).close()
+        store.open_store(db, roots=cfg.roots()).close()
     except store.StoreUnavailable:
         raise
     except store.StoreError as exc:
         raise errors.UsageError(str(exc)) from None
 
 
-def save(db: Path, result) -> None:
+def save(db: Path | str, result, cfg) -> None:
     """One result into the database (created if missing), as its job's description."""
-    jobs = store.open_store(db)
+    jobs = store.open_store(db, roots=cfg.roots())
     try:
         jobs.save_result(result)
     finally:
@@ -250,6 +277,24 @@ class Progress:
         if self.enabled:
             sys.stderr.write(f"\r{printable.line(label)}: frame {frame.index + 1}/{total} at {frame.seconds:.1f}s   ")
             sys.stderr.flush()
+
+    def stage(self, label: str, name: str, done: float, total: float | None) -> None:
+        """A timeline's progress: the analysis (seconds read), then moment k of n, then the summary."""
+        if not self.enabled:
+            return
+        if name == "analysis":
+            part = f"{100 * done / total:.0f}%" if total else activity.clock(done)
+            sys.stderr.write(f"\r\033[K{label}: looking for activity, {part}")
+        elif name == "segment":
+            sys.stderr.write(f"\r\033[K{label}: moment {done:.0f} of {total:.0f}")
+        else:
+            sys.stderr.write(f"\r\033[K{label}: writing the summary")
+        sys.stderr.flush()
+
+    def line(self, text: str) -> None:
+        """A line of output (a finished moment) on stdout, under the progress line."""
+        self.done()
+        print(text, flush=True)
 
     def done(self) -> None:
         if self.enabled:

@@ -14,7 +14,7 @@ import click
 from .. import daemon, errors, store
 from ..output import terminal
 from .common import (SQLITE_MAX_INT, CONTEXT, config_option, database, db_option, error, json_option, plural,
-                     print_json, stage_messages)
+                     print_json, roots, stage_messages)
 
 LIST_EPILOG = """\b
 Examples:
@@ -31,8 +31,9 @@ Examples:
 SEARCH_EPILOG = """\b
 Examples:
   rkvideo search "red car"
-  rkvideo search delivery --limit 5 --json
-  rkvideo search 'dog OR cat' --raw             FTS5 syntax: OR, NOT, "exact phrase", prefix*"""
+  rkvideo search delivery --limit 5 --json      moments have "kind": "moment", "start" and "end"
+  rkvideo search 'dog OR cat' --raw             SQLite: FTS5 syntax (OR, NOT, "phrase", prefix*);
+                                               PostgreSQL: web-search syntax (or, -word, "phrase")"""
 
 RETRY_EPILOG = """\b
 Examples:
@@ -43,12 +44,13 @@ Examples:
 
 
 def open_db(db: str | None, config: str | None, *, readonly: bool = True):
-    """The existing database named by ``--db`` or the config; one that cannot be opened is a usage
-    error (status 2), as a wrong ``--db`` is the usual cause. A database locked by another process or
-    on a full disk stays a runtime failure (status 1): it can pass."""
+    """The existing database named by ``--db`` or the config (with the config's ``[watch] roots``, so a
+    shared database shows this machine's paths); one that cannot be opened is a usage error (status 2),
+    as a wrong ``--db`` is the usual cause. A database locked by another process or on a full disk stays
+    a runtime failure (status 1): it can pass."""
     try:
         with stage_messages():          # "locked by another process; waiting for it" while it waits
-            return store.open_store(database(db, config), create=False, readonly=readonly)
+            return store.open_store(database(db, config), create=False, readonly=readonly, roots=roots(config))
     except store.StoreUnavailable:
         raise
     except store.StoreError as exc:
@@ -106,13 +108,15 @@ def list_command(status, as_json, db, config):
 @config_option
 def show_command(target, as_json, db, config):
     """Show the job of one recording (by PATH or job ID, from list or search) and every description
-    stored for it, newest last: text, model, prompt, frames used, token counts and timings."""
+    stored for it, newest last: text, model, prompt, frames used, token counts and timings, and the
+    timeline of moments when it has one."""
     jobs = open_db(db, config)
     try:
         job = find(jobs, target)
         if job is None:
             raise not_found(target, jobs)
-        data = {**job.as_dict(), "descriptions": jobs.descriptions(job.id)}
+        descriptions = [{**d, "events": jobs.events(d["id"])} for d in jobs.descriptions(job.id)]
+        data = {**job.as_dict(), "descriptions": descriptions}
     finally:
         jobs.close()
     if as_json:
@@ -122,17 +126,20 @@ def show_command(target, as_json, db, config):
 
 
 @click.command("search", context_settings=CONTEXT, epilog=SEARCH_EPILOG,
-               short_help="full-text search over the descriptions")
+               short_help="full-text search over the descriptions and their moments")
 @click.argument("query", metavar="QUERY")
 @click.option("--limit", type=int, default=20, metavar="N", help="at most N results (default 20)")
-@click.option("--raw", is_flag=True, help="pass QUERY to FTS5 unquoted (operators allowed)")
+@click.option("--raw", is_flag=True, help="pass QUERY unquoted: FTS5 syntax on SQLite, web-search syntax on "
+                                          "PostgreSQL (operators allowed)")
 @json_option("a JSON array")
 @db_option()
 @config_option
 def search_command(query, limit, raw, as_json, db, config):
-    """Search every stored description (SQLite FTS5, best match first). Each word of QUERY must
-    appear; a word in Chinese, Japanese, Thai (scripts without spaces) is found inside longer runs of
-    text. Matches are shown in [brackets] in a snippet. Exit status 1 when nothing matches."""
+    """Search every stored description and every moment of a timeline (SQLite FTS5 or PostgreSQL text
+    search, best match first). Each word of QUERY must appear; in descriptions, a word in Chinese,
+    Japanese, Thai (scripts without spaces) is found inside longer runs of text. A moment is shown with
+    its times (door.mp4 01:15–01:40), matches in [brackets] in a snippet. Exit status 1 when nothing
+    matches."""
     if limit < 1:
         raise errors.UsageError(f"--limit must be at least 1, got {limit}")
     if not raw and not store.search_words(query):
@@ -140,7 +147,8 @@ def search_command(query, limit, raw, as_json, db, config):
                                 f"digits)")
     jobs = open_db(db, config)
     try:
-        hits = jobs.search(query, min(limit, SQLITE_MAX_INT), raw=raw)      # a huge limit means "all"
+        limit = min(limit, SQLITE_MAX_INT)      # a huge limit means "all"
+        hits = ranked(jobs.search(query, limit, raw=raw), jobs.search_events(query, limit, raw=raw), limit)
     except store.StoreError as exc:     # e.g. FTS5 syntax in a --raw query
         raise errors.UsageError(str(exc)) from None
     finally:
@@ -151,8 +159,15 @@ def search_command(query, limit, raw, as_json, db, config):
     if hits:
         print(terminal.hits(hits))
         return None
-    print(f"no description matches {query!r}", file=sys.stderr)
+    print(f"no description or moment matches {query!r}", file=sys.stderr)
     return errors.EXIT_RUNTIME
+
+
+def ranked(descriptions: list, moments: list, limit: int) -> list:
+    """Descriptions and moments in one list, best match first (both are FTS5 bm25 ranks), each with
+    ``kind`` "description" or "moment"; at most ``limit``."""
+    hits = [{**d, "kind": "description"} for d in descriptions] + [{**m, "kind": "moment"} for m in moments]
+    return sorted(hits, key=lambda hit: hit["rank"])[:limit]
 
 
 @click.command("retry", context_settings=CONTEXT, epilog=RETRY_EPILOG,

@@ -9,12 +9,12 @@ systemd unit started before the daemon has made the database tries again).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from .. import errors
-from .common import CONTEXT, config_option, db_option, load_config
+from ..config import hide_password
+from .common import CONTEXT, config_option, database as database_of, db_option, load_config
 from .watch import setup_logging
 
 EPILOG = """\b
@@ -52,9 +52,9 @@ def command(db, host, port, config):
         raise errors.UsageError(f"rkvideo serve needs the [web] extra ({exc.name} is not installed): "
                                 f"pip install 'rkvideo[web]'") from None
     web.check(host, cfg.serve.token, str(cfg.source or "the config"))
-    database = Path(db).expanduser() if db else cfg.database_path()
-    app = web.create_app(database, cfg.serve.token)        # StoreError (no database yet): status 1
+    database = database_of(db, config)
+    app = web.create_app(database, cfg.serve.token, cfg.roots())      # StoreError (no database yet): status 1
     sock = web.listen(host, port)
-    print(f"rkvideo: serving {database} at {web.url(sock)}", file=sys.stderr, flush=True)
+    print(f"rkvideo: serving {hide_password(str(database))} at {web.url(sock)}", file=sys.stderr, flush=True)
     setup_logging(False)
     web.run(app, sock)

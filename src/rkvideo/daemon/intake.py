@@ -121,7 +121,9 @@ class Intake:
             return Decision.UNCHANGED
         original = self.store.original(digest, path)
         if original is not None:
-            if job is None and not os.path.lexists(original.path):
+            # Found by content where the original was: a rename (only an original in a folder this
+            # daemon watches can be known to be gone — another board's folder is not mounted here).
+            if job is None and self.roots.root_of(original.path) and not os.path.lexists(original.path):
                 self.store.move(original.id, path, root=self.roots.root_of(path))
                 self.store.touch(original.id, st.st_size, st.st_mtime)
                 log.info("renamed %s -> %s [job %d] (found by content)", original.path, path, original.id)
@@ -184,10 +186,12 @@ class Intake:
             self.forget(job)
 
     def forget_missing(self) -> None:
-        """At start-up: queued, failed or skipped jobs whose file is gone have nothing left to do."""
-        for job in self.store.jobs():
-            if valid_name(job.path) and not os.path.lexists(job.path):
-                self.forget(job)
+        """At start-up: queued, failed or skipped jobs in the watched folders whose file is gone have
+        nothing left to do. Only these folders: a shared store holds other boards' folders too."""
+        for root in self.roots:
+            for job in self.store.jobs_under(str(root)):
+                if valid_name(job.path) and not os.path.lexists(job.path):
+                    self.forget(job)
 
     def forget(self, job) -> None:
         # Done jobs stay: their descriptions outlive the recording. A running job is left to its worker.

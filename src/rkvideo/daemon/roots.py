@@ -19,14 +19,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..store.names import folder_name
+
 
 class Roots:
-    """Absolute, resolved folders, in the order they were given."""
+    """Absolute, resolved folders, in the order they were given: a list, or a dict by name (``[watch]
+    roots``). ``names`` (name -> folder) is what a shared store keys jobs by; a folder given without a
+    name is called by its own name."""
 
     def __init__(self, folders, recursive: bool = True, follow_symlinks: bool = False):
-        self.folders = [Path(f) for f in folders]
+        named = list(folders.items()) if isinstance(folders, dict) else [(folder_name(str(f)), f) for f in folders]
+        self.folders = [Path(f) for _, f in named]
         self.paths = {str(f) for f in self.folders}
         self.real = [os.path.realpath(f) for f in self.folders]
+        self.names: dict = {}
+        for name, folder in named:
+            self.names.setdefault(name, str(folder))
         self.recursive, self.follow_symlinks = recursive, follow_symlinks
 
     def __iter__(self):

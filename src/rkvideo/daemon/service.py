@@ -28,11 +28,24 @@ Why this shape:
   fed and a stop ends the wait. A database that is deleted or replaced under
   the daemon, or fails otherwise, ends it with one error line and a runtime
   failure: systemd starts it again, on the file now at that path or a new one.
+* Several daemons may share one store (PostgreSQL). Each process has a worker
+  id of its own (host:pid:random), so a restarted daemon never mistakes the
+  jobs of its previous life for live ones. Every ``REPORT_SECONDS`` the main
+  thread reports to the store (``rkvideo workers`` shows it), learns whether
+  it was asked to drain, and gives back the jobs of workers that are gone
+  (``JobStore.recover``), so a dead board's job waits seconds, not until that
+  board restarts.
+* Draining — finish the running job, take no new one, exit with status 0 — is
+  asked for with SIGUSR1 (``systemctl kill -s USR1 rkvideo``) or through the
+  store (``rkvideo workers --drain ID|HOST``, ``rkvideo watch --drain``), which
+  works from any machine.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -40,7 +53,7 @@ from collections.abc import Callable
 from enum import Enum
 
 from .. import errors, notify, pipeline, printable, store
-from ..store import JobStore, StoreError
+from ..store import REPORT_SECONDS, JobStore, StoreError
 from . import hooks, sidecars
 from .intake import Intake
 from .notify import Notifier
@@ -59,6 +72,11 @@ class Outcome(str, Enum):
     CONFIGURATION_ERROR = "configuration error"     # a restart cannot help: fix the configuration
 
 
+def worker_name() -> str:
+    """This process's worker id: ``host:pid:random``, never the same for two processes or two lives."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 def die_by_signal(signum: int) -> None:
     """End the process by ``signum`` itself, with its default action."""
     signal.signal(signum, signal.SIG_DFL)
@@ -73,11 +91,12 @@ class Service:
     is there now, then stop; ``on_second_signal(signum)``: ends the process at once (default: die
     by that signal).
 
-    ``rescan_seconds`` and ``follow_events`` are public settings for tests (a network share gives
-    no events, only rescans find its files); the command line never changes them.
+    ``rescan_seconds``, ``report_seconds`` and ``follow_events`` are public settings for tests (a
+    network share gives no events, only rescans find its files); the command line never changes them.
     """
 
     rescan_seconds: float = RESCAN
+    report_seconds: float = REPORT_SECONDS
     follow_events: bool = True
 
     def __init__(self, config, roots, store: JobStore, *, open_store: Callable[[], JobStore],
@@ -87,9 +106,7 @@ class Service:
         store.on_busy = self.waiting
         self.roots = Roots(roots, config.watch.recursive, config.watch.follow_symlinks)
         self.open_store, self.open_describer, self.on_second_signal = open_store, open_describer, on_second_signal
-        # Who claims the jobs: the board's name, the same after a restart (a queue shared by boards
-        # recovers a worker's own jobs by it).
-        self.worker_id = worker_id or socket.gethostname()
+        self.worker_id = worker_id or worker_name()
         # Raises UsageError for two watched folders that would be one camera on MQTT.
         self.notices = notify.Notices(config, self.roots.folders)
         self.sender = notify.Sender(config, self.roots.folders, open_store)
@@ -103,14 +120,19 @@ class Service:
         self.worker: Worker | None = None
         self.signalled = 0
         self.stop_asked = False
+        self.drain_asked = False
+        self.reported = 0.0             # monotonic time of the last report to the store
 
     # ------------------------------------------------------------ run
 
     def run(self) -> Outcome:
         previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self.on_drain_signal)
         describer = None
         sending = False
         try:
+            log.info("worker %s", self.worker_id)
+            self.store.report(self.worker_id, "starting")
             self.recover()
             try:
                 self.sender.start(self.store)
@@ -155,6 +177,8 @@ class Service:
                 describer.close()
             if sending:
                 self.stop_sender()
+            with contextlib.suppress(Exception):      # informative only; the database may be what failed
+                self.store.report(self.worker_id, "stopped")
             self.summary()
             self.notifier.close()
             for sig, handler in previous.items():
@@ -175,7 +199,14 @@ class Service:
             if self.watcher.step():
                 worker.wake.set()
             self.notifier.report(worker.current, worker.progress)
+            self.heartbeat()
+            if self.drain_asked and not worker.drain.is_set():
+                log.info("draining: finishing the current job, taking no new one, then exiting")
+                worker.drain.set()
+                worker.wake.set()
             if not worker.is_alive():
+                if worker.drain.is_set() and not worker.failed:
+                    log.info("drained: no job running; exiting")
                 return Outcome.RUNTIME_FAILURE if worker.failed else Outcome.STOPPED
             if self.once and (not self.watcher.pending or time.monotonic() > deadline):
                 self.watcher.give_up()
@@ -196,6 +227,10 @@ class Service:
 
     def stopping(self) -> bool:
         return bool(self.signalled) or self.stop_asked
+
+    def on_drain_signal(self, signum, frame) -> None:
+        # SIGUSR1: finish the running job, take no new one, exit. Only a flag (see on_signal).
+        self.drain_asked = True
 
     def on_signal(self, signum, frame) -> None:
         # Only a flag: anything that takes a lock here could deadlock with the interrupted code.
@@ -251,16 +286,36 @@ class Service:
     # ------------------------------------------------------------ start-up, health, summary
 
     def recover(self) -> None:
-        """Jobs a previous run left running go back to the queue (or fail, out of attempts); jobs whose
-        file is gone leave it."""
+        """At start-up: jobs that a gone worker (a previous run of this daemon, or another) left running go
+        back to the queue (or fail, out of attempts); jobs whose file is gone leave it."""
+        self.recover_orphans()
+        self.intake.forget_missing()
+
+    def recover_orphans(self) -> None:
         requeued, failed = self.store.recover(self.worker_id, self.config.watch.max_attempts,
                                               messages=self.notices.recovered if self.notices else None)
         for job in requeued:
-            log.warning("%s [job %d]: interrupted last time, queued again", job.path, job.id)
+            log.warning("%s [job %d]: interrupted last time, queued again (worker %s is gone)", job.path, job.id,
+                        job.worker)
         for job in failed:
             log.error("failed %s [job %d]: the daemon stopped during each of its %d attempts",
                       job.path, job.id, job.attempts)
-        self.intake.forget_missing()
+        if failed:
+            self.sender.wake()
+
+    def heartbeat(self) -> None:
+        """Every ``report_seconds``: tell the store this daemon lives (and whether it drains), learn
+        whether it was asked to drain, and give back the jobs of workers that are gone. A database that
+        cannot be reached now is tried again at the next report."""
+        if time.monotonic() - self.reported < self.report_seconds:
+            return
+        self.reported = time.monotonic()
+        try:
+            if self.store.report(self.worker_id, "draining" if self.drain_asked else "running"):
+                self.drain_asked = True
+            self.recover_orphans()
+        except StoreError as exc:
+            log.warning("%s (trying again in %.0fs)", exc, self.report_seconds)
 
     def waiting(self, waited: float) -> None:
         """The store's ``on_busy`` on the main thread: another process holds the database's lock. Keep
@@ -275,7 +330,10 @@ class Service:
             sidecars.rewrite(self.store)
 
     def ping(self) -> None:
-        """The watchdog ping, if the worker is idle or making progress. Loops over files call it per file."""
+        """The watchdog ping, if the worker is idle or making progress, and the store report when due.
+        Loops over files call it per file."""
+        if self.worker is not None:
+            self.heartbeat()
         worker = self.worker
         if worker is None:
             self.notifier.heartbeat(None, 0.0)
@@ -292,14 +350,16 @@ class Service:
 
 def watch(config, roots, database, *, once: bool = False,
           on_second_signal: Callable[[int], None] = die_by_signal) -> Outcome:
-    """Open the store at ``database`` for this daemon alone (``StoreError`` when another one uses it),
-    run a ``Service`` on it until it stops, and close the store. While the database is locked by
-    another process at start-up, the daemon waits (systemd's start timeout still applies)."""
-    jobs = store.open_store(database, on_busy=wait_at_start)
+    """Open the store at ``database`` (a file for this daemon alone — ``StoreError`` when another one uses
+    it — or a URL shared with other daemons), run a ``Service`` on it until it stops, and close the store.
+    While an SQLite database is locked by another process at start-up, the daemon waits (systemd's start
+    timeout still applies). ``roots``: the folders, a list or a dict by name."""
+    names = Roots(roots).names
+    jobs = store.open_store(database, on_busy=wait_at_start, roots=names)
     try:
         jobs.lock_daemon()
-        service = Service(config, roots, jobs, open_store=lambda: store.open_store(database, on_busy=wait_at_start),
-                          once=once, on_second_signal=on_second_signal)
+        service = Service(config, roots, jobs, once=once, on_second_signal=on_second_signal,
+                          open_store=lambda: store.open_store(database, on_busy=wait_at_start, roots=names))
         return service.run()
     finally:
         jobs.close()

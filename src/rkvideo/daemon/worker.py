@@ -29,11 +29,24 @@ it. A database that fails otherwise (deleted or replaced under the daemon, a
 full disk) stops the worker with one error line and the daemon exits with a
 runtime failure, so that systemd starts it again on a usable database.
 
+Every recording goes through ``timeline.describe`` in the configured mode
+(``describe.mode``). In timeline mode each finished moment is stored at once
+(``JobStore.keep_event``) and a restart after a crash passes the kept ones
+back, so a crash loses at most the moment being described; the moments and
+the summary are committed with ``done`` in one transaction (``finish``).
+A shared store may take a job back while it is described (this worker's
+database session ended: ``LostClaim``); the result is dropped — another try
+describes the recording — and the worker goes on with the next job. A store
+that cannot be reached when claiming is tried again for ``DB_PATIENCE``
+seconds before the worker gives up (a runtime failure: systemd restarts it).
+``drain`` (an event) ends the loop after the running job.
+
 Observers (``rkvideo.daemon.add_observer``) are called at named points, so
 tests can stop the process exactly there: ``claim`` (between jobs),
-``rename`` (a sidecar's temporary file written, not renamed), ``sidecar``
-(sidecars written, not committed) and ``commit`` (description and ``done``
-written, transaction still open).
+``segment`` (a moment of a timeline kept, the next not begun), ``rename`` (a
+sidecar's temporary file written, not renamed), ``sidecar`` (sidecars
+written, not committed) and ``commit`` (description and ``done`` written,
+transaction still open).
 """
 from __future__ import annotations
 
@@ -43,8 +56,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import errors
-from ..store import JobStore, Status, StoreError, timings_text
+from .. import errors, timeline
+from ..store import JobStore, LostClaim, Status, StoreError, timings_text
 from . import sidecars
 from .intake import LINK_OUT, drop_gone, reason, unchanged
 from .roots import Roots
@@ -55,6 +68,7 @@ log = logging.getLogger(__name__)
 # exits (a runtime failure) so that systemd restarts it and the model is loaded afresh.
 FAILURE_STREAK = 3
 IDLE_POLL = 1.0      # seconds between queue checks when idle (picks up `rkvideo retry`)
+DB_PATIENCE = 60.0   # seconds a store that cannot be reached is tried again before the worker gives up
 
 Observe = Callable[[str, str], None]     # observe(point, detail)
 
@@ -77,6 +91,8 @@ class Worker(threading.Thread):
         # the sender that there are new ones (see rkvideo.notify).
         self.notices, self.wake_sender = notices, wake
         self.stop, self.wake, self.final = threading.Event(), threading.Event(), threading.Event()
+        self.drain = threading.Event()      # finish the running job, take no new one
+        self.store_seconds = 0.0            # the running job's time in claim and finish (coordination)
         self.current = None                 # the job being described
         self.progress = time.monotonic()    # last frame, token or finished job
         self.failed = False                 # stopped by a runtime failure: the daemon exits with one
@@ -87,16 +103,19 @@ class Worker(threading.Thread):
         try:
             store = self.open_store()
             store.on_busy = self.waiting
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not self.drain.is_set():
                 self.observe("claim", "")
-                job = store.claim(self.worker_id)
+                job = self.claim(store)
                 if job is None:
                     if self.final.is_set():
                         return
                     self.wake.wait(IDLE_POLL)
                     self.wake.clear()
                     continue
-                self.run_job(store, job)
+                try:
+                    self.run_job(store, job)
+                except LostClaim as exc:
+                    log.warning("%s [job %d]: %s", job.path, job.id, exc)
                 if len(self.failing) >= FAILURE_STREAK:
                     log.error("the runtime failed on %d recordings in a row; exiting so that the service "
                               "restarts and reloads the model", len(self.failing))
@@ -114,6 +133,25 @@ class Worker(threading.Thread):
             self.current = None
             if store is not None:
                 store.close()
+
+    def claim(self, store: JobStore):
+        """The next job, or None; a store that cannot be reached is tried again (see the module docstring)."""
+        failing_since = None
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            try:
+                job = store.claim(self.worker_id)
+                self.store_seconds = time.perf_counter() - start
+                return job
+            except LostClaim:
+                raise
+            except StoreError as exc:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > DB_PATIENCE:
+                    raise
+                log.warning("cannot take a job: %s (trying again)", exc)
+                self.wake.wait(IDLE_POLL)
+        return None
 
     def touch(self, *_) -> None:
         # Progress only: raising here would have to cross the runtime's threads or a ctypes
@@ -152,8 +190,7 @@ class Worker(threading.Thread):
                 log.info("%s [job %d]: changed since it was queued; waiting for it to settle", path, job.id)
                 return
             try:
-                result = self.describer.describe_video(path, on_frame=self.touch, on_text=self.touch,
-                                                        thumbnails=self.config.output.thumbnails)
+                result = self.describe(store, job)
                 if self.stop.is_set():
                     raise errors.Interrupted()  # the text may be cut short by the abort; do not keep it
             except Exception as exc:            # noqa: BLE001 - every failure is classified below
@@ -164,6 +201,24 @@ class Worker(threading.Thread):
             self.current = None
             self.progress = time.monotonic()
 
+    def describe(self, store: JobStore, job):
+        """The recording's result in the configured mode; a timeline keeps each moment as it is finished
+        and takes up the moments an interrupted run kept."""
+        kept = store.kept_events(job.id)
+        if kept:
+            log.info("%s [job %d]: going on after %d moment(s) kept by an interrupted run", job.path, job.id,
+                     len(kept))
+
+        def keep(event) -> None:
+            store.keep_event(job.id, event)
+            self.touch()
+            self.observe("segment", job.path)
+
+        hooks = timeline.Hooks(on_text=self.touch, on_frame=self.touch, on_stage=self.touch, on_event=keep,
+                               stopped=self.stop.is_set)
+        options = timeline.Options(thumbnails=self.config.output.thumbnails)
+        return timeline.describe(self.describer, job.path, options, hooks, kept=kept)
+
     def finish(self, store: JobStore, job, result, described: float, start: float) -> None:
         current = store.job(job.id) or job     # a rename while describing moved the job
         extra = {"describe": round(described, 4)}
@@ -171,13 +226,17 @@ class Worker(threading.Thread):
         if self.config.output.sidecars:
             extra["sidecars"], missing = self.write_sidecars(current, job, result)
         messages = self.notices.described(current, result, extra) if self.notices else None
+        committing = time.perf_counter()
         store.finish(job, result, timings=extra, before_commit=lambda: self.observe("commit", job.path),
                      messages=messages, missing_sidecars=missing)
+        coordination = self.store_seconds + time.perf_counter() - committing
         if messages:
             self.wake_sender()
         self.failing.clear()
-        log.info("done %s [job %d] %d frames, %s new tokens; %s; total %.2fs", current.path, job.id,
-                 len(result.frames), result.tokens.new, timings_text(result.timings), time.perf_counter() - start)
+        moments = f", {len(result.events)} moments" if result.events else ""
+        log.info("done %s [job %d] %d frames%s, %s new tokens; %s; total %.2fs (queue %.1f ms)", current.path,
+                 job.id, len(result.frames), moments, result.tokens.new, timings_text(result.timings),
+                 time.perf_counter() - start, 1000 * coordination)
 
     def write_sidecars(self, current, job, result) -> tuple[float, list]:
         """The sidecars under the recording's current name; returns the seconds spent and those that

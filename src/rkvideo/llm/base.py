@@ -7,8 +7,8 @@ runtime → base, package → base — and no runtime imports the package that
 chooses it.
 
 The protocol states every capability the pipeline uses as a required member
-(``placeholder_rule``, ``input_width``, ``abort``), so the pipeline never has
-to probe a runtime with ``getattr`` or ``hasattr``.
+(``placeholder_rule``, ``input_width``, ``generate_text``, ``abort``), so the
+pipeline never has to probe a runtime with ``getattr`` or ``hasattr``.
 """
 from __future__ import annotations
 
@@ -66,6 +66,10 @@ class LLM(Protocol):
     def generate(self, request, on_text: Callable[[str], None] | None = None) -> Generation:
         """Text for one ``assemble.Request``; pieces go to ``on_text`` as they come.
         Raises Interrupted (with the partial Generation) after ``abort()``."""
+
+    def generate_text(self, request, on_text: Callable[[str], None] | None = None) -> Generation:
+        """Text for one ``assemble.TextRequest`` (no images: the timeline's summary); otherwise as
+        ``generate``."""
 
     def abort(self) -> None:
         """Ask a running generate() to stop soon; safe from a signal handler or another thread."""

@@ -23,6 +23,9 @@ How one request is fed (``Request`` from ``assemble``):
   was trained with. Text batches give one position; llama.cpp copies it to
   the sections.
 
+A text-only request (``assemble.TextRequest``, the timeline's summary) is
+the chat template around its text, token ids only.
+
 The KV cache is cleared before every request, so a second clip can never see
 the first (the "keeps describing the first image" bug of stateful runtimes).
 Sampling is rebuilt per request from the config and its seed, so the same
@@ -322,25 +325,44 @@ class LlamaCpp:
     # ---------------------------------------------------------- interface
 
     def generate(self, request, on_text: Callable[[str], None] | None = None) -> Generation:
+        return self._guarded(lambda: self._generate(self._image_segments(request), request.max_new_tokens, on_text))
+
+    def generate_text(self, request, on_text: Callable[[str], None] | None = None) -> Generation:
+        """A request without images: the chat template around ``request.text``, tokens only."""
+        def run():
+            self._open_check()
+            chat = self.profile.chat
+            # The text is plain text (special tokens off), the template around it markup.
+            ids = self._tokens([(chat.system + chat.prefix, True), (request.text, False), (chat.postfix, True)],
+                               True)
+            return self._generate([("tokens", ids)], request.max_new_tokens, on_text)
+        return self._guarded(run)
+
+    def _guarded(self, run) -> Generation:
         _errors.clear()
         try:
-            return self._generate(request, on_text)
+            return run()
         finally:
             # An abort applies to the generation running (or about to run) when it was asked.
             self._stop = False
 
-    def _generate(self, request, on_text) -> Generation:
+    def _open_check(self) -> None:
         if self.ctx is None:
             raise LLMError(f"{self.path}: the model is closed")
+
+    def _image_segments(self, request) -> list:
+        self._open_check()
         if request.width != self.input_width:
             raise LLMError(f"{self.path}: embeddings are {request.width} floats wide, the model takes "
                            f"{self.input_width} (model.embed_width / model.encoder_outputs)")
+        return self.segments(request)
+
+    def _generate(self, segments: list, max_new_tokens: int, on_text) -> Generation:
         self._check_abort()
-        segments = self.segments(request)
         n_prompt = sum(len(v) for _, v in segments)
-        if n_prompt + request.max_new_tokens > self.n_ctx:
+        if n_prompt + max_new_tokens > self.n_ctx:
             raise LLMError(f"{self.path}: the prompt is {n_prompt} tokens; with max_new_tokens "
-                           f"{request.max_new_tokens} it exceeds the {self.n_ctx}-token context "
+                           f"{max_new_tokens} it exceeds the {self.n_ctx}-token context "
                            f"(use fewer --frames or lower llm.max_new_tokens)")
         # A fresh context state for every request: nothing of the previous clip survives.
         self.L.llama_memory_clear(self.memory, True)
@@ -365,7 +387,7 @@ class LlamaCpp:
             raise Interrupted(partial("abort", 0)) from None
         t1 = time.perf_counter()
         timings["prefill"] = t1 - t0
-        count, stop = self._decode_tokens(pos, request.max_new_tokens, lambda piece: emit(stream.feed(piece)))
+        count, stop = self._decode_tokens(pos, max_new_tokens, lambda piece: emit(stream.feed(piece)))
         timings["generate"] = time.perf_counter() - t1
         emit(stream.flush())
         if stop == "abort":

@@ -54,6 +54,9 @@ is refused before the runtime sees it, as a ``ModelFileError`` (exit status
 2). A failed ``rkllm_init`` stays an ``LLMError`` (status 1): its return code
 is the same for a corrupt ``.rkllm`` as for too little memory, and the file
 format has no documented signature to tell them apart (docs/board.md).
+A text-only request (the timeline's summary over the captions) is one
+``rkllm_run`` with the prompt input type: the text in ``prompt_input``, the
+same role, no history and a cleared KV cache.
 """
 from __future__ import annotations
 
@@ -81,7 +84,7 @@ VERSIONS = ("1.2", "1.3")
 
 # LLMCallState
 RUN_NORMAL, RUN_WAITING, RUN_FINISH, RUN_ERROR = 0, 1, 2, 3
-INPUT_MULTIMODAL = 3
+INPUT_PROMPT, INPUT_MULTIMODAL = 0, 3     # RKLLMInputType (docs/board.md, "Text-only input")
 INFER_GENERATE = 0
 
 # Symbols added in 1.2.1 (ABI "C"); 1.3.0 kept them. Their absence means a
@@ -510,6 +513,26 @@ class RKLLM:
                 # An abort applies to the generation running (or about to run) when it was asked.
                 self._stop.clear()
 
+    def generate_text(self, request, on_text=None) -> Generation:
+        """A request without images (``assemble.TextRequest``): RKLLM's prompt input."""
+        if not self._handle.value:
+            raise LLMError(f"{self.path}: the model is closed")
+        with self._lock:
+            try:
+                inp, keep = self._prompt_input(assemble.inert(request.text))     # plain text, as in generate
+                return self._run_request(request, inp, keep, on_text)
+            finally:
+                self._stop.clear()
+
+    def _prompt_input(self, text: str):
+        data, role = text.encode("utf-8"), b"user"
+        inp = self.s.RKLLMInput()
+        inp.role = role
+        inp.enable_thinking = False
+        inp.input_type = INPUT_PROMPT
+        inp.prompt_input = data
+        return inp, [data, role]
+
     def _check(self, request, prompt: str) -> np.ndarray:
         emb = request.embeddings
         if emb.dtype != np.float32 or not emb.flags["C_CONTIGUOUS"] or emb.ndim != 3:
@@ -523,15 +546,20 @@ class RKLLM:
         if got != want:
             raise LLMError(f"{self.path}: the prompt has {got} {assemble.PLACEHOLDER} placeholder(s), "
                            f"runtime {self.layout} needs {want} for {emb.shape[0]} image(s)")
-        if request.max_context > self.max_context:
-            raise LLMError(f"{self.path}: the request plans for a {request.max_context}-token context but "
-                           f"the model was loaded with {self.max_context}")
         return emb
 
     def _generate(self, request, on_text) -> Generation:
         # The runtime parses this string for special tokens and <image>: the user's text goes in inert.
         prompt = request.user_text(assemble.PLACEHOLDER, text=assemble.inert)
         emb = self._check(request, prompt)
+        inp, keep = self._multimodal_input(request, prompt, emb)
+        return self._run_request(request, inp, keep, on_text)
+
+    def _run_request(self, request, inp, keep: list, on_text) -> Generation:
+        """One rkllm_run of ``inp`` (its buffers alive in ``keep``), with this request's limit."""
+        if request.max_context > self.max_context:
+            raise LLMError(f"{self.path}: the request plans for a {request.max_context}-token context but "
+                           f"the model was loaded with {self.max_context}")
         limit = int(request.max_new_tokens)
         # 1.2.x fixes max_new_tokens at init and stops there by itself (FINISH, with perf). Only a
         # lower per-request limit is enforced here, by dropping text past it and aborting the run
@@ -542,10 +570,10 @@ class RKLLM:
         rc = self._lib.rkllm_clear_kv_cache(self._handle, 1, None, None)
         if rc != 0:
             raise LLMError(f"{self.path}: rkllm_clear_kv_cache failed (return code {rc})")
-        inp, infer, keep = self._inputs(request, prompt, emb, limit)
+        infer, sampling = self._infer(limit)
         state = _RunState(on_text, limit, enforce_limit=enforce)
         rc = self._run_blocking(inp, infer, state)
-        del keep, emb  # the buffer and strings had to live until rkllm_run returned
+        del keep, sampling  # the buffers and strings had to live until rkllm_run returned
         generation = state.generation(request)
         if state.ctrl_c is not None:
             # The run is over and the handle intact: now the Ctrl-C goes on to the caller,
@@ -601,7 +629,7 @@ class RKLLM:
             raise LLMError(f"{self.path}: rkllm_run could not be called: {call.exc}")
         return call.rc
 
-    def _inputs(self, request, prompt: str, emb: np.ndarray, limit: int):
+    def _multimodal_input(self, request, prompt: str, emb: np.ndarray):
         s = self.s
         text = prompt.encode("utf-8")
         role = b"user"
@@ -628,9 +656,15 @@ class RKLLM:
             keep += tags
             image.image_start, image.image_end, image.image_content = tags
             # The video sub-struct stays zeroed: frames go in as images (docs/board.md, "Multimodal input").
+        return inp, keep
+
+    def _infer(self, limit: int):
+        """The inference parameters of one run, and what they point at (kept alive by the caller)."""
+        s = self.s
         infer = s.RKLLMInferParam()
         infer.mode = INFER_GENERATE
         infer.keep_history = 0
+        sampling = None
         if self.layout == "1.3":
             sampling = s.RKLLMSamplingParam(
                 top_k=self.sampling["top_k"], top_p=self.sampling["top_p"],
@@ -638,10 +672,9 @@ class RKLLM:
                 frequency_penalty=self._param.frequency_penalty, presence_penalty=self._param.presence_penalty,
                 mirostat=self._param.mirostat, mirostat_tau=self._param.mirostat_tau,
                 mirostat_eta=self._param.mirostat_eta)
-            keep.append(sampling)
             infer.sampling_params = ctypes.pointer(sampling)
             infer.max_new_tokens = limit
-        return inp, infer, keep
+        return infer, sampling
 
     # -- the callback -----------------------------------------------------------------------------
     def _on_result(self, result, userdata, state) -> int:

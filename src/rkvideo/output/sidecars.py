@@ -54,15 +54,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import vtt
+from . import terminal, vtt
 
 # renderer(recording, result, duration) -> the file's text; ``result`` is ``Result.as_json()``.
 Renderer = Callable[[str, dict, float | None], str]
 
 
 def render_txt(recording: str, result: dict, duration: float | None) -> str:
-    """The description alone."""
-    return (result.get("text") or "").strip() + "\n"
+    """The description; for a timeline, then its moments, one per line (``00:30–00:42  text``)."""
+    text = (result.get("text") or "").strip() + "\n"
+    if result.get("events"):
+        text += "\n" + "\n".join(terminal.moment(e) for e in result["events"]) + "\n"
+    return text
 
 
 def render_json(recording: str, result: dict, duration: float | None) -> str:
@@ -71,7 +74,9 @@ def render_json(recording: str, result: dict, duration: float | None) -> str:
 
 
 def render_vtt(recording: str, result: dict, duration: float | None) -> str:
-    """WebVTT subtitles, one cue per sampled frame (see ``vtt``)."""
+    """WebVTT subtitles: one cue per moment of a timeline, else one per sampled frame (see ``vtt``)."""
+    if result.get("events"):
+        return vtt.events_webvtt(result["events"])
     return vtt.webvtt(result.get("frames") or [], duration, result.get("text") or "")
 
 

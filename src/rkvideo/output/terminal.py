@@ -14,6 +14,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .. import printable
+from ..activity import clock
 from ..store import timings_text
 
 # Shown under the model table: which facts a user should check against the model files.
@@ -43,6 +44,24 @@ def plan(result) -> str:
     lines.append(f"  tokens: prompt ≤{budget['prompt_tokens']} + vision {len(result.frames)}×"
                  f"{budget['tokens_per_frame']} + new {budget['max_new_tokens']} + reserve {budget['reserve']} "
                  f"of {budget['max_context']}")
+    return "\n".join(lines)
+
+
+def moment(event: dict) -> str:
+    """One moment of a timeline: ``00:30–00:42  a person walks …`` (the text on one line)."""
+    return f"{clock(event['start'])}–{clock(event['end'])}  {' '.join((event.get('text') or '').split())}"
+
+
+def timeline_plan(result) -> str:
+    """A timeline dry run: what the analysis found, and the frames each moment's request would get."""
+    figures = result.plan.get("activity", {})
+    lines = [f"{result.inputs[0]}: timeline, {len(result.events)} moment(s) to describe, "
+             f"budget {result.plan['max_frames']} frames per request",
+             f"  activity: {figures.get('method')}, {figures.get('thumbnails')} of {figures.get('keyframes')} "
+             f"keyframes decoded, peak {figures.get('peak')}, analysed in {figures.get('seconds')} s"]
+    for event in result.events:
+        stamps = ", ".join(f"{f['seconds']:.1f}" for f in event.frames)
+        lines.append(f"  {clock(event.start)}–{clock(event.end)}  score {event.score:.2f}, frames at s: {stamps}")
     return "\n".join(lines)
 
 
@@ -126,17 +145,42 @@ def job(data: dict) -> str:
                   f"  tokens: {d['prompt_tokens']} prompt ({d['vision_tokens']} vision) + {d['new_tokens']} new",
                   f"  timings: {timings_text(d['timings'])}",
                   "", printable.block(d["text"])]
+        if d.get("events"):
+            lines += ["", f"timeline ({len(d['events'])} moments):"] + [f"  {printable.line(moment(e))}"
+                                                                      for e in d["events"]]
     return "\n".join(lines)
 
 
 def hits(rows: list) -> str:
-    """``rkvideo search``: the recording, where the match is stored, and the snippet on one line."""
+    """``rkvideo search``: a moment as one line, ``door.mp4 01:15–01:40  snippet``; a description as its
+    recording and where it is stored, then the snippet on one line."""
     lines = []
     for hit in rows:
+        snippet = printable.line(" ".join(hit["snippet"].split()))
+        if hit.get("kind") == "moment":
+            lines.append(f"{printable.line(hit['path'])} {clock(hit['start'])}–{clock(hit['end'])}  {snippet}")
+            continue
         lines.append(printable.line(f"{hit['path']}  (job {hit['job_id']}, description {hit['id']}, {hit['model']})"))
-        lines.append(f"  {printable.line(' '.join(hit['snippet'].split()))}")
+        lines.append(f"  {snippet}")
     return "\n".join(lines)
 
+
+def ago(seconds: float) -> str:
+    """``4 s``, ``3 min``, ``2 h``, ``5 d``: how long ago, roughly."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{max(seconds, 0):.0f} s"
+
+
+def workers(rows: list) -> str:
+    """``rkvideo workers``: one line per daemon: its state, when it last reported, the job it runs
+    (the JSON form: ``state`` as shown, ``reported`` and ``running`` in seconds)."""
+    lines = [("worker", "state", "reported", "job")]
+    for w in rows:
+        job = f"{w['job_id']} {w['path']} (for {ago(w['running'])})" if w["job_id"] else ""
+        lines.append((w["id"], w["state"], f"{ago(w['reported'])} ago", job))
+    return table(lines, ("left",) * 4)
 
 # ------------------------------------------------------------------ reports
 

@@ -1,10 +1,12 @@
-"""The WebVTT sidecar: one cue per sampled frame, the description spread over the cues.
+"""The WebVTT sidecar: one cue per sampled frame, the description spread over the cues — or, for a
+timeline, one cue per moment with its own caption.
 
 Why this shape: the clip is cut at the midpoints between neighbouring frames,
 so each cue covers the stretch of the recording its frame stands for. The
 description is one text for the whole clip; its sentences are spread over the
 cues in order, because a description built from time-stamped frames narrates
-in time order.
+in time order. A timeline already has its moments with start, end and text:
+a player shows each caption exactly while its moment plays.
 """
 from __future__ import annotations
 
@@ -23,6 +25,14 @@ def webvtt(frames: list, duration: float | None, text: str) -> str:
         first, last = i * len(lines) // len(spans), (i + 1) * len(lines) // len(spans)
         cue = " ".join(lines[first:max(last, first + 1)])
         out += [str(i + 1), f"{clock(start)} --> {clock(end)}", escape(cue) or "…", ""]
+    return "\n".join(out)
+
+
+def events_webvtt(events: list) -> str:
+    """The whole file for a timeline: one cue per event (``Result.as_json()["events"]``)."""
+    out = ["WEBVTT", ""]
+    for i, event in enumerate(events):
+        out += [str(i + 1), f"{clock(event['start'])} --> {clock(event['end'])}", escape(event["text"]) or "…", ""]
     return "\n".join(out)
 
 

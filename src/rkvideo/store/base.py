@@ -24,6 +24,11 @@ from ..errors import RuntimeFailure
 # The oldest rkvideo schema that can read and write a database this code makes (see migrations.py).
 SCHEMA_VERSION = 1
 
+# Every daemon reports to the store this often (``JobStore.report``); one silent for STALE_SECONDS
+# while not stopped is shown as gone by `rkvideo workers` (its jobs are recovered by their locks, not this).
+REPORT_SECONDS = 5.0
+STALE_SECONDS = 30.0
+
 
 class Status(str, Enum):
     """Where a job is. ``done`` and ``skipped`` are final; ``failed`` is final until ``retry``."""
@@ -46,6 +51,9 @@ class StoreError(RuntimeFailure):
 class StoreUnavailable(StoreError):
     """The database is there but cannot be used just now: another process holds a lock on it, or the
     disk that holds it is full. Unlike a wrong path or a foreign file, trying again later can help."""
+class LostClaim(StoreError):
+    """This worker no longer holds the job it claimed (its database session ended while it worked, and
+    the job went back to the queue): its result must not be stored. Only that attempt is lost."""
 
 
 # The keys of ``Job.as_dict``: the jobs table's columns in their order (the added ones last), so the
@@ -157,12 +165,21 @@ class JobStore(Protocol):
     """A durable job queue and the descriptions, shared by the daemon and the commands.
 
     Every method is one transaction. Database failures raise ``StoreError``. ``put`` and the other
-    writes key a job by its absolute path; ``root`` tells the store which watched folder it is in.
+    writes key a job by its absolute path; ``root`` tells the store which watched folder it is in. A
+    shared store keys it by the folder's name and the path below it instead (``open_store(roots=…)``)
+    and hands out jobs with this board's paths.
+
+    ``recover(worker, …)`` requeues only jobs whose worker is gone: on SQLite (one daemon per file) a
+    worker id other than the caller's; on PostgreSQL a job whose claim lock no session holds.
+    ``finish``/``fail``/``requeue``/``drop`` of a job the store claimed raise ``LostClaim`` when it
+    was given back meanwhile. ``rows``/``load`` copy tables between stores (``rkvideo migrate-db``):
+    rows with an id above ``after``, by id, a job's ``root`` as a folder path on both backends.
     """
 
-    location: str       # where the store lives, for messages (a file path today)
+    location: str       # where the store lives, for messages (a file path, or a URL without its password)
     # Called about four times a second while a write waits for another process's lock, with the seconds
-    # waited; it may raise to stop waiting. The default gives up after 30 s with a StoreError.
+    # waited; it may raise to stop waiting. The default gives up after 30 s with a StoreError. (SQLite;
+    # a PostgreSQL server queues lock waits itself, and this store's transactions never hold one long.)
     on_busy: Callable[[float], None]
 
     # ---- queue writes
@@ -186,6 +203,7 @@ class JobStore(Protocol):
     def save_result(self, result) -> int: ...
     def sidecar_written(self, job_id: int, kind: str) -> None: ...
     def sidecar_failed(self, job_id: int, kind: str, error: str) -> None: ...
+    def keep_event(self, job_id: int, event) -> int: ...
 
     # ---- reads
     def search(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]: ...
@@ -196,6 +214,8 @@ class JobStore(Protocol):
     def counts(self) -> dict[Status, int]: ...
     def descriptions(self, job_id: int) -> list[dict]: ...
     def events(self, description_id: int) -> list[dict]: ...
+    def kept_events(self, job_id: int) -> list[dict]: ...
+    def search_events(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]: ...
     def original(self, digest: str, path: str) -> Job | None: ...
     def missing_sidecars(self, ids: list[int] | None = None) -> list[MissingSidecar]: ...
 
@@ -213,6 +233,17 @@ class JobStore(Protocol):
     def thumbnails(self, description_ids: list[int]) -> dict[int, list[dict]]: ...
     def thumbnail(self, thumbnail_id: int) -> bytes | None: ...
     def forget(self, description_id: int) -> bool: ...
+
+    # ---- workers: each daemon reports, and can be asked to drain (finish its job, take no new one)
+    def report(self, worker: str, state: str) -> bool: ...
+    def workers(self) -> list[dict]: ...
+    def drain(self, target: str) -> list[str]: ...
+
+    # ---- copying between stores (``rkvideo migrate-db``)
+    def has_table(self, name: str) -> bool: ...
+    def columns(self, table: str) -> list[tuple[str, str]]: ...
+    def rows(self, table: str, after: int = 0, limit: int | None = None) -> list[dict]: ...
+    def load(self, table: str, columns: list[tuple[str, str]], rows: list[dict]) -> int: ...
 
     # ---- life
     def lock_daemon(self) -> None: ...

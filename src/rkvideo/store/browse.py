@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from .base import END, MARK, Filters
 from .migrations import FOLDER_SQL
+from .rows import excerpt
 
 RANK_WINDOW = 2000
-EXCERPT = 400       # characters of a description shown for a recording without a query
 
 _JOB = ("j.id AS job_id, j.path AS path, j.status AS status, j.mtime AS mtime, j.error AS error, "
         f"{FOLDER_SQL.replace('path', 'j.path')} AS folder")
@@ -187,7 +187,7 @@ def recordings(db, filters: Filters, limit: int, offset: int) -> list[dict]:
         found = texts.get(row["description_id"], {})
         hits.append({"kind": "recording", "event_id": None, "start": None, "end": None, "score": None,
                      "model": found.get("model"), "created_at": found.get("created_at"),
-                     "snippet": _excerpt(found.get("text") or row["error"] or ""), **row})
+                     "snippet": excerpt(found.get("text") or row["error"] or ""), **row})
     return hits
 
 
@@ -199,9 +199,6 @@ def _texts(db, ids: list) -> dict:
     return {row["id"]: row for row in rows}
 
 
-def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= EXCERPT else text[:EXCERPT].rsplit(" ", 1)[0] + " …"
 
 
 def folders(db) -> list[str]:

@@ -45,10 +45,9 @@ DESCRIPTIONS = {
     "frame_count": int, "prompt_tokens": int, "vision_tokens": int, "new_tokens": int,
     "timings": str, "notes": str, "source": str, "created_at": str,
 }
-JSON_COLUMNS = ("inputs", "frames", "timings", "notes")
 # Every table rkvideo makes: a database with other tables and no schema_version is someone else's.
 TABLES = {"jobs", "descriptions", "events", "thumbnails", "schema_version", "missing_sidecars",
-          Migrations.migrations_table, "outbox", "announced"}
+          Migrations.migrations_table, "outbox", "announced", "workers"}
 # Timeline moments. start_s/end_s: seconds from the recording's start ("end" is an SQL keyword).
 # description_id is NULL while the recording's timeline is still being described (a finished
 # segment kept for a resume after a crash); job_id says whose it is.
@@ -184,6 +183,13 @@ def outbox(db) -> None:
     db["outbox"].create_index(["created_at"], if_not_exists=True)
     db["announced"].create({"target": str, "topic": str, "created_at": str}, pk=("target", "topic"),
                            not_null={"created_at"}, if_not_exists=True)
+
+@MIGRATIONS(name="0400-i13-workers")
+def workers(db) -> None:
+    """One row per daemon process (``rkvideo workers``): when it last reported, its state, and whether it
+    was asked to drain. Older rkvideo ignores the table, so ``schema_version`` stays."""
+    db.execute("CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at TEXT, seen_at TEXT, state TEXT, "
+               "drain INTEGER NOT NULL DEFAULT 0)")
 
 
 def version(db) -> int | None:

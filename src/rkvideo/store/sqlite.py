@@ -61,8 +61,8 @@ import sqlite_utils
 
 from . import browse, dbfile, migrations, search
 from .base import (Filters, Job, Messages, MissingSidecar, Outgoing, Status, StoreError, StoreUnavailable, db_text,
-                   later, now, same_content, valid_name)
-from .fingerprints import fingerprint
+                   later, now, same_content)
+from .rows import FORGOTTEN, INTERRUPTED, KEPT, Reads, decode, described_file, description_row, stopped_each_time
 from .thumbnails import ThumbnailFiles, folder_for
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ FINAL_ON_PUT = (Status.FAILED, Status.SKIPPED)
 SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL = 5, 6, 10, 13
 # Less free space than this where the database lives, after an I/O error: the disk is full.
 LOW_SPACE = 1 << 20
+FORGET_WORKERS = 7 * 86400   # a worker not heard of for a week leaves the workers table
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -84,11 +85,12 @@ def _free_bytes(folder: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-class SqliteStore:
-    """One connection to the database file; use one store per thread."""
+class SqliteStore(Reads):
+    """One connection to the database file; use one store per thread. ``roots`` (watched folders by name)
+    is accepted for the same signature as ``PostgresStore``: one board, so paths are the keys here."""
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True, readonly: bool = False,
-                 on_busy: dbfile.OnBusy | None = None):
+                 on_busy: dbfile.OnBusy | None = None, roots: dict | None = None):
         self.path = Path(path).expanduser()
         self.location = str(self.path)
         self.readonly = readonly
@@ -246,47 +248,23 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
 
-    def _jobs(self, sql: str, params=()) -> list[Job]:
-        return [Job.from_row(row) for row in self._rows(sql, params)]
+    def _job(self, row: dict) -> Job:
+        return Job.from_row(row)
 
-    def _one(self, sql: str, params=()) -> Job | None:
-        jobs = self._jobs(sql, params)
-        return jobs[0] if jobs else None
-
-    # ------------------------------------------------------------- reads
-
-    def job(self, job_id: int) -> Job | None:
-        return self._one("SELECT * FROM jobs WHERE id = ?", [job_id])
+    # ------------------------------------------------------------- reads (and those of rows.Reads)
 
     def job_at(self, path: str) -> Job | None:
         return self._one("SELECT * FROM jobs WHERE path = ?", [db_text(path)])
-
-    def jobs(self, status: Status | None = None) -> list[Job]:
-        """Every job (or those with ``status``) by id, each with its number of descriptions."""
-        sql = ("SELECT jobs.*, (SELECT count(*) FROM descriptions WHERE job_id = jobs.id) AS descriptions "
-               "FROM jobs")
-        if status:
-            return self._jobs(sql + " WHERE status = ? ORDER BY id", [Status(status)])
-        return self._jobs(sql + " ORDER BY id")
 
     def jobs_under(self, folder: str) -> list[Job]:
         prefix = db_text(folder.rstrip("/")) + "/"
         return self._jobs("SELECT * FROM jobs WHERE substr(path, 1, ?) = ?", [len(prefix), prefix])
 
-    def counts(self) -> dict[Status, int]:
-        return {Status(row["status"]): row["n"] for row in
-                self._rows("SELECT status, count(*) AS n FROM jobs GROUP BY status")}
-
-    def descriptions(self, job_id: int) -> list[dict]:
-        """The job's descriptions, oldest first, JSON columns decoded."""
-        rows = self._rows("SELECT * FROM descriptions WHERE job_id = ? ORDER BY id", [job_id])
-        return [_decode(row) for row in rows]
-
     def events(self, description_id: int) -> list[dict]:
         """The description's timeline moments in time order: start, end (seconds), text, frames, score."""
         rows = self._rows("SELECT id, start_s AS start, end_s AS end, text, frames, score FROM events "
                           "WHERE description_id = ? ORDER BY start_s, id", [description_id])
-        return [_decode(row) for row in rows]
+        return [decode(row) for row in rows]
 
     def original(self, digest: str, path: str) -> Job | None:
         """The first job with this content under another path that is not itself a duplicate."""
@@ -355,9 +333,9 @@ class SqliteStore:
                                                    [description_id])]
             for table, key in (("events", "description_id"), ("thumbnails", "description_id"), ("descriptions", "id")):
                 self.db.execute(f"DELETE FROM {table} WHERE {key} = ?", [description_id])
-            self.db.execute("UPDATE jobs SET error = 'its descriptions were removed (rkvideo forget); `rkvideo "
-                            "retry` describes it again', updated_at = ? WHERE id = ? AND status = ? AND NOT EXISTS "
-                            "(SELECT 1 FROM descriptions WHERE job_id = jobs.id)", [stamp, row[0], Status.DONE])
+            self.db.execute("UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND status = ? AND NOT EXISTS "
+                            "(SELECT 1 FROM descriptions WHERE job_id = jobs.id)",
+                            [FORGOTTEN, stamp, row[0], Status.DONE])
         self.thumbnail_files.remove(names)
         return True
 
@@ -369,14 +347,18 @@ class SqliteStore:
         runs of text (``search``); a query with no word matches nothing.
         """
         if raw:
-            sql, params = search.words_sql(query, limit)
+            match = query
         else:
             terms = search.words(query)
             if not terms:
                 return []
             if search.by_substring(terms):
                 return self._substring_search(terms, limit)
-            sql, params = search.words_sql(search.fts_match(terms), limit)
+            match = search.fts_match(terms)
+        sql, params = search.words_sql(match, limit)
+        return self._matches(sql, params, query, raw)
+
+    def _matches(self, sql: str, params: list, query: str, raw: bool) -> list[dict]:
         try:
             return dbfile.patiently(lambda: list(self.db.query(sql, params)), self.path, self.on_busy)
         except sqlite3.OperationalError as exc:
@@ -389,6 +371,24 @@ class SqliteStore:
         for hit in hits:
             hit["snippet"] = search.snippet(hit.pop("text"), terms)
         return hits
+
+    def search_events(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
+        """Moments of stored timelines matching ``query``, best first, each with its recording, times
+        (``start``/``end`` in seconds) and a snippet; as ``search`` for the query syntax."""
+        if raw:
+            match = query
+        else:
+            terms = search.words(query)
+            if not terms:
+                return []
+            match = search.fts_match(terms)
+        sql = ("SELECT e.id, e.job_id, e.description_id, coalesce(j.path, d.path) AS path, d.model, "
+               "e.start_s AS start, e.end_s AS end, e.score, d.created_at, "
+               "snippet(events_fts, 0, '[', ']', '…', 16) AS snippet, events_fts.rank AS rank "
+               "FROM events_fts JOIN events e ON e.id = events_fts.rowid "
+               "JOIN descriptions d ON d.id = e.description_id LEFT JOIN jobs j ON j.id = e.job_id "
+               "WHERE events_fts MATCH ? ORDER BY events_fts.rank LIMIT ?")
+        return self._matches(sql, [match, limit], query, raw)
 
     # ------------------------------------------------------ queue writes
 
@@ -416,6 +416,8 @@ class SqliteStore:
         if old is not None and old[1] != digest and old[2] != Status.DONE:
             # The file's old content was never described: a copy of it now has to be.
             self._promote_duplicate(old[0], stamp)
+        if old is not None and old[1] != digest:
+            self._forget_kept(old[0])       # moments of the old content must not be resumed
         self.db.execute(
             "INSERT INTO jobs (path, root, size, mtime, hash, duration, status, attempts, error, duplicate_of, "
             "created_at, updated_at, finished_at) VALUES (:path, :root, :size, :mtime, :hash, :duration, :status, "
@@ -489,10 +491,11 @@ class SqliteStore:
                 if row[0] != Status.DONE:
                     self.db.execute(
                         "UPDATE jobs SET status = ?, duplicate_of = NULL, not_before = NULL, started_at = NULL, "
-                        "error = 'file deleted before it was described again; the earlier description is kept', "
-                        "finished_at = ?, updated_at = ? WHERE id = ?", [Status.DONE, stamp, stamp, job_id])
+                        "error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
+                        [Status.DONE, KEPT, stamp, stamp, job_id])
                 return "kept", None
             promoted = self._promote_duplicate(job_id, stamp)
+            self._forget_kept(job_id)
             self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
             return "dropped", promoted
 
@@ -539,21 +542,9 @@ class SqliteStore:
                         "updated_at = ? WHERE id = ?", [Status.DONE, stamp, stamp, job_id])
 
     def _insert_description(self, job: Job, result, timings, source: str, stamp: str) -> int:
-        tokens = _counts(result.tokens)
         # The path at commit time, read in this transaction: a rename while describing moved the job.
         (path,) = self.db.execute("SELECT path FROM jobs WHERE id = ?", [job.id]).fetchone()
-        row = {
-            "job_id": job.id, "path": path, "hash": job.hash, "kind": result.kind,     # an enum binds as its value
-            "inputs": json.dumps([db_text(os.path.abspath(p)) for p in result.inputs], ensure_ascii=False),
-            "text": result.text, "model": result.model.get("profile"),
-            "vision_model": result.model.get("vision"), "llm_model": result.model.get("llm"),
-            "prompt": result.prompt,
-            "frames": json.dumps(result.frames, ensure_ascii=False), "frame_count": len(result.frames),
-            "prompt_tokens": tokens.get("prompt"), "vision_tokens": tokens.get("vision"),
-            "new_tokens": tokens.get("new"),
-            "timings": json.dumps({**result.timings, **(timings or {})}),
-            "notes": json.dumps(result.notes, ensure_ascii=False), "source": source, "created_at": stamp,
-        }
+        row = description_row(job, result, timings, source, stamp, path)
         columns = ", ".join(row)
         cursor = self.db.execute(f"INSERT INTO descriptions ({columns}) VALUES "
                                  f"({', '.join(':' + c for c in row)})", row)
@@ -579,11 +570,33 @@ class SqliteStore:
                                  "VALUES (?, ?, ?, ?, ?)", rows)
 
     def _insert_events(self, job_id: int, description_id: int, events, stamp: str) -> None:
+        # The moments kept for a resume are part of ``events`` now (the timeline reused them).
+        self._forget_kept(job_id)
         self.db.conn.executemany(
             "INSERT INTO events (job_id, description_id, start_s, end_s, text, frames, score, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(job_id, description_id, e.start, e.end, e.text, json.dumps(e.frames, ensure_ascii=False), e.score,
               stamp) for e in events])
+
+    def keep_event(self, job_id: int, event) -> int:
+        """A finished moment of a timeline still being described, kept (``description_id`` NULL) so a
+        restart after a crash goes on from there; ``finish`` attaches the moments to the description."""
+        with self._transaction():
+            cursor = self.db.execute(
+                "INSERT INTO events (job_id, description_id, start_s, end_s, text, frames, score, created_at) "
+                "VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
+                [job_id, event.start, event.end, event.text, json.dumps(event.frames, ensure_ascii=False),
+                 event.score, now()])
+            return cursor.lastrowid
+
+    def kept_events(self, job_id: int) -> list[dict]:
+        """The moments kept by ``keep_event`` for this job, in time order (start, end, text, frames, score)."""
+        rows = self._rows("SELECT id, start_s AS start, end_s AS end, text, frames, score FROM events "
+                          "WHERE job_id = ? AND description_id IS NULL ORDER BY start_s, id", [job_id])
+        return [decode(row) for row in rows]
+
+    def _forget_kept(self, job_id: int) -> None:
+        self.db.execute("DELETE FROM events WHERE job_id = ? AND description_id IS NULL", [job_id])
 
     def fail(self, job_id: int, error: str, retry_in: float | None = None, *,
              messages: Messages | None = None) -> None:
@@ -609,21 +622,22 @@ class SqliteStore:
 
     def recover(self, worker: str, max_attempts: int, *,
                 messages: Callable[[Job], Iterable[Outgoing]] | None = None) -> tuple[list[Job], list[Job]]:
-        """At start-up: jobs left running by a crash go back to the queue, or fail after max_attempts.
+        """Jobs left running by a worker that is gone go back to the queue, or fail after max_attempts.
 
-        Every running job counts, not only those ``worker`` claimed: ``lock_daemon`` allows one daemon
-        per database, so at its start no job can be running anywhere else. Returns (requeued, failed),
-        each job as it was found; ``messages(job)`` of each failed one go to the outbox in the same
-        transaction.
+        Gone means: not ``worker``, the caller. ``lock_daemon`` allows one daemon per database and every
+        daemon process has its own worker id, so a running job claimed under any other id was left by a
+        daemon that has stopped; the caller's own running job is alive. Called at start-up and then
+        periodically. Returns (requeued, failed), each job as it was found; ``messages(job)`` of each
+        failed one go to the outbox in the same transaction.
         """
         stamp = now()
         with self._transaction():
-            jobs = self._jobs("SELECT * FROM jobs WHERE status = ? ORDER BY id", [Status.RUNNING])
+            jobs = self._jobs("SELECT * FROM jobs WHERE status = ? AND worker IS NOT ? ORDER BY id",
+                              [Status.RUNNING, worker])
             requeued, failed = [], []
             for job in jobs:
                 if job.attempts >= max_attempts:
-                    error = (f"the daemon stopped during each of {job.attempts} attempts "
-                             f"(it may crash on this file; `rkvideo retry` tries again)")
+                    error = stopped_each_time(job.attempts)
                     self.db.execute("UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? "
                                     "WHERE id = ?", [Status.FAILED, error, stamp, stamp, job.id])
                     failed.append(job)
@@ -631,9 +645,11 @@ class SqliteStore:
                         self._enqueue(messages(dataclasses.replace(job, status=Status.FAILED, error=error)))
                 else:
                     self.db.execute("UPDATE jobs SET status = ?, started_at = NULL, updated_at = ?, "
-                                    "error = coalesce(error, 'interrupted: the daemon stopped while describing') "
-                                    "WHERE id = ?", [Status.QUEUED, stamp, job.id])
+                                    "error = coalesce(error, ?) WHERE id = ?",
+                                    [Status.QUEUED, stamp, INTERRUPTED, job.id])
                     requeued.append(job)
+            if self.db["workers"].exists():
+                self.db.execute("DELETE FROM workers WHERE seen_at < ?", [later(-FORGET_WORKERS)])
         return requeued, failed
 
     def retry(self, ids: list[int] | None = None, statuses: tuple = (Status.FAILED,)) -> int:
@@ -736,14 +752,7 @@ class SqliteStore:
         One transaction for the job and its description: a job must never be ``done`` without one (the
         daemon would never describe that file). Returns the description's id.
         """
-        path = os.path.abspath(result.inputs[0])
-        if not valid_name(path):
-            raise StoreError(f"{db_text(path)}: file name is not valid UTF-8 (rename the file to store it)")
-        try:
-            st = os.stat(path)
-            digest = fingerprint(path)
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot store the result: {exc.strerror}") from None
+        path, st, digest = described_file(result)
         with self._transaction(f"cannot store the result for {path}"):
             job = self.job_at(path)
             if job is None or job.hash != digest:
@@ -754,6 +763,89 @@ class SqliteStore:
             if job.status != Status.RUNNING:      # a running daemon job commits its own row
                 self._mark_done(job.id, stamp)
         return description
+
+
+    # ------------------------------------------------------------ workers
+
+    def report(self, worker: str, state: str) -> bool:
+        """``worker`` is alive and ``state`` (running, draining, stopped); returns whether it was asked
+        to drain."""
+        stamp = now()
+        with self._transaction("cannot report the worker"):
+            self.db.execute("INSERT INTO workers (id, started_at, seen_at, state) VALUES (?, ?, ?, ?) "
+                            "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, state = excluded.state",
+                            [worker, stamp, stamp, state])
+            return bool(self.db.execute("SELECT drain FROM workers WHERE id = ?", [worker]).fetchone()[0])
+
+    def workers(self) -> list[dict]:
+        """Every worker heard of, with the job it runs now (if any)."""
+        if not self.db["workers"].exists():      # read-only open of a database not migrated yet
+            return []
+        rows = self._rows("SELECT w.id, w.started_at, w.seen_at, w.state, w.drain, j.id AS job_id, j.path, "
+                          "j.started_at AS job_started FROM workers w LEFT JOIN jobs j ON j.worker = w.id "
+                          "AND j.status = 'running' ORDER BY w.started_at, w.id")
+        return [{**row, "drain": bool(row["drain"])} for row in rows]
+
+    def drain(self, target: str) -> list[str]:
+        """Ask the worker ``target`` (an id, or a host name: every worker of that host) to finish its job
+        and take no new one. Returns the ids asked."""
+        with self._transaction("cannot ask for a drain"):
+            where = "(id = ? OR substr(id, 1, ?) = ?) AND state != 'stopped'"
+            params = [target, len(target) + 1, target + ":"]
+            ids = [r[0] for r in self.db.execute(f"SELECT id FROM workers WHERE {where}", params)]
+            self.db.execute(f"UPDATE workers SET drain = 1 WHERE {where}", params)
+        return sorted(ids)
+
+    # ------------------------------------------------------------ copying (migrate-db)
+
+    def has_table(self, name: str) -> bool:
+        return self.db[name].exists()
+
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, kind) of the columns a copy writes (generated ones, like ``jobs.relpath``, left out; a
+        thumbnail's file as ``data``, its bytes)."""
+        kinds = {"INTEGER": "integer", "INT": "integer", "REAL": "real", "FLOAT": "real", "BLOB": "blob"}
+        rows = self.db.execute(f"PRAGMA table_info([{table}])").fetchall()
+        columns = [(r[1], kinds.get(r[2].upper(), "text")) for r in rows]
+        if table == "thumbnails":
+            columns = [("data", "blob") if name == "path" else (name, kind) for name, kind in columns]
+        return columns
+
+    def rows(self, table: str, after: int = 0, limit: int | None = None) -> list[dict]:
+        """Rows of ``table`` with an id above ``after``, by id (all, for a table without ids); a job's
+        ``root`` is its watched folder here already; a thumbnail comes with its JPEG (``data``)."""
+        names = [c for c, _ in self.columns(table) if not (table == "thumbnails" and c == "data")]
+        names += ["path"] if table == "thumbnails" else []
+        query = f"SELECT {', '.join(f'[{n}]' for n in names)} FROM [{table}]"
+        if "id" not in names:
+            return self._rows(query)
+        rows = self._rows(query + " WHERE id > ? ORDER BY id LIMIT ?", [after, -1 if limit is None else limit])
+        if table == "thumbnails":
+            for row in rows:
+                f = self.thumbnail_files.open(row.pop("path"))
+                row["data"] = None
+                if f is not None:
+                    with f:
+                        row["data"] = f.read()
+        return rows
+
+    def load(self, table: str, columns: list[tuple[str, str]], rows: list[dict]) -> int:
+        """Insert copied rows, ids kept; a table this database lacks is made first. A thumbnail's JPEG
+        becomes its file (one whose bytes are lost is left out)."""
+        types = {"integer": int, "real": float, "text": str, "blob": bytes}
+        names = [c for c, _ in columns]
+        if table == "thumbnails":
+            names = [n for n in names if n != "data"] + ["path"]
+            rows = [{**row, "path": self.thumbnail_files.write(row["description_id"], row["seq"], row["data"])}
+                    for row in rows if row.get("data")]
+        with self._transaction(f"cannot copy {table}"):
+            if not self.has_table(table):
+                self.db[table].create({name: types[kind] for name, kind in columns},
+                                      pk="id" if any(n == "id" for n, _ in columns) else None)
+            insert = (f"INSERT INTO [{table}] ({', '.join(f'[{n}]' for n in names)}) "
+                      f"VALUES ({', '.join('?' for _ in names)})")
+            self.db.conn.executemany(insert, [[row.get(n) for n in names] for row in rows])
+        return len(rows)
 
 
 def _new_root(path_sql: str) -> str:
@@ -768,17 +860,3 @@ def _root(path: str, root: str | None) -> str | None:
         return None
     folder = db_text(str(root)).rstrip("/")
     return folder if db_text(path).startswith(folder + "/") else None
-
-
-def _counts(tokens) -> dict:
-    """Token counts as a dict: ``pipeline.Tokens`` has ``as_dict()``; a plain dict is taken as it is."""
-    if tokens is None:
-        return {}
-    return tokens if isinstance(tokens, dict) else tokens.as_dict()
-
-
-def _decode(row: dict) -> dict:
-    for column in migrations.JSON_COLUMNS:
-        if isinstance(row.get(column), str):
-            row[column] = json.loads(row[column])
-    return row

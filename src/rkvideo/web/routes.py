@@ -39,6 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import store as store_mod
+from ..config import is_url
 from ..store import END, MARK, StoreError
 from . import captions, guard, pages
 
@@ -63,12 +64,15 @@ def templates() -> jinja2.Environment:
 class Web:
     """The routes over one database; ``app`` is the ASGI application."""
 
-    def __init__(self, database: str | os.PathLike, token: str = ""):
-        self.database = Path(database)
+    def __init__(self, database: str | os.PathLike, token: str = "", roots: dict | None = None):
+        # A postgresql:// URL as it is; ``roots`` (name -> folder) give a shared database's recordings the
+        # paths of this machine.
+        self.database = database if is_url(database) else Path(database)
+        self.roots = roots
         self.token = token
         self.env = templates()
         # Once, read-write: the database must exist, and an older schema gains what these pages read.
-        store_mod.open_store(self.database, create=False).close()
+        store_mod.open_store(self.database, create=False, roots=roots).close()
         routes = [
             Route("/", self.search_page),
             Route("/recordings/{job_id:int}", self.recording_page),
@@ -102,7 +106,7 @@ class Web:
     @contextlib.contextmanager
     def store(self, write: bool = False):
         """The store for one request: read-only unless ``write`` (Retry); never created here."""
-        jobs = store_mod.open_store(self.database, create=False, readonly=not write)
+        jobs = store_mod.open_store(self.database, create=False, readonly=not write, roots=self.roots)
         try:
             yield jobs
         finally:
@@ -313,6 +317,6 @@ def _seconds(value: str | None) -> float | None:
     return seconds
 
 
-def create_app(database: str | os.PathLike, token: str = ""):
+def create_app(database: str | os.PathLike, token: str = "", roots: dict | None = None):
     """The ASGI application serving ``database`` (which must exist); ``token`` turns the login on."""
-    return Web(database, token).app
+    return Web(database, token, roots).app
