@@ -346,16 +346,12 @@ class SqliteStore(Reads):
         A word in a script written without spaces (Chinese, Japanese, Thai…) is found inside longer
         runs of text (``search``); a query with no word matches nothing.
         """
-        if raw:
-            match = query
-        else:
-            terms = search.words(query)
-            if not terms:
-                return []
-            if search.by_substring(terms):
-                return self._substring_search(terms, limit)
-            match = search.fts_match(terms)
-        sql, params = search.words_sql(match, limit)
+        terms = [] if raw else search.words(query)
+        if not raw and not terms:
+            return []
+        if search.by_substring(terms):
+            return self._substring_search(terms, limit)
+        sql, params = search.words_sql(query if raw else search.fts_match(terms), limit)
         return self._matches(sql, params, query, raw)
 
     def _matches(self, sql: str, params: list, query: str, raw: bool) -> list[dict]:
@@ -375,13 +371,10 @@ class SqliteStore(Reads):
     def search_events(self, query: str, limit: int = 20, raw: bool = False) -> list[dict]:
         """Moments of stored timelines matching ``query``, best first, each with its recording, times
         (``start``/``end`` in seconds) and a snippet; as ``search`` for the query syntax."""
-        if raw:
-            match = query
-        else:
-            terms = search.words(query)
-            if not terms:
-                return []
-            match = search.fts_match(terms)
+        terms = [] if raw else search.words(query)
+        if not raw and not terms:
+            return []
+        match = query if raw else search.fts_match(terms)
         sql = ("SELECT e.id, e.job_id, e.description_id, coalesce(j.path, d.path) AS path, d.model, "
                "e.start_s AS start, e.end_s AS end, e.score, d.created_at, "
                "snippet(events_fts, 0, '[', ']', '…', 16) AS snippet, events_fts.rank AS rank "
