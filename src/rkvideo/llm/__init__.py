@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..modelfile import ModelFileError
+from ..registry import Registration
 from .base import CPU_EXTRA_HINT, LLM, Generation, Interrupted, LLMError, Utf8Stream
 
 __all__ = ["CPU_EXTRA_HINT", "LLM", "Generation", "Interrupted", "LLMError", "Registration", "Runtime",
@@ -37,25 +38,6 @@ class Runtime:
     """One LLM runtime: the suffix it reads and how a file is opened."""
     suffix: str
     opener: Opener
-
-
-class Registration:
-    """What ``register`` returns: ``undo()``, or the end of a ``with`` block, restores the previous entry."""
-
-    def __init__(self, table: dict, suffix: str, previous: Runtime | None):
-        self.table, self.suffix, self.previous = table, suffix, previous
-
-    def undo(self) -> None:
-        if self.previous is None:
-            self.table.pop(self.suffix, None)
-        else:
-            self.table[self.suffix] = self.previous
-
-    def __enter__(self) -> Registration:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.undo()
 
 
 _RUNTIMES: dict[str, Runtime] = {}

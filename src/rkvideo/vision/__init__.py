@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..modelfile import ModelFileError
+from ..registry import Registration
 from .base import Encoded, Encoder, Vision, VisionError, check_encoder
 from .pool import THREAD_PREFIX, VisionPool
 
@@ -39,25 +40,6 @@ class Runtime:
     suffix: str
     opener: Opener
     npu: bool = False         # encodes on the RK3588 NPU (its memory domain 0)
-
-
-class Registration:
-    """What ``register`` returns: ``undo()``, or the end of a ``with`` block, restores the previous entry."""
-
-    def __init__(self, table: dict, suffix: str, previous: Runtime | None):
-        self.table, self.suffix, self.previous = table, suffix, previous
-
-    def undo(self) -> None:
-        if self.previous is None:
-            self.table.pop(self.suffix, None)
-        else:
-            self.table[self.suffix] = self.previous
-
-    def __enter__(self) -> Registration:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.undo()
 
 
 _RUNTIMES: dict[str, Runtime] = {}
