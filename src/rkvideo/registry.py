@@ -24,3 +24,14 @@ class Registration:
 
     def __exit__(self, *exc) -> None:
         self.undo()
+
+
+def add(table: dict, suffix: str, runtime, example: str) -> Registration:
+    """Enter ``runtime`` for file names ending in ``suffix`` (any case) in ``table``, replacing an entry
+    for the same suffix; ``example`` (".gguf") is shown when the suffix is malformed."""
+    suffix = suffix.lower()
+    if not suffix.startswith(".") or len(suffix) < 2:
+        raise ValueError(f"a runtime suffix starts with a dot, like {example!r}, not {suffix!r}")
+    previous = table.get(suffix)
+    table[suffix] = runtime
+    return Registration(table, suffix, previous)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..modelfile import ModelFileError
+from .. import registry
 from ..registry import Registration
 from .base import CPU_EXTRA_HINT, LLM, Generation, Interrupted, LLMError, Utf8Stream
 
@@ -45,12 +46,7 @@ _RUNTIMES: dict[str, Runtime] = {}
 
 def register(suffix: str, opener: Opener) -> Registration:
     """Open files ending in ``suffix`` (".gguf") with ``opener``; replaces an entry for the same suffix."""
-    suffix = suffix.lower()
-    if not suffix.startswith(".") or len(suffix) < 2:
-        raise ValueError(f"a runtime suffix starts with a dot, like '.gguf', not {suffix!r}")
-    previous = _RUNTIMES.get(suffix)
-    _RUNTIMES[suffix] = Runtime(suffix, opener)
-    return Registration(_RUNTIMES, suffix, previous)
+    return registry.add(_RUNTIMES, suffix, Runtime(suffix.lower(), opener), ".gguf")
 
 
 def runtime_for(path) -> Runtime:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..modelfile import ModelFileError
+from .. import registry
 from ..registry import Registration
 from .base import Encoded, Encoder, Vision, VisionError, check_encoder
 from .pool import THREAD_PREFIX, VisionPool
@@ -47,12 +48,7 @@ _RUNTIMES: dict[str, Runtime] = {}
 
 def register(suffix: str, opener: Opener, *, npu: bool = False) -> Registration:
     """Open files ending in ``suffix`` (".onnx") with ``opener``; replaces an entry for the same suffix."""
-    suffix = suffix.lower()
-    if not suffix.startswith(".") or len(suffix) < 2:
-        raise ValueError(f"a runtime suffix starts with a dot, like '.onnx', not {suffix!r}")
-    previous = _RUNTIMES.get(suffix)
-    _RUNTIMES[suffix] = Runtime(suffix, opener, npu)
-    return Registration(_RUNTIMES, suffix, previous)
+    return registry.add(_RUNTIMES, suffix, Runtime(suffix.lower(), opener, npu), ".onnx")
 
 
 def runtime_for(path) -> Runtime:
